@@ -1,0 +1,43 @@
+"""Shared by the benchmarks: timing loops and one JSON line per figure."""
+
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+
+
+def machine() -> dict[str, object]:
+    return {
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+    }
+
+
+def emit(name: str, value: float, unit: str, **extra: object) -> None:
+    """Print one figure as a JSON line (the format every bench/ module uses)."""
+    line = {"bench": name, "value": round(value, 3), "unit": unit, **extra, "machine": machine()}
+    print(json.dumps(line), flush=True)
+
+
+def rate(fn: Callable[[], object], seconds: float = 1.0) -> float:
+    """Calls of fn per second of wall time on this thread, measured for about `seconds`."""
+    fn()  # warm caches before timing
+    n = 0
+    batch = 64
+    start = time.perf_counter()
+    deadline = start + seconds
+    while True:
+        for _ in range(batch):
+            fn()
+        n += batch
+        now = time.perf_counter()
+        if now >= deadline:
+            return n / (now - start)
+
+
+if __name__ == "__main__":
+    sys.exit("bench.common is a library; run `python -m bench`")

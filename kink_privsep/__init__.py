@@ -1,0 +1,1 @@
+"""kink_privsep: the small root helper that programs XFRM for the kink daemon."""
