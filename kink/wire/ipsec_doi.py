@@ -9,6 +9,8 @@ from enum import IntEnum
 
 IPSEC_DOI = 1  # RFC 2407 §4.2; the only DOI KINK defines (RFC 4430 §4)
 SIT_IDENTITY_ONLY = 1  # RFC 2407 §4.2; KINK's SA payload situation (RFC 4430 §5.1)
+SIT_SECRECY = 2  # RFC 2407 §4.2; adds labelled-domain fields to the SA payload (§4.6.1)
+SIT_INTEGRITY = 4  # RFC 2407 §4.2; likewise
 
 
 class ProtocolId(IntEnum):
@@ -52,6 +54,16 @@ class IpcompTransform(IntEnum):
     LZS = 3
 
 
+# SPI sizes of a Proposal or Delete payload per protocol: AH and ESP have 32-bit SPIs (RFC 4302
+# §2.4, RFC 4303 §2.1); IPComp sends its 16-bit CPI (RFC 3173) in 2 octets, or in the low half
+# of 4 octets.
+SPI_SIZES: dict[int, frozenset[int]] = {
+    ProtocolId.AH: frozenset({4}),
+    ProtocolId.ESP: frozenset({4}),
+    ProtocolId.IPCOMP: frozenset({2, 4}),
+}
+
+
 class AttributeType(IntEnum):
     """SA attribute classes, RFC 2407 §4.5. Basic (TV) unless noted."""
 
@@ -64,6 +76,20 @@ class AttributeType(IntEnum):
     KEY_ROUNDS = 7
     COMPRESS_DICTIONARY_SIZE = 8
     COMPRESS_PRIVATE_ALGORITHM = 9  # variable
+
+
+# RFC 2407 §4.5: these classes are Basic and "MUST NOT be encoded as variable".
+BASIC_ATTRIBUTES = frozenset(
+    {
+        AttributeType.SA_LIFE_TYPE,
+        AttributeType.GROUP_DESCRIPTION,
+        AttributeType.ENCAPSULATION_MODE,
+        AttributeType.AUTHENTICATION_ALGORITHM,
+        AttributeType.KEY_LENGTH,
+        AttributeType.KEY_ROUNDS,
+        AttributeType.COMPRESS_DICTIONARY_SIZE,
+    }
+)
 
 
 class LifeType(IntEnum):
@@ -122,6 +148,18 @@ class IdType(IntEnum):
     DER_ASN1_DN = 9
     DER_ASN1_GN = 10
     KEY_ID = 11
+
+
+# Identification Data length of each ID type KINK allows (RFC 4430 §5.3; RFC 2407 §4.6.2.2-9:
+# one address, or two of them: address and mask, or first and last address).
+ID_DATA_LENGTHS: dict[int, int] = {
+    IdType.IPV4_ADDR: 4,
+    IdType.IPV4_ADDR_SUBNET: 8,
+    IdType.IPV6_ADDR: 16,
+    IdType.IPV6_ADDR_SUBNET: 32,
+    IdType.IPV4_ADDR_RANGE: 8,
+    IdType.IPV6_ADDR_RANGE: 32,
+}
 
 
 class NotifyType(IntEnum):

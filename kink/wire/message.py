@@ -1,0 +1,225 @@
+"""KINK messages: header, outer payloads, KINK_ENCRYPT and Cksum (RFC 4430 §4, §4.1, §4.2.7).
+
+The crypto layer drives a received message through these steps:
+    msg = decode(datagram)                     # structure only; DecodeError otherwise
+    signed, cksum = cksum_input(datagram)      # §4 "To verify the checksum"; verify_mic(...)
+    plaintext = decrypt(msg.ciphertext)        # key usage 39, RFC 4430 §8
+    msg = dataclasses.replace(msg, encrypted=decode_inner(plaintext))
+    check_message(msg)                         # kink.wire.rules: the §6 payload rules
+and a message to send goes through encode(msg, sealer), which encrypts msg.encrypted and appends
+the Cksum through the Sealer.
+
+decode() reports an unsupported major version (KINK_INVMAJ) or DOI (KINK_INVDOI), and decode()
+or decode_inner() a KINK_ISAKMP payload of an unsupported Quick Mode version (KINK_BADQMVERS),
+as a DecodeError whose kink_error names that code (decode() also attaches the received header,
+for the XID of a reply): such content cannot be interpreted further, since the payload formats
+belong to the version and the DOI (RFC 4430 §4, §4.2.6, §4.2.8). Any other structural fault
+is kink_error=KINK_PROTOERR, with notify=PAYLOAD-MALFORMED when it lies inside KINK_ISAKMP.
+"""
+
+import struct
+from dataclasses import dataclass
+from typing import Protocol
+
+from kink.wire.constants import (
+    ACKREQ_FLAG,
+    HEADER_LENGTH,
+    KINK_MAJOR_VERSION,
+    KinkErrorCode,
+    MessageType,
+    PayloadType,
+)
+from kink.wire.errors import DecodeError, EncodeError
+from kink.wire.header import HEADER, Header
+from kink.wire.ipsec_doi import IPSEC_DOI
+from kink.wire.payloads import GENERIC, PADDING, KinkPayload, decode_chain, encode_chain
+
+_INNER_HEAD = struct.Struct(">B3x")  # InnerNextPload, RESERVED2 (§4.2.7, erratum 93)
+_LENGTH = struct.Struct(">H")
+_MESSAGE_TYPES = {int(t): t for t in MessageType}
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One KINK message.
+
+    payloads: the cleartext outer payloads in order (never KINK_ENCRYPT itself).
+    encrypted: the payloads inside KINK_ENCRYPT when known (after decryption, or to be
+        encrypted by encode); None when there is no KINK_ENCRYPT or it is still ciphertext.
+    ciphertext: the KINK_ENCRYPT content as received (encrypted=None until decrypted).
+    cksum: the received Cksum (b"" = unauthenticated); encode() ignores it and asks the Sealer.
+    type is a MessageType when known, else the received int.
+    """
+
+    type: int
+    xid: int
+    payloads: tuple[KinkPayload, ...]
+    encrypted: tuple[KinkPayload, ...] | None = None
+    ciphertext: bytes | None = None
+    ackreq: bool = False
+    doi: int = IPSEC_DOI
+    mjver: int = KINK_MAJOR_VERSION
+    cksum: bytes = b""
+
+
+class Sealer(Protocol):
+    """What encode() needs from the crypto layer (the ticket session key, RFC 4430 §8)."""
+
+    def checksum_length(self) -> int:
+        """The length of checksum()'s output (becomes CksumLen)."""
+        ...
+
+    def checksum(self, data: bytes) -> bytes:
+        """Kerberos get_mic over data with key usage 40 (RFC 4430 §4, §8)."""
+        ...
+
+    def encrypt(self, plaintext: bytes) -> bytes:
+        """Kerberos encrypt with key usage 39 (RFC 4430 §4.2.7, §8)."""
+        ...
+
+
+def decode(data: bytes) -> Message:
+    """Parse a received datagram. Octets after Length are ignored (RFC 4430 §4 allows them).
+    Raises DecodeError (see the module docstring for the kink_error it carries)."""
+    if type(data) is not bytes:
+        data = bytes(data)
+    if len(data) < HEADER_LENGTH:
+        raise DecodeError(0, f"{len(data)} octets, less than the 16-octet KINK header")
+    try:
+        return _decode(data)
+    except DecodeError as exc:
+        exc.header = Header._make(HEADER.unpack_from(data))
+        raise
+
+
+def _decode(data: bytes) -> Message:
+    mtype, version, length, doi, xid, first, flags, cksum_len = HEADER.unpack_from(data)
+    _check_lengths(data, version, length, cksum_len)
+    if doi != IPSEC_DOI:
+        raise DecodeError(4, f"DOI {doi} is not supported", kink_error=KinkErrorCode.INVDOI)
+    end = length - cksum_len
+    payloads, ciphertext, stop = decode_chain(data, first, HEADER_LENGTH, end, outer=True)
+    # Only the padding to a 4-octet boundary may sit between the last payload and the Cksum
+    # (§4.1); without a Cksum the sender may or may not count that padding in Length.
+    if end != stop and end != (stop + 3) & ~3:
+        raise DecodeError(stop, f"{end - stop} octets between the last payload and the Cksum")
+    return Message(
+        _MESSAGE_TYPES.get(mtype, mtype),
+        xid,
+        payloads,
+        None,
+        ciphertext,
+        bool(flags & ACKREQ_FLAG),
+        doi,
+        version >> 4,
+        data[end:length],
+    )
+
+
+def _check_lengths(data: bytes, version: int, length: int, cksum_len: int) -> None:
+    if version >> 4 != KINK_MAJOR_VERSION:
+        raise DecodeError(
+            1, f"major version {version >> 4} is not 1", kink_error=KinkErrorCode.INVMAJ
+        )
+    if length > len(data):
+        raise DecodeError(2, f"Length {length} exceeds the {len(data)} octets received")
+    if length < HEADER_LENGTH:
+        raise DecodeError(2, f"Length {length} is less than the header")
+    if cksum_len > length - HEADER_LENGTH:
+        raise DecodeError(
+            14, f"CksumLen {cksum_len} exceeds the {length - 16} octets after the header"
+        )
+    if cksum_len and (length - cksum_len) & 3:
+        raise DecodeError(14, "the Cksum does not start on a 4-octet boundary (RFC 4430 §4.1)")
+
+
+def cksum_input(data: bytes) -> tuple[bytes, bytes]:
+    """(octets to pass to verify_mic, the Cksum) of a received message, per RFC 4430 §4 "To
+    verify the checksum": message[0:Length-CksumLen] with Length set to Length-CksumLen and
+    CksumLen zeroed. An empty Cksum means the message is unauthenticated."""
+    if type(data) is not bytes:
+        data = bytes(data)
+    if len(data) < HEADER_LENGTH:
+        raise DecodeError(0, f"{len(data)} octets, less than the 16-octet KINK header")
+    _, version, length, _, _, _, _, cksum_len = HEADER.unpack_from(data)
+    _check_lengths(data, version, length, cksum_len)
+    end = length - cksum_len
+    signed = b"".join((data[:2], _LENGTH.pack(end), data[4:14], b"\0\0", data[16:end]))
+    return signed, data[end:length]
+
+
+def decode_inner(plaintext: bytes) -> tuple[KinkPayload, ...]:
+    """The payloads of a decrypted KINK_ENCRYPT: InnerNextPload(1) RESERVED2(3) payloads
+    (RFC 4430 §4.2.7, erratum 93). What follows the last payload is the encryption's padding
+    and is ignored. DecodeError offsets are positions in plaintext."""
+    if type(plaintext) is not bytes:
+        plaintext = bytes(plaintext)
+    if len(plaintext) < 4:
+        raise DecodeError(0, "KINK_ENCRYPT plaintext shorter than InnerNextPload and RESERVED2")
+    payloads, _, _ = decode_chain(plaintext, plaintext[0], 4, len(plaintext), outer=False)
+    return payloads
+
+
+def encode_inner(payloads: tuple[KinkPayload, ...]) -> bytes:
+    """The plaintext of a KINK_ENCRYPT holding payloads (the inverse of decode_inner)."""
+    parts = [b""]
+    try:
+        encode_chain(payloads, PayloadType.DONE, parts)
+    except struct.error as exc:
+        raise EncodeError(f"KINK payload field out of range: {exc}") from exc
+    parts[0] = _INNER_HEAD.pack(payloads[0].payload_type if payloads else PayloadType.DONE)
+    return b"".join(parts)
+
+
+def encode(msg: Message, sealer: Sealer | None = None) -> bytes:
+    """The datagram of msg.
+
+    KINK_ENCRYPT is written last (§4.2.7) when msg.encrypted is set (its plaintext goes through
+    sealer.encrypt) or else when msg.ciphertext is set (sent as it is). With a sealer the Cksum
+    is appended as §4 says: padding to 4 octets, get_mic over the message whose Length excludes
+    the Cksum and whose CksumLen is 0, then Length and CksumLen set to their final values.
+    Without a sealer the message has no Cksum (CksumLen 0): only for unauthenticated messages.
+    """
+    try:
+        return _encode(msg, sealer)
+    except struct.error as exc:
+        raise EncodeError(f"KINK message field out of range: {exc}") from exc
+
+
+def _encode(msg: Message, sealer: Sealer | None) -> bytes:
+    if msg.encrypted is not None:
+        if sealer is None:
+            raise EncodeError("KINK_ENCRYPT content needs a sealer to be encrypted")
+        ciphertext: bytes | None = sealer.encrypt(encode_inner(msg.encrypted))
+    else:
+        ciphertext = msg.ciphertext
+    parts = [b""]
+    tail = PayloadType.DONE if ciphertext is None else PayloadType.ENCRYPT
+    total = encode_chain(msg.payloads, tail, parts)
+    if ciphertext is not None:
+        if total & 3:
+            parts.append(PADDING[total & 3])
+            total = (total + 3) & ~3
+        parts.append(GENERIC.pack(PayloadType.DONE, 0, 4 + len(ciphertext)))
+        parts.append(ciphertext)
+        total += 4 + len(ciphertext)
+    first = msg.payloads[0].payload_type if msg.payloads else tail
+    flags = ACKREQ_FLAG if msg.ackreq else 0
+    version = msg.mjver << 4
+    if sealer is None:
+        parts[0] = HEADER.pack(msg.type, version, 16 + total, msg.doi, msg.xid, first, flags, 0)
+        return b"".join(parts)
+    if total & 3:
+        parts.append(PADDING[total & 3])
+        total = (total + 3) & ~3
+    length = HEADER_LENGTH + total
+    parts[0] = HEADER.pack(msg.type, version, length, msg.doi, msg.xid, first, flags, 0)
+    unsigned = b"".join(parts)
+    cksum = sealer.checksum(unsigned)
+    if len(cksum) != sealer.checksum_length():
+        raise EncodeError(f"checksum of {len(cksum)} octets, expected {sealer.checksum_length()}")
+    cksum_len = len(cksum)
+    header = HEADER.pack(
+        msg.type, version, length + cksum_len, msg.doi, msg.xid, first, flags, cksum_len
+    )
+    return b"".join((header, unsigned[HEADER_LENGTH:], cksum))
