@@ -2,4 +2,4 @@
 # takes cffi_modules from setup(), hence this file. Everything else is in pyproject.toml.
 from setuptools import setup
 
-setup(cffi_modules=[])
+setup(cffi_modules=["kink/krb5/_build.py:ffibuilder"])

@@ -1,0 +1,193 @@
+"""cffi (API mode) build of kink.krb5._krb5: exactly the MIT libkrb5 calls and structs kink uses.
+
+Run by setuptools at install time (setup.py `cffi_modules`). API mode compiles against the
+installed krb5.h, so struct layouts and constants come from the header, not from this file;
+the `...;` in each struct lets the compiler place the fields. MIT krb5 only: Heimdal's
+structs differ. Build flags come from `krb5-config` (Debian: libkrb5-dev).
+"""
+
+import shlex
+import subprocess
+
+from cffi import FFI
+
+CDEF = """
+typedef int32_t krb5_int32;
+typedef uint32_t krb5_ui_4;
+typedef uint8_t krb5_octet;
+typedef krb5_int32 krb5_error_code;
+typedef krb5_int32 krb5_timestamp;
+typedef krb5_int32 krb5_deltat;
+typedef krb5_int32 krb5_enctype;
+typedef krb5_int32 krb5_keyusage;
+typedef krb5_int32 krb5_flags;
+typedef unsigned int krb5_kvno;
+typedef unsigned int krb5_boolean;
+
+typedef struct _krb5_context *krb5_context;
+typedef struct _krb5_auth_context *krb5_auth_context;
+typedef struct _krb5_kt *krb5_keytab;
+typedef struct _krb5_ccache *krb5_ccache;
+typedef struct krb5_rc_st *krb5_rcache;
+typedef struct _profile_t *profile_t;
+typedef struct _krb5_get_init_creds_opt krb5_get_init_creds_opt;
+
+typedef struct _krb5_data { unsigned int length; char *data; ...; } krb5_data;
+typedef struct krb5_principal_data { ...; } krb5_principal_data;
+typedef krb5_principal_data *krb5_principal;
+typedef const krb5_principal_data *krb5_const_principal;
+typedef struct _krb5_keyblock {
+    krb5_enctype enctype; unsigned int length; krb5_octet *contents; ...;
+} krb5_keyblock;
+typedef struct _krb5_ticket_times {
+    krb5_timestamp authtime; krb5_timestamp starttime; krb5_timestamp endtime;
+    krb5_timestamp renew_till; ...;
+} krb5_ticket_times;
+typedef struct _krb5_creds {
+    krb5_principal client; krb5_principal server; krb5_keyblock keyblock;
+    krb5_ticket_times times; krb5_boolean is_skey; krb5_data ticket; krb5_data second_ticket;
+    ...;
+} krb5_creds;
+typedef struct _krb5_enc_data {
+    krb5_enctype enctype; krb5_kvno kvno; krb5_data ciphertext; ...;
+} krb5_enc_data;
+typedef struct _krb5_enc_tkt_part {
+    krb5_flags flags; krb5_keyblock *session; krb5_principal client;
+    krb5_ticket_times times; ...;
+} krb5_enc_tkt_part;
+typedef struct _krb5_ticket {
+    krb5_principal server; krb5_enc_data enc_part; krb5_enc_tkt_part *enc_part2; ...;
+} krb5_ticket;
+typedef struct _krb5_authenticator {
+    krb5_int32 cusec; krb5_timestamp ctime; ...;
+} krb5_authenticator;
+typedef struct _krb5_ap_rep_enc_part { ...; } krb5_ap_rep_enc_part;
+typedef struct _krb5_error {
+    krb5_timestamp ctime; krb5_int32 cusec; krb5_int32 susec; krb5_timestamp stime;
+    krb5_ui_4 error; krb5_principal client; krb5_principal server; krb5_data text;
+    krb5_data e_data; ...;
+} krb5_error;
+typedef struct krb5_keytab_entry_st {
+    krb5_principal principal; krb5_keyblock key; ...;
+} krb5_keytab_entry;
+
+#define AP_OPTS_USE_SESSION_KEY ...
+#define AP_OPTS_MUTUAL_REQUIRED ...
+#define KRB5_GC_USER_USER ...
+#define KRB5_GC_NO_STORE ...
+#define KRB5_AUTH_CONTEXT_DO_TIME ...
+#define KRB5_KEYUSAGE_AP_REQ_AUTH ...
+
+long profile_init_path(const char *filepath, profile_t *ret_profile);
+void profile_abandon(profile_t profile);
+krb5_error_code krb5_init_context_profile(profile_t profile, krb5_flags flags,
+                                          krb5_context *context);
+void krb5_free_context(krb5_context context);
+const char *krb5_get_error_message(krb5_context ctx, krb5_error_code code);
+void krb5_free_error_message(krb5_context ctx, const char *msg);
+krb5_error_code krb5_get_default_realm(krb5_context context, char **lrealm);
+void krb5_free_default_realm(krb5_context context, char *lrealm);
+
+krb5_error_code krb5_us_timeofday(krb5_context context, krb5_timestamp *seconds,
+                                  krb5_int32 *microseconds);
+krb5_error_code krb5_set_real_time(krb5_context context, krb5_timestamp seconds,
+                                   krb5_int32 microseconds);
+krb5_error_code krb5_get_time_offsets(krb5_context context, krb5_timestamp *seconds,
+                                      krb5_int32 *microseconds);
+
+krb5_error_code krb5_parse_name(krb5_context context, const char *name,
+                                krb5_principal *principal_out);
+krb5_error_code krb5_unparse_name(krb5_context context, krb5_const_principal principal,
+                                  char **name);
+void krb5_free_unparsed_name(krb5_context context, char *val);
+void krb5_free_principal(krb5_context context, krb5_principal val);
+
+krb5_error_code krb5_kt_resolve(krb5_context context, const char *name, krb5_keytab *ktid);
+krb5_error_code krb5_kt_close(krb5_context context, krb5_keytab keytab);
+krb5_error_code krb5_kt_add_entry(krb5_context context, krb5_keytab id,
+                                  krb5_keytab_entry *entry);
+
+krb5_error_code krb5_cc_resolve(krb5_context context, const char *name, krb5_ccache *cache);
+krb5_error_code krb5_cc_initialize(krb5_context context, krb5_ccache cache,
+                                   krb5_principal principal);
+krb5_error_code krb5_cc_store_cred(krb5_context context, krb5_ccache cache, krb5_creds *creds);
+krb5_error_code krb5_cc_destroy(krb5_context context, krb5_ccache cache);
+
+krb5_error_code krb5_get_init_creds_opt_alloc(krb5_context context,
+                                              krb5_get_init_creds_opt **opt);
+void krb5_get_init_creds_opt_free(krb5_context context, krb5_get_init_creds_opt *opt);
+void krb5_get_init_creds_opt_set_tkt_life(krb5_get_init_creds_opt *opt, krb5_deltat tkt_life);
+krb5_error_code krb5_get_init_creds_keytab(krb5_context context, krb5_creds *creds,
+                                           krb5_principal client, krb5_keytab arg_keytab,
+                                           krb5_deltat start_time, const char *in_tkt_service,
+                                           krb5_get_init_creds_opt *k5_gic_options);
+krb5_error_code krb5_get_credentials(krb5_context context, krb5_flags options,
+                                     krb5_ccache ccache, krb5_creds *in_creds,
+                                     krb5_creds **out_creds);
+void krb5_free_creds(krb5_context context, krb5_creds *val);
+void krb5_free_cred_contents(krb5_context context, krb5_creds *val);
+
+krb5_error_code krb5_auth_con_init(krb5_context context, krb5_auth_context *auth_context);
+krb5_error_code krb5_auth_con_free(krb5_context context, krb5_auth_context auth_context);
+krb5_error_code krb5_auth_con_setrcache(krb5_context context, krb5_auth_context auth_context,
+                                        krb5_rcache rcache);
+krb5_error_code krb5_auth_con_setuseruserkey(krb5_context context,
+                                             krb5_auth_context auth_context,
+                                             krb5_keyblock *keyblock);
+krb5_error_code krb5_auth_con_getauthenticator(krb5_context context,
+                                               krb5_auth_context auth_context,
+                                               krb5_authenticator **authenticator);
+void krb5_free_authenticator(krb5_context context, krb5_authenticator *val);
+krb5_error_code krb5_get_server_rcache(krb5_context context, const krb5_data *piece,
+                                      krb5_rcache *rcptr);
+
+krb5_error_code krb5_mk_req_extended(krb5_context context, krb5_auth_context *auth_context,
+                                     krb5_flags ap_req_options, krb5_data *in_data,
+                                     krb5_creds *in_creds, krb5_data *outbuf);
+krb5_error_code krb5_rd_req(krb5_context context, krb5_auth_context *auth_context,
+                            const krb5_data *inbuf, krb5_const_principal server,
+                            krb5_keytab keytab, krb5_flags *ap_req_options,
+                            krb5_ticket **ticket);
+krb5_error_code krb5_mk_rep(krb5_context context, krb5_auth_context auth_context,
+                            krb5_data *outbuf);
+krb5_error_code krb5_rd_rep(krb5_context context, krb5_auth_context auth_context,
+                            const krb5_data *inbuf, krb5_ap_rep_enc_part **repl);
+void krb5_free_ap_rep_enc_part(krb5_context context, krb5_ap_rep_enc_part *val);
+krb5_error_code krb5_mk_error(krb5_context context, const krb5_error *dec_err,
+                              krb5_data *enc_err);
+krb5_error_code krb5_rd_error(krb5_context context, const krb5_data *enc_errbuf,
+                              krb5_error **dec_error);
+void krb5_free_error(krb5_context context, krb5_error *val);
+
+krb5_error_code krb5_decode_ticket(const krb5_data *code, krb5_ticket **rep);
+void krb5_free_ticket(krb5_context context, krb5_ticket *val);
+krb5_error_code krb5_server_decrypt_ticket_keytab(krb5_context context, const krb5_keytab kt,
+                                                  krb5_ticket *ticket);
+krb5_error_code krb5_c_decrypt(krb5_context context, const krb5_keyblock *key,
+                               krb5_keyusage usage, const krb5_data *cipher_state,
+                               const krb5_enc_data *input, krb5_data *output);
+void krb5_free_data_contents(krb5_context context, krb5_data *val);
+"""
+
+
+def _krb5_config(option: str) -> list[str]:
+    try:
+        out = subprocess.run(
+            ["krb5-config", option, "krb5"], check=True, capture_output=True, text=True
+        ).stdout
+    except FileNotFoundError:
+        raise SystemExit("building kink needs krb5-config (Debian: libkrb5-dev)") from None
+    return shlex.split(out)
+
+
+ffibuilder = FFI()
+ffibuilder.cdef(CDEF)
+ffibuilder.set_source(
+    "kink.krb5._krb5",
+    "#include <krb5.h>\n#include <profile.h>\n",
+    extra_compile_args=_krb5_config("--cflags"),
+    extra_link_args=_krb5_config("--libs"),
+)
+
+if __name__ == "__main__":
+    ffibuilder.compile(verbose=True)

@@ -1,0 +1,539 @@
+"""Typed access to the compiled libkrb5 binding (kink/krb5/_build.py).
+
+This is the only module that touches cffi objects: everything it returns is Python data or an
+opaque handle, so the untyped cffi surface stays here. Each method makes one libkrb5 call (or
+a fixed sequence of them) and turns a failure into Krb5Error with libkrb5's own message.
+
+Memory: whatever libkrb5 allocates for one call is freed before the call returns (try/finally);
+objects that outlive a call (credentials, auth contexts, keytabs, caches) carry an ffi.gc
+destructor that holds the owning krb5_context, so a context is always freed after its objects.
+
+Threads: a RawContext is used by one thread at a time (an MIT krb5_context is not thread-safe).
+Handles may be freed on whichever thread drops them last; their destructors only call libkrb5
+free functions, which do not use the context's state.
+"""
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from kink.krb5 import _der, _krb5
+from kink.krb5.errors import Krb5Error
+from kink.krb5.session_key import SessionKey
+
+_ffi: Any = _krb5.ffi
+_c: Any = _krb5.lib
+
+AP_OPTS_USE_SESSION_KEY: int = _c.AP_OPTS_USE_SESSION_KEY
+AP_OPTS_MUTUAL_REQUIRED: int = _c.AP_OPTS_MUTUAL_REQUIRED
+KEYUSAGE_AP_REQ_AUTH: int = _c.KRB5_KEYUSAGE_AP_REQ_AUTH
+
+_memory_keytab_ids = itertools.count()
+
+
+def message_for(code: int) -> str:
+    """libkrb5's generic text for a code (once a context exists: its creation registers the
+    error tables)."""
+    text = _c.krb5_get_error_message(_ffi.NULL, code)
+    return str(_ffi.string(text).decode("utf-8", "replace"))
+
+
+def _bytes(data: Any) -> bytes:
+    return bytes(_ffi.buffer(data.data, data.length)) if data.length else b""
+
+
+def _session_key(keyblock: Any) -> SessionKey:
+    return SessionKey(int(keyblock.enctype), bytes(_ffi.buffer(keyblock.contents, keyblock.length)))
+
+
+class _Input:
+    """A krb5_data pointing at Python bytes for the duration of one call (no copy)."""
+
+    __slots__ = ("_buf", "ptr")
+
+    def __init__(self, data: bytes) -> None:
+        self._buf = _ffi.from_buffer(data)
+        self.ptr = _ffi.new("krb5_data *")
+        self.ptr.length = len(data)
+        self.ptr.data = _ffi.cast("char *", self._buf)
+
+
+class _Keyblock:
+    """A krb5_keyblock over a copy of a SessionKey, for one call."""
+
+    __slots__ = ("_buf", "ptr")
+
+    def __init__(self, key: SessionKey) -> None:
+        self._buf = _ffi.new("krb5_octet[]", key.material)
+        self.ptr = _ffi.new("krb5_keyblock *")
+        self.ptr.enctype = key.enctype
+        self.ptr.length = len(key.material)
+        self.ptr.contents = self._buf
+
+    def wipe(self) -> None:
+        _ffi.memmove(self._buf, b"\0" * self.ptr.length, self.ptr.length)
+
+
+@dataclass(frozen=True)
+class TicketTimes:
+    authtime: int
+    starttime: int
+    endtime: int
+    renew_till: int
+
+
+def _times(t: Any) -> TicketTimes:
+    # RFC 4120 §5.3: starttime is optional and then equals authtime.
+    start = t.starttime or t.authtime
+    return TicketTimes(int(t.authtime), int(start), int(t.endtime), int(t.renew_till))
+
+
+@dataclass(frozen=True, eq=False)
+class Principal:
+    """A parsed principal name (krb5_principal), freed with its handle."""
+
+    name: str
+    _ptr: Any = field(repr=False)
+
+
+@dataclass(frozen=True, eq=False)
+class Keytab:
+    name: str
+    _ptr: Any = field(repr=False)
+
+
+@dataclass(frozen=True, eq=False)
+class CCache:
+    """A private credential cache; destroyed (not just closed) when dropped."""
+
+    name: str
+    _ptr: Any = field(repr=False)
+
+
+@dataclass(frozen=True, eq=False)
+class ReplayCache:
+    # libkrb5 1.20 has no public krb5_rc_close: the cache is parked on an auth context of its
+    # own, whose krb5_auth_con_free closes it.
+    _holder: Any = field(repr=False)
+    _ptr: Any = field(repr=False)
+
+
+@dataclass(frozen=True, eq=False)
+class Creds:
+    """A krb5_creds (ticket + session key) with its fields copied out once."""
+
+    client: str
+    server: str
+    session_key: SessionKey = field(repr=False)
+    times: TicketTimes
+    user_to_user: bool  # is_skey: the ticket is encrypted in the session key of a TGT
+    ticket: bytes = field(repr=False)  # DER Ticket
+    _ptr: Any = field(repr=False)
+
+
+@dataclass(frozen=True, eq=False)
+class AuthContext:
+    _ptr: Any = field(repr=False)
+
+
+@dataclass(frozen=True)
+class DecryptedTicket:
+    client: str
+    server: str
+    session_key: SessionKey = field(repr=False)
+    times: TicketTimes
+    flags: int
+    enctype: int  # of the ticket's own encryption (the service or TGT session key)
+    kvno: int
+
+
+@dataclass(frozen=True)
+class ErrorFields:
+    """A KRB-ERROR (RFC 4120 §5.9.1) as krb5_rd_error decodes it; absent times read as 0."""
+
+    error: int
+    ctime: int
+    cusec: int
+    stime: int
+    susec: int
+    client: str | None
+    server: str | None
+    text: bytes
+    e_data: bytes
+
+
+class RawContext:
+    """One krb5_context, created from a profile path (colon-separated) or libkrb5's default."""
+
+    def __init__(self, profile_path: str | None) -> None:
+        profile = _ffi.new("profile_t *")
+        if profile_path is not None:
+            code = _c.profile_init_path(profile_path.encode(), profile)
+            if code:
+                raise Krb5Error(code, f"{message_for(code)}: {profile_path}")
+        ctxp = _ffi.new("krb5_context *")
+        try:
+            code = _c.krb5_init_context_profile(profile[0], 0, ctxp)
+        finally:
+            if profile[0] != _ffi.NULL:
+                # The context keeps its own copy; abandon (unlike release) never writes back.
+                _c.profile_abandon(profile[0])
+        if code:
+            raise Krb5Error(code, message_for(code))
+        self._ctx = _ffi.gc(ctxp[0], _c.krb5_free_context)
+
+    # -- errors, names, time -------------------------------------------------------------
+
+    def error(self, code: int) -> Krb5Error:
+        """Krb5Error for the call that just failed, with its extended message."""
+        text = _c.krb5_get_error_message(self._ctx, code)
+        try:
+            message = _ffi.string(text).decode("utf-8", "replace")
+        finally:
+            _c.krb5_free_error_message(self._ctx, text)
+        return Krb5Error(code, message)
+
+    def _check(self, code: int) -> None:
+        if code:
+            raise self.error(code)
+
+    def default_realm(self) -> str:
+        out = _ffi.new("char **")
+        self._check(_c.krb5_get_default_realm(self._ctx, out))
+        try:
+            return str(_ffi.string(out[0]).decode("utf-8"))
+        finally:
+            _c.krb5_free_default_realm(self._ctx, out[0])
+
+    def now(self) -> tuple[int, int]:
+        """Seconds and microseconds on this context's clock (system time + offset)."""
+        sec = _ffi.new("krb5_timestamp *")
+        usec = _ffi.new("krb5_int32 *")
+        self._check(_c.krb5_us_timeofday(self._ctx, sec, usec))
+        return int(sec[0]), int(usec[0])
+
+    def set_real_time(self, seconds: int, microseconds: int) -> None:
+        """Offset this context's clock so that it reads (seconds, microseconds) now."""
+        self._check(_c.krb5_set_real_time(self._ctx, seconds, microseconds))
+
+    def time_offset(self) -> tuple[int, int]:
+        sec = _ffi.new("krb5_timestamp *")
+        usec = _ffi.new("krb5_int32 *")
+        self._check(_c.krb5_get_time_offsets(self._ctx, sec, usec))
+        return int(sec[0]), int(usec[0])
+
+    def parse_principal(self, name: str) -> Principal:
+        out = _ffi.new("krb5_principal *")
+        self._check(_c.krb5_parse_name(self._ctx, name.encode("utf-8"), out))
+        ptr = _ffi.gc(out[0], lambda p, ctx=self._ctx: _c.krb5_free_principal(ctx, p))
+        return Principal(self._unparse(ptr), ptr)
+
+    def _unparse(self, principal: Any) -> str:
+        out = _ffi.new("char **")
+        self._check(_c.krb5_unparse_name(self._ctx, principal, out))
+        try:
+            return str(_ffi.string(out[0]).decode("utf-8", "replace"))
+        finally:
+            _c.krb5_free_unparsed_name(self._ctx, out[0])
+
+    def _unparse_optional(self, principal: Any) -> str | None:
+        return None if principal == _ffi.NULL else self._unparse(principal)
+
+    # -- keytabs, caches -----------------------------------------------------------------
+
+    def keytab(self, name: str) -> Keytab:
+        out = _ffi.new("krb5_keytab *")
+        self._check(_c.krb5_kt_resolve(self._ctx, name.encode("utf-8"), out))
+        ptr = _ffi.gc(out[0], lambda p, ctx=self._ctx: _c.krb5_kt_close(ctx, p))
+        return Keytab(name, ptr)
+
+    def memory_keytab(self, principal: Principal, keys: Sequence[SessionKey]) -> Keytab:
+        """A private MEMORY: keytab holding `keys`; destroyed with the handle (last close)."""
+        keytab = self.keytab(f"MEMORY:kink-{id(self):x}-{next(_memory_keytab_ids)}")
+        for key in keys:
+            block = _Keyblock(key)
+            entry = _ffi.new("krb5_keytab_entry *")
+            entry.principal = principal._ptr
+            entry.key = block.ptr[0]
+            try:
+                self._check(_c.krb5_kt_add_entry(self._ctx, keytab._ptr, entry))
+            finally:
+                block.wipe()
+        return keytab
+
+    def ccache(self, name: str) -> CCache:
+        """Resolve a private credential cache; one handle per name, or the first destroys it."""
+        out = _ffi.new("krb5_ccache *")
+        self._check(_c.krb5_cc_resolve(self._ctx, name.encode("utf-8"), out))
+        ptr = _ffi.gc(out[0], lambda p, ctx=self._ctx: _c.krb5_cc_destroy(ctx, p))
+        return CCache(name, ptr)
+
+    def store_tgt(self, ccache: CCache, client: Principal, tgt: Creds) -> None:
+        """Empty the cache and put `tgt` in it (krb5_get_credentials takes the TGT from there)."""
+        self._check(_c.krb5_cc_initialize(self._ctx, ccache._ptr, client._ptr))
+        self._check(_c.krb5_cc_store_cred(self._ctx, ccache._ptr, tgt._ptr))
+
+    def server_rcache(self) -> ReplayCache:
+        """The replay cache libkrb5 selects for servers (default_rcache_name etc.)."""
+        holder_out = _ffi.new("krb5_auth_context *")
+        self._check(_c.krb5_auth_con_init(self._ctx, holder_out))
+        holder = _ffi.gc(holder_out[0], lambda p, ctx=self._ctx: _c.krb5_auth_con_free(ctx, p))
+        piece = _Input(b"kink")
+        out = _ffi.new("krb5_rcache *")
+        self._check(_c.krb5_get_server_rcache(self._ctx, piece.ptr, out))
+        self._check(_c.krb5_auth_con_setrcache(self._ctx, holder, out[0]))
+        return ReplayCache(holder, out[0])
+
+    # -- credentials (these may contact the KDC and block) -------------------------------
+
+    def _creds(self, ptr: Any) -> Creds:
+        return Creds(
+            client=self._unparse(ptr.client),
+            server=self._unparse(ptr.server),
+            session_key=_session_key(ptr.keyblock),
+            times=_times(ptr.times),
+            user_to_user=bool(ptr.is_skey),
+            ticket=_bytes(ptr.ticket),
+            _ptr=ptr,
+        )
+
+    def initial_creds_keytab(
+        self, client: Principal, keytab: Keytab, lifetime: int | None
+    ) -> Creds:
+        """AS exchange with the client's long-term key from `keytab`: a TGT."""
+        opt_out = _ffi.new("krb5_get_init_creds_opt **")
+        self._check(_c.krb5_get_init_creds_opt_alloc(self._ctx, opt_out))
+        try:
+            if lifetime is not None:
+                _c.krb5_get_init_creds_opt_set_tkt_life(opt_out[0], lifetime)
+            raw = _ffi.new("krb5_creds *")
+            self._check(
+                _c.krb5_get_init_creds_keytab(
+                    self._ctx, raw, client._ptr, keytab._ptr, 0, _ffi.NULL, opt_out[0]
+                )
+            )
+        finally:
+            _c.krb5_get_init_creds_opt_free(self._ctx, opt_out[0])
+        return self._creds(
+            _ffi.gc(raw, lambda p, ctx=self._ctx: _c.krb5_free_cred_contents(ctx, p))
+        )
+
+    def service_creds(
+        self, ccache: CCache, client: Principal, server: Principal, second_ticket: bytes | None
+    ) -> Creds:
+        """TGS exchange for `server` with the TGT in `ccache`; user-to-user if second_ticket."""
+        creds_in = _ffi.new("krb5_creds *")
+        creds_in.client = client._ptr
+        creds_in.server = server._ptr
+        options = _c.KRB5_GC_NO_STORE  # kink caches tickets itself; the ccache holds the TGT
+        second = None
+        if second_ticket is not None:
+            # RFC 4120 §3.7: ENC-TKT-IN-SKEY with the peer's TGT as additional ticket.
+            second = _Input(second_ticket)
+            creds_in.second_ticket = second.ptr[0]
+            options |= _c.KRB5_GC_USER_USER
+        out = _ffi.new("krb5_creds **")
+        self._check(_c.krb5_get_credentials(self._ctx, options, ccache._ptr, creds_in, out))
+        return self._creds(_ffi.gc(out[0], lambda p, ctx=self._ctx: _c.krb5_free_creds(ctx, p)))
+
+    # -- AP exchange ---------------------------------------------------------------------
+
+    def auth_context(self) -> AuthContext:
+        out = _ffi.new("krb5_auth_context *")
+        self._check(_c.krb5_auth_con_init(self._ctx, out))
+        ptr = _ffi.gc(out[0], lambda p, ctx=self._ctx: _c.krb5_auth_con_free(ctx, p))
+        return AuthContext(ptr)
+
+    def mk_req(self, creds: Creds, options: int) -> tuple[bytes, AuthContext]:
+        """A raw AP-REQ with a fresh authenticator: no checksum (in_data NULL), no subkey."""
+        ac = self.auth_context()
+        ac_ptr = _ffi.new("krb5_auth_context *", ac._ptr)
+        out = _ffi.new("krb5_data *")
+        self._check(_c.krb5_mk_req_extended(self._ctx, ac_ptr, options, _ffi.NULL, creds._ptr, out))
+        try:
+            return _bytes(out), ac
+        finally:
+            _c.krb5_free_data_contents(self._ctx, out)
+
+    def rd_rep(self, ac: AuthContext, data: bytes) -> None:
+        """Decrypt an AP-REP with the auth context's key and check its ctime/cusec echo."""
+        inp = _Input(data)
+        out = _ffi.new("krb5_ap_rep_enc_part **")
+        self._check(_c.krb5_rd_rep(self._ctx, ac._ptr, inp.ptr, out))
+        _c.krb5_free_ap_rep_enc_part(self._ctx, out[0])
+
+    def rd_req(
+        self,
+        ac: AuthContext,
+        data: bytes,
+        server: Principal,
+        keytab: Keytab | None,
+        rcache: ReplayCache | None,
+        user_to_user_key: SessionKey | None,
+    ) -> DecryptedTicket:
+        """krb5_rd_req on `ac`, which keeps the decrypted authenticator even after a time error.
+
+        The replay cache is lent to `ac` for this call only: krb5_auth_con_free would close it.
+        """
+        inp = _Input(data)
+        ac_ptr = _ffi.new("krb5_auth_context *", ac._ptr)
+        if user_to_user_key is not None:
+            # RFC 4120 §3.7: the ticket is encrypted in our TGT session key, not a keytab key.
+            self.set_key(ac, user_to_user_key)
+        if rcache is not None:
+            self._check(_c.krb5_auth_con_setrcache(self._ctx, ac._ptr, rcache._ptr))
+        ticket_out = _ffi.new("krb5_ticket **")
+        try:
+            code = _c.krb5_rd_req(
+                self._ctx,
+                ac_ptr,
+                inp.ptr,
+                server._ptr,
+                _ffi.NULL if keytab is None else keytab._ptr,
+                _ffi.NULL,
+                ticket_out,
+            )
+            if code:
+                raise self.error(code)
+        finally:
+            if rcache is not None:
+                _c.krb5_auth_con_setrcache(self._ctx, ac._ptr, _ffi.NULL)
+        try:
+            return self._decrypted_ticket(ticket_out[0])
+        finally:
+            _c.krb5_free_ticket(self._ctx, ticket_out[0])
+
+    def _decrypted_ticket(self, ticket: Any) -> DecryptedTicket:
+        enc = ticket.enc_part2
+        return DecryptedTicket(
+            client=self._unparse(enc.client),
+            server=self._unparse(ticket.server),
+            session_key=_session_key(enc.session[0]),
+            times=_times(enc.times),
+            flags=int(enc.flags) & 0xFFFFFFFF,
+            enctype=int(ticket.enc_part.enctype),
+            kvno=int(ticket.enc_part.kvno),
+        )
+
+    def authenticator_time(self, ac: AuthContext) -> tuple[int, int]:
+        """ctime, cusec of the authenticator krb5_rd_req decrypted into `ac`.
+
+        Only for an acceptor's auth context after krb5_rd_req got past authenticator
+        decryption: on an initiator's context MIT 1.20 crashes here (client field cleared).
+        """
+        out = _ffi.new("krb5_authenticator **")
+        self._check(_c.krb5_auth_con_getauthenticator(self._ctx, ac._ptr, out))
+        try:
+            return int(out[0].ctime), int(out[0].cusec)
+        finally:
+            _c.krb5_free_authenticator(self._ctx, out[0])
+
+    def set_key(self, ac: AuthContext, key: SessionKey) -> None:
+        """Make `key` the auth context's key (krb5_auth_con_setuseruserkey), e.g. for mk_rep."""
+        block = _Keyblock(key)
+        try:
+            self._check(_c.krb5_auth_con_setuseruserkey(self._ctx, ac._ptr, block.ptr))
+        finally:
+            block.wipe()
+
+    def mk_rep(self, ac: AuthContext) -> bytes:
+        out = _ffi.new("krb5_data *")
+        self._check(_c.krb5_mk_rep(self._ctx, ac._ptr, out))
+        try:
+            return _bytes(out)
+        finally:
+            _c.krb5_free_data_contents(self._ctx, out)
+
+    # -- KRB-ERROR -------------------------------------------------------------------------
+
+    def mk_error(self, fields: ErrorFields) -> bytes:
+        err = _ffi.new("krb5_error *")
+        err.error = fields.error
+        err.ctime = fields.ctime
+        err.cusec = fields.cusec
+        err.stime = fields.stime
+        err.susec = fields.susec
+        keep = []
+        for attr, name in (("client", fields.client), ("server", fields.server)):
+            if name is not None:
+                principal = self.parse_principal(name)
+                keep.append(principal)
+                setattr(err, attr, principal._ptr)
+        text = _Input(fields.text)
+        e_data = _Input(fields.e_data)
+        err.text = text.ptr[0]
+        err.e_data = e_data.ptr[0]
+        out = _ffi.new("krb5_data *")
+        self._check(_c.krb5_mk_error(self._ctx, err, out))
+        try:
+            return _bytes(out)
+        finally:
+            _c.krb5_free_data_contents(self._ctx, out)
+
+    def rd_error(self, data: bytes) -> ErrorFields:
+        inp = _Input(data)
+        out = _ffi.new("krb5_error **")
+        self._check(_c.krb5_rd_error(self._ctx, inp.ptr, out))
+        err = out[0]
+        try:
+            return ErrorFields(
+                error=int(err.error),
+                ctime=int(err.ctime),
+                cusec=int(err.cusec),
+                stime=int(err.stime),
+                susec=int(err.susec),
+                client=self._unparse_optional(err.client),
+                server=self._unparse_optional(err.server),
+                text=_bytes(err.text),
+                e_data=_bytes(err.e_data),
+            )
+        finally:
+            _c.krb5_free_error(self._ctx, err)
+
+    # -- tickets without an AP exchange ----------------------------------------------------
+
+    def decrypt_ticket(self, ticket_der: bytes, keytab: Keytab) -> DecryptedTicket:
+        """Decode a Ticket and decrypt it with any matching key in `keytab`: no time checks."""
+        inp = _Input(ticket_der)
+        out = _ffi.new("krb5_ticket **")
+        self._check(_c.krb5_decode_ticket(inp.ptr, out))
+        try:
+            self._check(_c.krb5_server_decrypt_ticket_keytab(self._ctx, keytab._ptr, out[0]))
+            return self._decrypted_ticket(out[0])
+        finally:
+            _c.krb5_free_ticket(self._ctx, out[0])
+
+    def read_authenticator(
+        self, ap_req: _der.ApReqParts, key: SessionKey
+    ) -> _der.AuthenticatorParts:
+        """Decrypt an AP-REQ's authenticator with the ticket session key and decode it."""
+        plain = self.decrypt(
+            key,
+            KEYUSAGE_AP_REQ_AUTH,
+            ap_req.authenticator_enctype,
+            ap_req.authenticator_kvno or 0,
+            ap_req.authenticator_cipher,
+        )
+        return _der.parse_authenticator(plain)
+
+    def decrypt(
+        self, key: SessionKey, usage: int, enctype: int, kvno: int, ciphertext: bytes
+    ) -> bytes:
+        """RFC 3961 decrypt-and-verify of an EncryptedData with `key` (krb5_c_decrypt)."""
+        block = _Keyblock(key)
+        inp = _ffi.new("krb5_enc_data *")
+        cipher = _Input(ciphertext)
+        inp.enctype = enctype
+        inp.kvno = kvno
+        inp.ciphertext = cipher.ptr[0]
+        plain = _ffi.new("char[]", max(len(ciphertext), 1))
+        out = _ffi.new("krb5_data *")
+        out.data = plain
+        out.length = len(ciphertext)
+        try:
+            self._check(_c.krb5_c_decrypt(self._ctx, block.ptr, usage, _ffi.NULL, inp, out))
+            return bytes(_ffi.buffer(plain, out.length))
+        finally:
+            block.wipe()
+            _ffi.memmove(plain, b"\0" * len(ciphertext), len(ciphertext))

@@ -1,0 +1,215 @@
+"""The responder's side of the Kerberos exchange in a KINK command (RFC 4430 §3.2, §3.5).
+
+None of these calls contacts the KDC; they run with the Context of the daemon's trio thread.
+"""
+
+from dataclasses import dataclass, field
+
+from kink.krb5 import _der, _lib
+from kink.krb5.context import Context
+from kink.krb5.credentials import Credentials
+from kink.krb5.errors import (
+    ERROR_TABLE_BASE_KRB5,
+    KRB_AP_ERR_BAD_INTEGRITY,
+    KRB_AP_ERR_NO_TGT,
+    KRB_AP_ERR_NOT_US,
+    KRB_AP_ERR_SKEW,
+    KRB_AP_ERR_TKT_EXPIRED,
+    KRB_AP_ERR_TKT_NYV,
+    KRB_AP_ERR_USER_TO_USER_REQUIRED,
+    Krb5Error,
+)
+from kink.krb5.session_key import SessionKey
+
+# rd_req failures that still let the responder prove it read the AP-REQ (RFC 4430 §3.5).
+_TIME_ERRORS = frozenset({KRB_AP_ERR_SKEW, KRB_AP_ERR_TKT_EXPIRED, KRB_AP_ERR_TKT_NYV})
+_MAX_PROTOCOL_CODE = 127
+
+
+@dataclass(frozen=True, eq=False)
+class Accepted:
+    """An AP-REQ the responder read: who, with which session key, and the client's time.
+
+    session_key is the TICKET session key (RFC 4430 §7); authenticator subkeys are ignored.
+    """
+
+    client_principal: str
+    server_principal: str
+    session_key: SessionKey = field(repr=False)
+    ctime: int
+    cusec: int
+    ticket_authtime: int
+    ticket_starttime: int
+    ticket_endtime: int
+    user_to_user: bool
+    auth_context: _lib.AuthContext = field(repr=False)
+
+
+def is_user_to_user(ap_req: bytes) -> bool:
+    """Whether an AP-REQ sets use-session-key: its ticket is encrypted in a TGT session key.
+
+    RFC 4430 §3.7.1: a responder that cannot decrypt such a ticket answers with its current
+    TGT (KINK_TGT_REP) instead of an error.
+    """
+    return bool(_der.parse_ap_req(ap_req).ap_options & _lib.AP_OPTS_USE_SESSION_KEY)
+
+
+def _error(code: int, message: str) -> Krb5Error:
+    return Krb5Error(ERROR_TABLE_BASE_KRB5 + code, message)
+
+
+class Acceptor:
+    """Accepts AP-REQs for `principal` with a replay cache.
+
+    keytab: the service keys for ordinary tickets (None for a host that only does
+    user-to-user). credentials: our TGTs, whose session keys decrypt user-to-user tickets
+    (RFC 4120 §3.7); None disables user-to-user. The replay cache is libkrb5's server cache,
+    placed by Context(rcache_dir=...).
+    """
+
+    def __init__(
+        self,
+        context: Context,
+        principal: str,
+        *,
+        keytab: str | None = None,
+        credentials: Credentials | None = None,
+    ) -> None:
+        if keytab is None and credentials is None:
+            raise ValueError("an Acceptor needs a keytab, credentials for user-to-user, or both")
+        self._raw = context.raw
+        self._principal = self._raw.parse_principal(principal)
+        self._keytab = None if keytab is None else self._raw.keytab(keytab)
+        self._credentials = credentials
+        self._rcache = self._raw.server_rcache()
+
+    @property
+    def principal(self) -> str:
+        return self._principal.name
+
+    def accept(self, ap_req: bytes) -> Accepted:
+        """Verify an AP-REQ (krb5_rd_req: ticket, authenticator, replay, times).
+
+        Failures raise Krb5Error. For KRB_AP_ERR_SKEW, _TKT_EXPIRED and _TKT_NYV whose ticket
+        and authenticator did decrypt, the error carries `accepted` (session key, client
+        ctime/cusec, an auth context for make_ap_rep) so that the engine can answer with
+        AP-REP + KINK_ENCRYPT{KINK_KRB_ERROR} + Cksum (RFC 4430 §3.5). A replayed AP-REQ fails
+        with KRB_AP_ERR_REPEAT before any time check, so never gets an authenticated answer.
+        """
+        credentials = self._credentials
+        keys: list[SessionKey | None]
+        if credentials is not None and is_user_to_user(ap_req):
+            keys = list(credentials.user_to_user_keys())
+            if not keys:
+                raise _error(KRB_AP_ERR_NO_TGT, "no TGT to decrypt a user-to-user ticket")
+        elif self._keytab is None:
+            # RFC 4430 §3.1: this error sends the initiator to GETTGT.
+            raise _error(KRB_AP_ERR_USER_TO_USER_REQUIRED, "this host accepts user-to-user only")
+        else:
+            keys = [None]
+        # A user-to-user ticket may be under one of our older TGTs: try each key in turn
+        # (a failed decryption stores nothing in the replay cache).
+        for key in keys[:-1]:
+            try:
+                return self._accept_with(ap_req, key, keys)
+            except Krb5Error as e:
+                if e.protocol_code != KRB_AP_ERR_BAD_INTEGRITY:
+                    raise
+        return self._accept_with(ap_req, keys[-1], keys)
+
+    def _accept_with(
+        self, ap_req: bytes, key: SessionKey | None, keys: list[SessionKey | None]
+    ) -> Accepted:
+        ac = self._raw.auth_context()
+        try:
+            ticket = self._raw.rd_req(ac, ap_req, self._principal, self._keytab, self._rcache, key)
+        except Krb5Error as e:
+            if e.protocol_code in _TIME_ERRORS:
+                self._authenticate_time_error(e, ac, ap_req, keys)
+            raise
+        if ticket.server != self._principal.name:
+            # rd_req does not compare names when decrypting with a TGT session key.
+            raise _error(KRB_AP_ERR_NOT_US, f"ticket is for {ticket.server}")
+        ctime, cusec = self._raw.authenticator_time(ac)
+        return self._accepted(ticket, ctime, cusec, ac, key is not None)
+
+    def _accepted(
+        self, ticket: _lib.DecryptedTicket, ctime: int, cusec: int, ac: _lib.AuthContext, u2u: bool
+    ) -> Accepted:
+        return Accepted(
+            client_principal=ticket.client,
+            server_principal=ticket.server,
+            session_key=ticket.session_key,
+            ctime=ctime,
+            cusec=cusec,
+            ticket_authtime=ticket.times.authtime,
+            ticket_starttime=ticket.times.starttime,
+            ticket_endtime=ticket.times.endtime,
+            user_to_user=u2u,
+            auth_context=ac,
+        )
+
+    def _authenticate_time_error(
+        self, error: Krb5Error, ac: _lib.AuthContext, ap_req: bytes, keys: list[SessionKey | None]
+    ) -> None:
+        """Attach `accepted` to a time error if the ticket decrypts without time checks.
+
+        krb5_rd_req checks times only after decrypting the ticket and the authenticator and
+        matching their client names, and leaves the authenticator in `ac`; the session key is
+        recovered by decrypting the ticket again (krb5_server_decrypt_ticket_keytab), and set
+        on `ac` so that krb5_mk_rep can answer it.
+        """
+        parts = _der.parse_ap_req(ap_req)
+        u2u_keys = [k for k in keys if k is not None]
+        keytab = self._raw.memory_keytab(self._principal, u2u_keys) if u2u_keys else self._keytab
+        if keytab is None:
+            return
+        try:
+            ticket = self._raw.decrypt_ticket(parts.ticket, keytab)
+        except Krb5Error:
+            return
+        if ticket.server != self._principal.name:
+            return
+        self._raw.set_key(ac, ticket.session_key)
+        ctime, cusec = self._raw.authenticator_time(ac)
+        error.accepted = self._accepted(ticket, ctime, cusec, ac, bool(u2u_keys))
+
+    def make_ap_rep(self, accepted: Accepted) -> bytes:
+        """The AP-REP for an accepted AP-REQ (RFC 4430 §4.2.2): its ctime/cusec under the
+        session key, no subkey, no sequence number."""
+        return self._raw.mk_rep(accepted.auth_context)
+
+    def make_krb_error(
+        self,
+        code: int,
+        *,
+        ctime: int | None = None,
+        cusec: int | None = None,
+        client: str | None = None,
+        server: str | None = None,
+        e_text: str | None = None,
+        e_data: bytes | None = None,
+    ) -> bytes:
+        """A KRB-ERROR (RFC 4120 §5.9.1) with our current time as stime/susec.
+
+        code: the RFC 4120 protocol number (Krb5Error.protocol_code, or KRB_ERR_GENERIC for
+        errors that have none). ctime/cusec: the client's, from Accepted or Krb5Error.accepted,
+        when known (RFC 4430 §3.5: "The optional client's time in the KRB-ERROR SHOULD be
+        filled out"). server defaults to our principal.
+        """
+        if not 0 <= code <= _MAX_PROTOCOL_CODE:
+            raise ValueError(f"{code} is not an RFC 4120 error number")
+        stime, susec = self._raw.now()
+        return self._raw.mk_error(
+            _lib.ErrorFields(
+                error=code,
+                ctime=ctime or 0,
+                cusec=cusec or 0,
+                stime=stime,
+                susec=susec,
+                client=client,
+                server=self._principal.name if server is None else server,
+                text=b"" if e_text is None else e_text.encode("utf-8"),
+                e_data=e_data or b"",
+            )
+        )

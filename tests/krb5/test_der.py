@@ -1,0 +1,99 @@
+"""The DER reader for AP-REQ envelopes and Authenticators (RFC 4120 §5.5.1)."""
+
+import contextlib
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from kink.krb5 import _der
+from kink.krb5.errors import Krb5Error
+from tests.krb5.pcap import kink_ap_req
+
+CAPTURE = Path("/work/shared/interop/racoon2-captures/basic/a.pcap")
+
+
+def tlv(tag: int, content: bytes) -> bytes:
+    n = len(content)
+    length = bytes([n]) if n < 0x80 else bytes([0x82]) + n.to_bytes(2, "big")
+    return bytes([tag]) + length + content
+
+
+def ctx(n: int, content: bytes) -> bytes:
+    return tlv(0xA0 + n, content)
+
+
+def integer(v: int) -> bytes:
+    return tlv(0x02, v.to_bytes((v.bit_length() + 8) // 8, "big", signed=True))
+
+
+def authenticator(*, subkey: bool, seq: int | None, ctime: bytes = b"20261127062645Z") -> bytes:
+    name = tlv(0x30, ctx(0, integer(1)) + ctx(1, tlv(0x30, tlv(0x1B, b"alice"))))
+    fields = ctx(0, integer(5)) + ctx(1, tlv(0x1B, b"EXAMPLE.TEST")) + ctx(2, name)
+    fields += ctx(4, integer(142779)) + ctx(5, tlv(0x18, ctime))
+    if subkey:
+        fields += ctx(6, tlv(0x30, ctx(0, integer(18)) + ctx(1, tlv(0x04, bytes(32)))))
+    if seq is not None:
+        fields += ctx(7, integer(seq))
+    return tlv(0x62, tlv(0x30, fields))
+
+
+def test_ap_req_from_capture() -> None:
+    ap_req = kink_ap_req(CAPTURE, 5)
+    parts = _der.parse_ap_req(ap_req)
+    assert parts.ap_options == 0x20000000  # mutual-required
+    assert parts.ticket[0] == 0x61 and parts.ticket in ap_req
+    assert parts.authenticator_enctype == 18
+    assert parts.authenticator_kvno is None
+    assert ap_req.endswith(parts.authenticator_cipher)
+
+
+def test_authenticator_fields() -> None:
+    plain = authenticator(subkey=True, seq=0xFFFFFFFF)
+    a = _der.parse_authenticator(plain + bytes(7))  # decryption may leave padding
+    assert (a.ctime, a.cusec) == (1795760805, 142779)
+    assert (a.subkey_enctype, a.seq_number) == (18, 0xFFFFFFFF)
+    b = _der.parse_authenticator(authenticator(subkey=False, seq=None))
+    assert (b.subkey_enctype, b.seq_number) == (None, None)
+
+
+@pytest.mark.parametrize(
+    "ctime", [b"20261327062645Z", b"2026112706264Z", b"20261127062645", b"2026112706264xZ"]
+)
+def test_bad_kerberos_time(ctime: bytes) -> None:
+    with pytest.raises(Krb5Error):
+        _der.parse_authenticator(authenticator(subkey=False, seq=None, ctime=ctime))
+
+
+def test_every_truncation_is_a_krb5_error() -> None:
+    ap_req = kink_ap_req(CAPTURE, 5)
+    for cut in range(len(ap_req)):
+        with pytest.raises(Krb5Error):
+            _der.parse_ap_req(ap_req[:cut])
+    plain = authenticator(subkey=True, seq=7)
+    for cut in range(len(plain)):
+        with pytest.raises(Krb5Error):
+            _der.parse_authenticator(plain[:cut])
+
+
+def test_wrong_message() -> None:
+    with pytest.raises(Krb5Error):
+        _der.parse_ap_req(authenticator(subkey=False, seq=None))
+    with pytest.raises(Krb5Error):
+        _der.parse_authenticator(kink_ap_req(CAPTURE, 5))
+
+
+@given(st.binary(max_size=300))
+def test_garbage_never_escapes_as_another_error(data: bytes) -> None:
+    for parse in (_der.parse_ap_req, _der.parse_authenticator):
+        with contextlib.suppress(Krb5Error):
+            parse(data)
+
+
+@given(st.integers(0, 705), st.integers(0, 7))
+def test_bit_flips_never_escape_as_another_error(index: int, bit: int) -> None:
+    damaged = bytearray(kink_ap_req(CAPTURE, 5))
+    damaged[index % len(damaged)] ^= 1 << bit
+    with contextlib.suppress(Krb5Error):
+        _der.parse_ap_req(bytes(damaged))
