@@ -1,0 +1,254 @@
+"""What goes in and out of the engine: plain frozen dataclasses (the aioquic/h11 style).
+
+Inputs the daemon passes in: KernelEvent (Acquire, Expire, SaGone), HelperResult (the answer
+to an SA action, by token), TicketResult (the answer to FetchTicket / FetchU2uTicket),
+LocalRequest (Initiate, Terminate, Rekey, Status). Outputs drained with Engine.next_action():
+the SA and ticket actions, SendDatagram, and Notice events for logs and kinkctl.
+
+Order matters: the daemon executes actions in the order they come out and sends a datagram only
+once every action emitted before it has been carried out (so "install the optimistic inbound SA,
+then send CREATE" is those two actions in that order, RFC 4430 §3.2). A failed action is
+reported through helper_result and does not stop the ones after it.
+"""
+
+from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network
+
+Address = tuple[str, int]  # (IP address text, UDP port)
+Network = IPv4Network | IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class Selector:
+    """One side of a traffic selector: a network, an IP protocol (0 = any), a port (0 = any).
+
+    Carried in IDci/IDcr (RFC 4430 §5.3, RFC 2407 §4.6.2)."""
+
+    network: Network
+    protocol: int = 0
+    port: int = 0
+
+
+# ------------------------------------------------------------------------------- SA actions
+
+
+@dataclass(frozen=True, slots=True)
+class SaSpec:
+    """Everything the helper needs to install one SA (one direction of one protocol).
+
+    Algorithm names are the XFRM names of kink.crypto.algorithms; keys are bytearrays the
+    daemon may zero once the helper has them. Lifetimes: 0 means none.
+    """
+
+    src: str
+    dst: str
+    protocol: int  # ProtocolId: 2 AH, 3 ESP
+    spi: int
+    inbound: bool
+    mode: str  # "transport" or "tunnel"
+    reqid: int
+    src_selector: Selector
+    dst_selector: Selector
+    encryption: str | None
+    enc_key: bytearray = field(repr=False)
+    aead_icv_bits: int | None
+    authentication: str | None
+    auth_key: bytearray = field(repr=False)
+    auth_trunc_bits: int | None
+    soft_seconds: int
+    hard_seconds: int
+    soft_bytes: int
+    hard_bytes: int
+    replay_window: int
+
+
+@dataclass(frozen=True, slots=True)
+class SendDatagram:
+    data: bytes
+    peer: Address
+
+
+@dataclass(frozen=True, slots=True)
+class AllocateSpi:
+    """Reserve an inbound SPI (XFRM ALLOCSPI: a larval SA src -> dst); the result's spi."""
+
+    token: int
+    protocol: int
+    src: str
+    dst: str
+
+
+@dataclass(frozen=True, slots=True)
+class InstallSa:
+    """Install an SA (for an allocated inbound SPI: fill in the larval SA). EEXIST if the
+    (dst, protocol, spi) is taken."""
+
+    token: int
+    spec: SaSpec
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateSa:
+    """Replace the keys / lifetimes of an installed SA (RFC 4430 §3.2: the initiator's
+    optimistic inbound SA when the exchange became 3-way)."""
+
+    token: int
+    spec: SaSpec
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteSa:
+    token: int
+    protocol: int
+    spi: int
+    src: str
+    dst: str
+
+
+@dataclass(frozen=True, slots=True)
+class FetchTicket:
+    """Get a service ticket for `principal` from the KDC (blocking: run it in a thread)."""
+
+    token: int
+    principal: str
+
+
+@dataclass(frozen=True, slots=True)
+class FetchU2uTicket:
+    """Get a user-to-user ticket for `principal` with its TGT (RFC 4430 §3.1)."""
+
+    token: int
+    principal: str
+    peer_tgt: bytes = field(repr=False)
+
+
+# ---------------------------------------------------------------------------------- notices
+
+
+@dataclass(frozen=True, slots=True)
+class SaEstablished:
+    peer: str
+    child: int
+    initiator: bool
+    spis: tuple[tuple[int, int, int], ...]  # (protocol, inbound spi, outbound spi)
+    three_way: bool
+    rekey_of: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class SaDeleted:
+    peer: str
+    child: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class PeerEpochChanged:
+    peer: str
+    old: int
+    new: int
+
+
+@dataclass(frozen=True, slots=True)
+class NegotiationFailed:
+    """A command failed: reason in words, code the krb5 / KINK_ERROR / Notify name if any."""
+
+    peer: str
+    command: str
+    reason: str
+    code: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Dropped:
+    """A received message that was dropped or only logged; counted per cause."""
+
+    cause: str
+    peer: Address
+
+
+Notice = SaEstablished | SaDeleted | PeerEpochChanged | NegotiationFailed | Dropped
+Action = (
+    SendDatagram
+    | AllocateSpi
+    | InstallSa
+    | UpdateSa
+    | DeleteSa
+    | FetchTicket
+    | FetchU2uTicket
+    | Notice
+)
+
+# ----------------------------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True, slots=True)
+class Acquire:
+    """The kernel wants an SA for the trap policy with this reqid (XFRM_MSG_ACQUIRE)."""
+
+    reqid: int
+
+
+@dataclass(frozen=True, slots=True)
+class Expire:
+    """An SA reached its soft or hard lifetime (XFRM_MSG_EXPIRE)."""
+
+    protocol: int
+    spi: int
+    dst: str
+    hard: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SaGone:
+    """An SA disappeared without us asking (e.g. `ip xfrm state delete`)."""
+
+    protocol: int
+    spi: int
+    dst: str
+
+
+KernelEvent = Acquire | Expire | SaGone
+
+
+@dataclass(frozen=True, slots=True)
+class HelperResult:
+    """The outcome of an SA action. error: an errno name such as "EEXIST" when it failed."""
+
+    token: int
+    spi: int | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TicketResult:
+    """The outcome of FetchTicket / FetchU2uTicket: ok, or the krb5 protocol error number."""
+
+    token: int
+    ok: bool
+    krb5_code: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Initiate:
+    peer: str
+
+
+@dataclass(frozen=True, slots=True)
+class Terminate:
+    peer: str | None = None
+    spi: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Rekey:
+    peer: str | None = None
+    spi: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    peer: str
+
+
+LocalRequest = Initiate | Terminate | Rekey | Status

@@ -1,0 +1,34 @@
+"""Traffic selectors <-> IDci/IDcr payloads (RFC 4430 §5.3, RFC 2407 §4.6.2): one address or
+an address and mask; ranges are refused (INVALID-ID-INFORMATION)."""
+
+from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
+
+from kink.engine.events import Selector
+from kink.wire import IdPayload
+from kink.wire.ipsec_doi import IdType
+
+
+def id_payload(selector: Selector) -> IdPayload:
+    net = selector.network
+    if net.prefixlen == net.max_prefixlen:
+        kind = IdType.IPV4_ADDR if net.version == 4 else IdType.IPV6_ADDR
+        data = net.network_address.packed
+    else:
+        kind = IdType.IPV4_ADDR_SUBNET if net.version == 4 else IdType.IPV6_ADDR_SUBNET
+        data = net.network_address.packed + net.netmask.packed
+    return IdPayload(kind, selector.protocol, selector.port, data)
+
+
+def selector_of(payload: IdPayload) -> Selector:
+    """ValueError for a range, a non-contiguous mask or host bits set."""
+    data = payload.data
+    if payload.id_type in (IdType.IPV4_ADDR, IdType.IPV6_ADDR):
+        network = ip_network(ip_address(data))
+    elif payload.id_type in (IdType.IPV4_ADDR_SUBNET, IdType.IPV6_ADDR_SUBNET):
+        half = len(data) // 2
+        address: IPv4Address | IPv6Address = ip_address(data[:half])
+        mask = ip_address(data[half:])
+        network = ip_network(f"{address}/{mask}")
+    else:
+        raise ValueError(f"ID type {payload.id_type} is not a single address or subnet")
+    return Selector(network, payload.protocol, payload.port)

@@ -1,0 +1,890 @@
+"""The command side (RFC 4430 §3.1-§3.4, §9): CREATE, DELETE, STATUS and GETTGT transactions.
+
+Each transaction has one timer T with truncated exponential back-off; every retransmission is
+rebuilt with a new authenticator and the same ticket, and every authenticator sent is kept,
+since the REPLY may answer any of them (§9). A REPLY with ACKREQ is acknowledged, and the ACK is
+regenerated for any retransmission of that REPLY during a full retransmission cycle (§9).
+Unauthenticated replies (a lone KRB_ERROR, KINK_ERROR or TGT_REP) never end a transaction or
+touch an SA; only the user-to-user switch acts on them, as policy allows (§3.1, §3.7.1).
+"""
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from kink.crypto.dh import DhExchange
+from kink.crypto.errors import CryptoError
+from kink.crypto.rfc3961 import Key
+from kink.crypto.seal import open_message
+from kink.engine import messages
+from kink.engine.config import Policy, StartAction, U2u
+from kink.engine.core import EngineCore, Join, Timer
+from kink.engine.events import (
+    AllocateSpi,
+    FetchTicket,
+    FetchU2uTicket,
+    HelperResult,
+    NegotiationFailed,
+    SaDeleted,
+    SaSpec,
+    SendDatagram,
+    TicketResult,
+)
+from kink.engine.ids import id_payload
+from kink.engine.kerberos import KerberosError, NeedTicket
+from kink.engine.keys import KeyInput, Life, SaPlace, sa_spec
+from kink.engine.proposals import (
+    Choice,
+    NoProposal,
+    check_reply,
+    configured_life,
+    offer,
+    params_of,
+    protocols_of,
+)
+from kink.engine.sadb import Child, ChildState, PeerState, SaPair
+from kink.wire import (
+    ApRep,
+    DecodeError,
+    DeletePayload,
+    ErrorPayload,
+    IdPayload,
+    Isakmp,
+    IsakmpPayloadType,
+    KePayload,
+    KrbError,
+    Message,
+    MessageType,
+    NoncePayload,
+    NotifyPayload,
+    SaPayload,
+    TgtRep,
+)
+from kink.wire.ipsec_doi import NotifyType
+from kink.wire.isakmp import IsakmpPayload
+from kink.wire.payloads import KinkPayload
+
+KRB_AP_ERR_TKT_EXPIRED = 32
+KRB_AP_ERR_SKEW = 37
+KRB_AP_ERR_USER_TO_USER_REQUIRED = 69
+KDC_ERR_MUST_USE_USER2USER = 27
+_MAX_RESTARTS = 2  # new transactions after an authenticated SKEW / TKT_EXPIRED (§3.5, §9)
+
+
+@dataclass(eq=False)
+class Negotiation:
+    """One KINK_ISAKMP of a CREATE: one SA bundle for one policy."""
+
+    policy: Policy
+    rekey_of: Child | None
+    spis: dict[int, int] = field(default_factory=dict)  # our inbound SPI per protocol
+    ni: bytes = b""
+    dh: DhExchange | None = None
+    offered: SaPayload | None = None
+    optimistic: list[SaSpec] = field(default_factory=list)  # inbound SAs installed before CREATE
+
+
+@dataclass(eq=False)
+class Transaction:
+    kind: MessageType
+    peer: PeerState
+    negotiations: list[Negotiation] = field(default_factory=list)
+    deletes: list[Child] = field(default_factory=list)
+    dpd: bool = False
+    use_ke: bool = True
+    restarts: int = 0
+    then: Callable[[bool, float], None] | None = None  # GETTGT: what waits for the ticket
+    xid: int = 0
+    ticket: object | None = None
+    key: Key | None = None
+    handles: list[object] = field(default_factory=list)
+    attempts: int = 0
+    first_sent: float = 0.0
+    timer: Timer | None = None
+    inner: tuple[Isakmp, ...] = ()
+    active: bool = False  # holds one of the peer's slots (EngineConfig.max_outstanding)
+    acked: bool = False  # ACK sent; kept to regenerate it (§9)
+    reply: bytes = b""
+    done: bool = False
+    u2u_tried: bool = False
+
+
+class Initiator(EngineCore):
+    # ------------------------------------------------------------------------ starting
+
+    def start_create(
+        self,
+        peer: PeerState,
+        policies: list[Policy],
+        now: float,
+        *,
+        rekey_of: Child | None = None,
+        use_ke: bool = True,
+        restarts: int = 0,
+    ) -> None:
+        negotiations = [Negotiation(p, rekey_of) for p in policies]
+        if rekey_of is not None:
+            rekey_of.rekeying = True
+        txn = Transaction(MessageType.CREATE, peer, negotiations, use_ke=use_ke, restarts=restarts)
+        self._start(txn, now)
+
+    def start_delete(self, children: list[Child], now: float) -> None:
+        """DELETE (§3.3, pessimistic): outbound SAs go now, inbound ones after the REPLY and
+        the grace timer."""
+        by_peer: dict[str, list[Child]] = {}
+        for child in children:
+            if child.state is ChildState.DYING or child.id not in self.sadb.children:
+                continue
+            child.state = ChildState.DYING
+            self.delete_outbound(child)
+            by_peer.setdefault(child.peer.config.name, []).append(child)
+        for name, group in by_peer.items():
+            self._start(Transaction(MessageType.DELETE, self.peers[name], deletes=group), now)
+
+    def start_status(self, peer: PeerState, now: float, *, dpd: bool = False) -> None:
+        if dpd:
+            if peer.dpd_pending:
+                return
+            peer.dpd_pending = True
+        self._start(Transaction(MessageType.STATUS, peer, dpd=dpd), now)
+
+    def in_progress(self, peer: PeerState, policy: Policy) -> bool:
+        for txn in peer.transactions.values():
+            assert isinstance(txn, Transaction)
+            if not txn.done and not txn.acked and any(n.policy == policy for n in txn.negotiations):
+                return True
+        return any(policy in getattr(fn, "policies", ()) for fn in peer.queue)
+
+    def renegotiate(self, peer: PeerState, now: float) -> None:
+        wanted = [
+            p
+            for p in self.peer_policies[peer.config.name]
+            if not self._has_child(peer, p) and not self.in_progress(peer, p)
+        ]
+        if wanted:
+            self.start_create(peer, wanted, now)
+
+    def _has_child(self, peer: PeerState, policy: Policy) -> bool:
+        return any(
+            c.policy == policy and c.state is not ChildState.DYING
+            for c in self.sadb.of_peer(peer.config.name)
+        )
+
+    def _start(self, txn: Transaction, now: float) -> None:
+        peer = txn.peer
+        capped = txn.kind is not MessageType.GETTGT  # GETTGT runs for a parked command
+        if capped and peer.active >= self.config.max_outstanding:
+            resume = _Queued(self, txn)
+            peer.queue.append(resume)
+            return
+        if capped:
+            peer.active += 1
+            txn.active = True
+        txn.xid = self._new_xid(peer)
+        peer.transactions[txn.xid] = txn
+        if txn.kind is MessageType.GETTGT:
+            self._transmit(txn, now)
+        else:
+            self._with_ticket(txn, now, fetch=True)
+
+    def _new_xid(self, peer: PeerState) -> int:
+        # §9 / issue 4: XIDs unique among the peer's outstanding transactions.
+        while True:
+            xid = peer.next_xid
+            peer.next_xid = (xid + 1) & 0xFFFFFFFF
+            if xid not in peer.transactions:
+                return xid
+
+    # ------------------------------------------------------------------------- tickets
+
+    def _with_ticket(self, txn: Transaction, now: float, *, fetch: bool) -> None:
+        peer = txn.peer
+        try:
+            txn.ticket = self.kerberos.ticket_for(peer.config.principal)
+        except NeedTicket:
+            if not fetch:
+                self._fail(txn, "no ticket after fetching one", None, now)
+            elif peer.config.u2u is U2u.REQUIRE:
+                self._via_gettgt(txn, now)
+            else:
+                token = next(self._ticket_tokens)
+                self.ticket_waiting[token] = lambda r, t: self._ticket_fetched(txn, r, t)
+                self.emit(FetchTicket(token, peer.config.principal))
+            return
+        txn.key = self.kerberos.ticket_key(txn.ticket)
+        self._prepare(txn, now)
+
+    def _ticket_fetched(self, txn: Transaction, result: TicketResult, now: float) -> None:
+        if txn.done:
+            return
+        if result.ok:
+            self._with_ticket(txn, now, fetch=False)
+        elif (
+            result.krb5_code == KDC_ERR_MUST_USE_USER2USER
+            and txn.peer.config.u2u is U2u.ALLOW
+            and not txn.u2u_tried
+        ):
+            self._via_gettgt(txn, now)  # RFC 4430 §3.1, third trigger
+        else:
+            self._fail(txn, "no ticket", _krb5_name(result.krb5_code), now)
+
+    def _via_gettgt(self, txn: Transaction, now: float) -> None:
+        txn.u2u_tried = True
+
+        def then(ok: bool, now: float) -> None:
+            if txn.done:
+                return
+            if ok:
+                self._with_ticket(txn, now, fetch=False)
+            else:
+                self._fail(txn, "no user-to-user ticket", None, now)
+
+        self._start(Transaction(MessageType.GETTGT, txn.peer, then=then), now)
+
+    # --------------------------------------------------------------------- preparing
+
+    def _prepare(self, txn: Transaction, now: float) -> None:
+        if txn.kind is not MessageType.CREATE:
+            self._first_send(txn, now)
+            return
+        protocols = protocols_of(txn.peer.config)
+        needed = [(n, p) for n in txn.negotiations for p in protocols if p not in n.spis]
+        if not needed:
+            self._first_send(txn, now)
+            return
+        join = Join(len(needed), lambda errors, t: self._spis_done(txn, errors, t))
+        here, there = self.config.address, txn.peer.config.address
+        for negotiation, protocol in needed:
+            self.emit(
+                AllocateSpi(
+                    self.token(_spi_into(negotiation, protocol, join)), protocol, there, here
+                )
+            )
+
+    def _spis_done(self, txn: Transaction, errors: list[str], now: float) -> None:
+        if txn.done:
+            return
+        if errors:
+            self._fail(txn, f"SPI allocation failed: {errors[0]}", None, now)
+        else:
+            self._first_send(txn, now)
+
+    def _first_send(self, txn: Transaction, now: float) -> None:
+        if txn.kind is MessageType.CREATE:
+            txn.inner = tuple(self._create_isakmp(txn, n) for n in txn.negotiations)
+        elif txn.kind is MessageType.DELETE:
+            txn.inner = (Isakmp(_delete_payloads(txn.deletes, inbound=True)),)
+        self._transmit(txn, now)
+
+    def _create_isakmp(self, txn: Transaction, neg: Negotiation) -> Isakmp:
+        peer = txn.peer.config
+        neg.ni = os.urandom(self.config.nonce_length)
+        group = peer.pfs_group if txn.use_ke else None
+        neg.offered = offer(peer, neg.spis, group)
+        payloads: list[IsakmpPayload] = [neg.offered, NoncePayload(neg.ni)]
+        if group is not None:
+            neg.dh = DhExchange(group)
+            payloads.append(KePayload(neg.dh.public_bytes()))
+        if neg.policy.send_ids:
+            payloads += [id_payload(neg.policy.local), id_payload(neg.policy.remote)]
+        if neg.dh is None:
+            # RFC 4430 §3.2 step 1: the optimistic inbound SA (first transforms of the first
+            # proposal, KEYMAT without Nr) is in place before CREATE goes out.
+            assert txn.key is not None
+            inputs = KeyInput(txn.key, neg.ni, None, None, self.config.aes_prf)
+            life = self._life(configured_life(peer).seconds, configured_life(peer).kilobytes)
+            for proposal in neg.offered.proposals:
+                if proposal.number != neg.offered.proposals[0].number:
+                    break
+                spi = neg.spis[proposal.protocol]
+                spec = sa_spec(
+                    inputs,
+                    proposal.protocol,
+                    spi,
+                    params_of(proposal.transforms[0]),
+                    self._place(txn.peer, neg.policy, inbound=True),
+                    life,
+                    self.config.replay_window,
+                )
+                neg.optimistic.append(spec)
+                self.emit_install_optimistic(txn, spec)
+        return Isakmp(tuple(payloads))
+
+    def emit_install_optimistic(self, txn: Transaction, spec: SaSpec) -> None:
+        def done(result: HelperResult, now: float) -> None:
+            if result.error is not None and not txn.done:
+                self._fail(txn, f"optimistic SA install failed: {result.error}", None, now)
+
+        from kink.engine.events import InstallSa
+
+        self.emit(InstallSa(self.token(done), spec))
+
+    def _place(self, peer: PeerState, policy: Policy, *, inbound: bool) -> SaPlace:
+        here, there = self.config.address, peer.config.address
+        if inbound:
+            return SaPlace(
+                there, here, True, peer.config.mode, policy.reqid, policy.remote, policy.local
+            )
+        return SaPlace(
+            here, there, False, peer.config.mode, policy.reqid, policy.local, policy.remote
+        )
+
+    def _life(self, seconds: int, kilobytes: int) -> Life:
+        hard_bytes = kilobytes * 1024
+        soft_bytes = int(hard_bytes * self.rng.uniform(0.8, 0.9))
+        return Life(0, seconds, soft_bytes, hard_bytes)
+
+    # ------------------------------------------------------------------ transmitting
+
+    def _transmit(self, txn: Transaction, now: float) -> None:
+        peer = txn.peer
+        if txn.kind is MessageType.GETTGT:
+            data = messages.gettgt(txn.xid, peer.config.principal)
+        else:
+            try:
+                ap_req, handle = self.kerberos.make_ap_req(txn.ticket)
+            except KerberosError as exc:
+                self._fail(txn, "cannot make an AP-REQ", exc.name, now)
+                return
+            txn.handles.append(handle)
+            assert txn.key is not None
+            data = messages.command(txn.kind, txn.xid, self.epoch, ap_req, txn.key, txn.inner)
+        txn.attempts += 1
+        if txn.attempts == 1:
+            txn.first_sent = now
+        self.emit(SendDatagram(data, self.address(peer)))
+        delay = self.config.retransmit_delay(txn.attempts)
+        txn.timer = self.schedule(now + delay, lambda t: self._timeout(txn, t))
+
+    def _timeout(self, txn: Transaction, now: float) -> None:
+        if txn.done:
+            return
+        if txn.acked:
+            self._finish(txn, now)
+        elif txn.attempts >= self.config.max_attempts:
+            self._fail(txn, "no reply", None, now)
+        else:
+            self._transmit(txn, now)
+
+    def _release(self, txn: Transaction, now: float) -> None:
+        """Give back the peer slot and start queued transactions."""
+        if not txn.active:
+            return
+        txn.active = False
+        peer = txn.peer
+        peer.active -= 1
+        while peer.queue and peer.active < self.config.max_outstanding:
+            peer.queue.popleft()(now)
+
+    def _finish(self, txn: Transaction, now: float) -> None:
+        txn.done = True
+        if txn.timer is not None:
+            txn.timer.cancel()
+        if txn.peer.transactions.get(txn.xid) is txn:
+            del txn.peer.transactions[txn.xid]
+        self._release(txn, now)
+
+    def _fail(self, txn: Transaction, reason: str, code: str | None, now: float) -> None:
+        if txn.done:
+            return
+        peer = txn.peer
+        self.emit(NegotiationFailed(peer.config.name, txn.kind.name, reason, code))
+        self._finish(txn, now)
+        if txn.kind is MessageType.CREATE:
+            for neg in txn.negotiations:
+                self._drop_optimistic(neg)
+                if neg.rekey_of is not None:
+                    neg.rekey_of.rekeying = False
+        elif txn.kind is MessageType.DELETE:
+            for child in txn.deletes:
+                self._reap(child, "deleted (no reply)", now)
+        elif txn.kind is MessageType.STATUS and txn.dpd:
+            peer.dpd_pending = False
+            self._peer_dead(peer, now)
+        elif txn.kind is MessageType.GETTGT and txn.then is not None:
+            txn.then(False, now)
+
+    def _drop_optimistic(self, neg: Negotiation) -> None:
+        for spec in neg.optimistic:
+            self.delete_sa(spec.protocol, spec.spi, spec.src, spec.dst)
+        neg.optimistic.clear()
+
+    def _peer_dead(self, peer: PeerState, now: float) -> None:
+        """DPD (§3.7) found no answer to STATUS: the peer's SAs lead nowhere."""
+        for child in list(self.sadb.of_peer(peer.config.name)):
+            self.remove_child(child, "dead-peer", now)
+        if peer.config.start_action is StartAction.START:
+            self.renegotiate(peer, now)
+
+    # ----------------------------------------------------------------------- replies
+
+    def on_reply(self, peer: PeerState, msg: Message, data: bytes, now: float) -> None:
+        txn = peer.transactions.get(msg.xid)
+        if not isinstance(txn, Transaction):
+            self.drop("unexpected-reply", self.address(peer))
+            return
+        if txn.kind is MessageType.GETTGT:
+            self._gettgt_reply(txn, msg, now)
+            return
+        ap_rep = next((p for p in msg.payloads if isinstance(p, ApRep)), None)
+        if ap_rep is None:
+            self._lone_reply(txn, msg, now)
+            return
+        if txn.acked:
+            # A retransmitted REPLY: its ACK was lost; regenerate it (§9).
+            if data == txn.reply:
+                self._send_ack(txn, now)
+            else:
+                self.drop("reply-after-ack", self.address(peer))
+            return
+        key = self._verify(txn, ap_rep.ap_rep)
+        if key is None:
+            self.drop("ap-rep-not-verified", self.address(peer))
+            return
+        try:
+            msg = open_message(msg, data, key, request=txn.kind)
+        except (CryptoError, DecodeError):
+            # §3.5: no way to report an error in a reply; log it and keep waiting.
+            self.drop("bad-reply", self.address(peer))
+            return
+        if txn.attempts == 1:
+            peer.rtt = now - txn.first_sent  # Karn: only unambiguous samples
+        self.saw_epoch(peer, ap_rep.epoch, now)
+        inner: tuple[KinkPayload, ...] = msg.encrypted or ()
+        krb = next((p for p in inner if isinstance(p, KrbError)), None)
+        if krb is not None:
+            self._authenticated_krb_error(txn, krb, now)
+            return
+        error = next((p for p in inner if isinstance(p, ErrorPayload) and p.code != 0), None)
+        if error is not None:
+            self._fail(txn, "KINK_ERROR", _kink_error_name(error.code), now)
+            return
+        isakmps = [p for p in inner if isinstance(p, Isakmp)]
+        if txn.kind is MessageType.CREATE:
+            self._create_reply(txn, msg, isakmps, data, now)
+        elif txn.kind is MessageType.DELETE:
+            self._finish(txn, now)
+            for child in txn.deletes:
+                self.schedule(now + self.grace(peer), _reaper(self, child))
+        else:
+            peer.dpd_pending = False
+            self._finish(txn, now)
+
+    def _verify(self, txn: Transaction, ap_rep: bytes) -> Key | None:
+        # The REPLY may answer any authenticator still outstanding (§9); newest first.
+        for handle in reversed(txn.handles):
+            try:
+                return self.kerberos.verify_ap_rep(handle, ap_rep)
+            except KerberosError:
+                continue
+        return None
+
+    def _lone_reply(self, txn: Transaction, msg: Message, now: float) -> None:
+        """A REPLY without AP_REP is unauthenticated (§3.5, §4.2.3): logged and counted; it
+        never ends the transaction, except as the u2u policy allows (§3.1, §3.7.1)."""
+        peer = txn.peer
+        payload = msg.payloads[0] if msg.payloads else None
+        if isinstance(payload, KrbError):
+            try:
+                view = self.kerberos.parse_krb_error(payload.krb_error)
+            except KerberosError:
+                self.drop("lone-krb-error-undecodable", self.address(peer))
+                return
+            if (
+                view.code == KRB_AP_ERR_USER_TO_USER_REQUIRED
+                and peer.config.u2u is U2u.ALLOW
+                and not txn.u2u_tried
+            ):
+                self._switch_ticket(txn, now)
+            self.drop(f"lone-krb-error:{view.name}", self.address(peer))
+        elif isinstance(payload, TgtRep):
+            if peer.config.u2u is not U2u.NEVER and not txn.u2u_tried:
+                # §3.7.1: fetch a ticket with the TGT; the old ticket stays until then.
+                txn.u2u_tried = True
+                self._fetch_u2u(
+                    peer, payload.tgt, lambda ok, t: self._retry_with_ticket(txn, ok, t)
+                )
+            self.drop("lone-tgt-rep", self.address(peer))
+        elif isinstance(payload, ErrorPayload):
+            self.drop(f"lone-kink-error:{_kink_error_name(payload.code)}", self.address(peer))
+        else:
+            self.drop("lone-reply", self.address(peer))
+
+    def _switch_ticket(self, txn: Transaction, now: float) -> None:
+        txn.u2u_tried = True
+
+        def then(ok: bool, now: float) -> None:
+            self._retry_with_ticket(txn, ok, now)
+
+        self._start(Transaction(MessageType.GETTGT, txn.peer, then=then), now)
+
+    def _retry_with_ticket(self, txn: Transaction, ok: bool, now: float) -> None:
+        """A new ticket arrived for a command under way: a new transaction with it (§9)."""
+        if txn.done or not ok:
+            return
+        self._restart(txn, now)
+
+    def _restart(self, txn: Transaction, now: float) -> None:
+        self._finish(txn, now)
+        if txn.kind is MessageType.CREATE:
+            for neg in txn.negotiations:
+                self._drop_optimistic(neg)
+            policies = [n.policy for n in txn.negotiations]
+            rekey_of = txn.negotiations[0].rekey_of if txn.negotiations else None
+            self.start_create(
+                txn.peer,
+                policies,
+                now,
+                rekey_of=rekey_of,
+                use_ke=txn.use_ke,
+                restarts=txn.restarts + 1,
+            )
+        else:
+            retry = Transaction(txn.kind, txn.peer, deletes=txn.deletes, dpd=txn.dpd)
+            retry.restarts = txn.restarts + 1
+            self._start(retry, now)
+
+    def _authenticated_krb_error(self, txn: Transaction, krb: KrbError, now: float) -> None:
+        peer = txn.peer
+        try:
+            view = self.kerberos.parse_krb_error(krb.krb_error)
+        except KerberosError:
+            self._fail(txn, "undecodable KRB-ERROR", None, now)
+            return
+        echoed = view.ctime is not None and any(
+            self.kerberos.handle_time(h) == (view.ctime, view.cusec) for h in txn.handles
+        )
+        if view.code == KRB_AP_ERR_SKEW and echoed and txn.restarts < _MAX_RESTARTS:
+            # §3.5: authenticated and echoing our time: adopt the responder's clock.
+            self.kerberos.adopt_clock_skew(view.stime, view.susec)
+            self._restart(txn, now)
+        elif view.code == KRB_AP_ERR_TKT_EXPIRED and txn.restarts < _MAX_RESTARTS:
+            # §9: a new transaction with a new ticket.
+            self.kerberos.forget_ticket(peer.config.principal)
+            self._restart(txn, now)
+        else:
+            self._fail(txn, "KRB-ERROR", view.name, now)
+
+    # ------------------------------------------------------------------------ CREATE
+
+    def _create_reply(
+        self, txn: Transaction, msg: Message, isakmps: list[Isakmp], data: bytes, now: float
+    ) -> None:
+        peer = txn.peer
+        if len(isakmps) != len(txn.negotiations):
+            self._fail(
+                txn, f"{len(isakmps)} KINK_ISAKMP for {len(txn.negotiations)} SAs", None, now
+            )
+            return
+        retry_plain: list[Negotiation] = []
+        retry_spi: list[Negotiation] = []
+        for neg, isakmp in zip(txn.negotiations, isakmps, strict=True):
+            outcome = self._negotiated(txn, neg, isakmp, msg.ackreq, now)
+            if outcome == "retry-without-ke":
+                retry_plain.append(neg)
+            elif outcome == "retry-spi":
+                retry_spi.append(neg)
+        if msg.ackreq:
+            # §3.2: "The initiator MUST always generate an ACK if the ACKREQ bit is set".
+            txn.reply = data
+            txn.acked = True
+            self._send_ack(txn, now)
+            self._release(txn, now)
+            if txn.timer is not None:
+                txn.timer.cancel()
+            txn.timer = self.schedule(
+                now + self.config.retransmit_cycle(), lambda t: self._timeout(txn, t)
+            )
+        else:
+            self._finish(txn, now)
+        for group, use_ke in ((retry_plain, False), (retry_spi, txn.use_ke)):
+            if group and txn.restarts < _MAX_RESTARTS:
+                self.start_create(
+                    peer,
+                    [n.policy for n in group],
+                    now,
+                    rekey_of=group[0].rekey_of,
+                    use_ke=use_ke,
+                    restarts=txn.restarts + 1,
+                )
+
+    def _negotiated(
+        self, txn: Transaction, neg: Negotiation, isakmp: Isakmp, ackreq: bool, now: float
+    ) -> str:
+        sa = next((p for p in isakmp.payloads if isinstance(p, SaPayload)), None)
+        if sa is None:
+            return self._refused(txn, neg, isakmp)
+        nonce = next((p for p in isakmp.payloads if isinstance(p, NoncePayload)), None)
+        ke = next((p for p in isakmp.payloads if isinstance(p, KePayload)), None)
+        ids = [p for p in isakmp.payloads if isinstance(p, IdPayload)]
+        assert neg.offered is not None and txn.key is not None
+        try:
+            choice = check_reply(neg.offered, sa)
+            gxy = self._shared_secret(neg, ke)
+        except (NoProposal, CryptoError) as exc:
+            self._negotiation_failed(txn, neg, str(exc), "NO-PROPOSAL-CHOSEN")
+            return "failed"
+        if ids and ids != [id_payload(neg.policy.local), id_payload(neg.policy.remote)]:
+            self._negotiation_failed(
+                txn, neg, "the reply changed IDci/IDcr", "INVALID-ID-INFORMATION"
+            )
+            return "failed"
+        nr = nonce.data if nonce is not None else None
+        three_way = not choice.optimistic or nr is not None or gxy is not None
+        if three_way and not ackreq:
+            self._negotiation_failed(txn, neg, "3-way reply without ACKREQ (§3.2)", None)
+            return "failed"
+        self._install_child(txn, neg, choice, nr, gxy, three_way, now)
+        return "ok"
+
+    def _shared_secret(self, neg: Negotiation, ke: KePayload | None) -> bytes | None:
+        if neg.dh is None:
+            if ke is not None:
+                raise CryptoError("KE in the reply to a CREATE without KE")
+            return None
+        if ke is None:
+            raise CryptoError("no KE in the reply to a CREATE with KE")
+        return neg.dh.shared_secret(ke.data)
+
+    def _refused(self, txn: Transaction, neg: Negotiation, isakmp: Isakmp) -> str:
+        notifies = [p for p in isakmp.payloads if isinstance(p, NotifyPayload)]
+        errors = [n for n in notifies if n.notify_type < 16384]
+        first = errors[0] if errors else None
+        name = _notify_name(first.notify_type) if first is not None else None
+        self._negotiation_failed(txn, neg, "refused by the responder", name)
+        if first is None:
+            return "failed"
+        if (
+            first.notify_type == NotifyType.INVALID_PAYLOAD_TYPE
+            and first.data == bytes((IsakmpPayloadType.KE,))
+            and neg.dh is not None
+            and not txn.peer.config.pfs_required
+        ):
+            return "retry-without-ke"  # §3.2: "MAY retry without a KE payload"
+        if first.notify_type == NotifyType.INVALID_SPI:
+            return "retry-spi"
+        return "failed"
+
+    def _negotiation_failed(
+        self, txn: Transaction, neg: Negotiation, reason: str, code: str | None
+    ) -> None:
+        self.emit(NegotiationFailed(txn.peer.config.name, "CREATE", reason, code))
+        self._drop_optimistic(neg)
+        if neg.rekey_of is not None:
+            neg.rekey_of.rekeying = False
+
+    def _install_child(
+        self,
+        txn: Transaction,
+        neg: Negotiation,
+        choice: Choice,
+        nr: bytes | None,
+        gxy: bytes | None,
+        three_way: bool,
+        now: float,
+    ) -> None:
+        peer = txn.peer
+        assert txn.key is not None
+        inputs = KeyInput(txn.key, neg.ni, nr, gxy, self.config.aes_prf)
+        life = self._life(choice.lifetime.seconds, choice.lifetime.kilobytes)
+        lowered = choice.lifetime != configured_life(peer.config)
+        child = Child(
+            self.sadb.new_id(),
+            peer,
+            neg.policy,
+            True,
+            [SaPair(n.protocol, neg.spis[n.protocol], n.peer_spi) for n in choice.protocols],
+            choice.lifetime,
+            peer.epoch,
+            now,
+            three_way=three_way,
+            rekey_of=neg.rekey_of.id if neg.rekey_of is not None else None,
+        )
+        optimistic = {s.protocol: s for s in neg.optimistic}
+        neg.optimistic.clear()
+        inbound = self._place(peer, neg.policy, inbound=True)
+        outbound = self._place(peer, neg.policy, inbound=False)
+        for n, pair in zip(choice.protocols, child.sas, strict=True):
+            previous = optimistic.pop(n.protocol, None)
+            if previous is None or three_way or lowered:
+                # §3.2: "A replaces an inbound SA (B->A) if non-optimistic".
+                spec = sa_spec(
+                    inputs,
+                    n.protocol,
+                    pair.inbound_spi,
+                    n.params,
+                    inbound,
+                    life,
+                    self.config.replay_window,
+                )
+                self.install(spec, child, update=previous is not None)
+            spec = sa_spec(
+                inputs,
+                n.protocol,
+                pair.outbound_spi,
+                n.params,
+                outbound,
+                life,
+                self.config.replay_window,
+            )
+            self.install(spec, child)
+            pair.inbound = pair.outbound = True
+        for spec in optimistic.values():  # an optimistic protocol the chosen bundle lacks
+            self.delete_sa(spec.protocol, spec.spi, spec.src, spec.dst)
+        self.sadb.add(child)
+        self.established(child, now)
+
+    def _send_ack(self, txn: Transaction, now: float) -> None:
+        try:
+            ap_req, _handle = self.kerberos.make_ap_req(txn.ticket)
+        except KerberosError:
+            self.drop("ack-not-made", self.address(txn.peer))
+            return
+        assert txn.key is not None
+        data = messages.command(MessageType.ACK, txn.xid, self.epoch, ap_req, txn.key)
+        self.emit(SendDatagram(data, self.address(txn.peer)))
+
+    # ------------------------------------------------------------------------ GETTGT
+
+    def _gettgt_reply(self, txn: Transaction, msg: Message, now: float) -> None:
+        payload = msg.payloads[0] if len(msg.payloads) == 1 else None
+        if isinstance(payload, TgtRep):
+            self._finish(txn, now)
+            then = txn.then
+            assert then is not None
+            self._fetch_u2u(txn.peer, payload.tgt, then)
+        elif isinstance(payload, ErrorPayload):
+            # §4.2.8 KINK_U2UDENIED: the peer will not hand out its TGT.
+            self._fail(txn, "GETTGT refused", _kink_error_name(payload.code), now)
+        else:
+            self.drop("bad-gettgt-reply", self.address(txn.peer))
+
+    def _fetch_u2u(self, peer: PeerState, tgt: bytes, then: Callable[[bool, float], None]) -> None:
+        token = next(self._ticket_tokens)
+        self.ticket_waiting[token] = lambda result, now: then(result.ok, now)
+        self.emit(FetchU2uTicket(token, peer.config.principal, tgt))
+
+    # ---------------------------------------------------------------------- settling
+
+    def settle(self, child: Child, now: float) -> None:
+        """§3.6: the newest SA wins. A rekeyed child's predecessor is deleted now that the new
+        one is in place; of two children for one policy negotiated by both sides at once, the
+        one initiated by the greater principal goes, deleted by its initiator only, so that
+        both sides reach the same single pair."""
+        if child.initiator:
+            self._schedule_rekey(child, now)
+        losers: list[Child] = []
+        for other in self.sadb.of_peer(child.peer.config.name):
+            if other is child or other.policy != child.policy:
+                continue
+            if other.state is not ChildState.INSTALLED:
+                continue
+            loser = self._loser(child, other)
+            if loser.initiator:
+                losers.append(loser)
+        if losers:
+            self.start_delete(losers, now)
+
+    def _loser(self, new: Child, other: Child) -> Child:
+        if new.initiator == other.initiator:
+            return other if other.created <= new.created else new
+        ours, theirs = (new, other) if new.initiator else (other, new)
+        return ours if self.config.principal > new.peer.config.principal else theirs
+
+    def _schedule_rekey(self, child: Child, now: float) -> None:
+        # §3.6: soft lifetime = hard lifetime minus a random time between T-retrans and
+        # T-rekey, so that peers do not synchronise.
+        seconds = child.lifetime.seconds
+        if not seconds:
+            return
+        low = self.config.retransmit_cycle()
+        high = max(self.config.rekey_margin, 2 * low)
+        if seconds > 2 * high:
+            soft = seconds - self.rng.uniform(low, high)
+        else:
+            soft = seconds * self.rng.uniform(0.75, 0.9)
+        child.rekey_at = now + soft
+        self.schedule(child.rekey_at, lambda t: self.rekey(child, t))
+
+    def rekey(self, child: Child, now: float) -> None:
+        if (
+            child.state is not ChildState.INSTALLED
+            or child.rekeying
+            or child.id not in self.sadb.children
+        ):
+            return
+        self.start_create(child.peer, [child.policy], now, rekey_of=child)
+
+    def child_failed(self, child: Child, reason: str, now: float) -> None:
+        if child.id not in self.sadb.children or child.state is ChildState.DYING:
+            return
+        self.emit(NegotiationFailed(child.peer.config.name, "CREATE", reason, None))
+        self.start_delete([child], now)
+
+    def _reap(self, child: Child, reason: str, now: float) -> None:
+        if child.id not in self.sadb.children:
+            return
+        self.delete_outbound(child)
+        self.delete_inbound(child)
+        self.sadb.remove(child)
+        self.emit(SaDeleted(child.peer.config.name, child.id, reason))
+
+
+class _Queued:
+    """A transaction waiting for a slot of its peer; knows its policies so that a burst of
+    ACQUIREs for one flow starts one exchange."""
+
+    def __init__(self, engine: Initiator, txn: Transaction) -> None:
+        self.engine = engine
+        self.txn = txn
+        self.policies = [n.policy for n in txn.negotiations]
+
+    def __call__(self, now: float) -> None:
+        self.engine._start(self.txn, now)
+
+
+def _spi_into(neg: Negotiation, protocol: int, join: Join) -> Callable[[HelperResult, float], None]:
+    def got(result: HelperResult, now: float) -> None:
+        if result.spi is not None:
+            neg.spis[protocol] = result.spi
+        join.arrived(result, now)
+
+    return got
+
+
+def _reaper(engine: Initiator, child: Child) -> Callable[[float], None]:
+    return lambda now: engine._reap(child, "deleted", now)
+
+
+def _delete_payloads(children: list[Child], *, inbound: bool) -> tuple[IsakmpPayload, ...]:
+    """Delete payloads listing our inbound SPIs per protocol (§3.3, §6.4)."""
+    by_protocol: dict[int, list[bytes]] = {}
+    for child in children:
+        for sa in child.sas:
+            spi = sa.inbound_spi if inbound else sa.outbound_spi
+            by_protocol.setdefault(sa.protocol, []).append(spi.to_bytes(4, "big"))
+    return tuple(DeletePayload(p, tuple(spis)) for p, spis in by_protocol.items())
+
+
+def _notify_name(code: int) -> str:
+    try:
+        return NotifyType(code).name.replace("_", "-")
+    except ValueError:
+        return str(code)
+
+
+def _kink_error_name(code: int) -> str:
+    from kink.wire import KinkErrorCode
+
+    try:
+        return "KINK_" + KinkErrorCode(code).name
+    except ValueError:
+        return str(code)
+
+
+def _krb5_name(code: int | None) -> str | None:
+    if code is None:
+        return None
+    from kink.krb5.errors import error_name
+
+    return error_name(code) or str(code)

@@ -1,0 +1,237 @@
+"""What the engine needs from Kerberos (KerberosPort), and Krb5Port, the adapter over kink.krb5.
+
+None of these calls contacts the KDC: tickets are fetched by the daemon (FetchTicket /
+FetchU2uTicket actions, in a thread) into the Credentials the port reads. The session key of
+every ticket comes back as one kink.crypto Key per session key, since a Key caches its derived
+keys (RFC 4430 §7, §8: the ticket session key is the only key KINK uses).
+"""
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from kink.crypto.rfc3961 import Key
+from kink.krb5.acceptor import Accepted, Acceptor, is_user_to_user
+from kink.krb5.credentials import Credentials, Ticket
+from kink.krb5.errors import Krb5Error, error_name
+from kink.krb5.initiator import ApReqContext, Initiator
+from kink.krb5.session_key import SessionKey
+
+_KEY_CACHE_LIMIT = 4096
+
+
+class NeedTicket(Exception):
+    """No usable ticket for the principal is cached: fetch one (FetchTicket) and retry."""
+
+    def __init__(self, principal: str) -> None:
+        super().__init__(principal)
+        self.principal = principal
+
+
+@dataclass(frozen=True, eq=False)
+class AcceptedRequest:
+    """An AP-REQ the responder verified: the client, the ticket session key and what
+    make_ap_rep / make_krb_error need (handle)."""
+
+    client: str
+    key: Key = field(repr=False)
+    ctime: int
+    cusec: int
+    user_to_user: bool
+    handle: object = field(repr=False)
+
+
+class KerberosError(Exception):
+    """A Kerberos failure: code is the RFC 4120 protocol number when there is one.
+
+    accepted: set for the time errors (KRB_AP_ERR_SKEW, _TKT_EXPIRED, _TKT_NYV) when the ticket
+    still decrypted, so that the error can be answered authenticated (RFC 4430 §3.5).
+    user_to_user: the failing AP-REQ carried a user-to-user ticket (RFC 4430 §3.7.1)."""
+
+    def __init__(
+        self,
+        code: int | None,
+        name: str,
+        *,
+        accepted: AcceptedRequest | None = None,
+        user_to_user: bool = False,
+    ) -> None:
+        super().__init__(code, name)
+        self.code = code
+        self.name = name
+        self.accepted = accepted
+        self.user_to_user = user_to_user
+
+
+@dataclass(frozen=True, slots=True)
+class KrbErrorView:
+    """The parts of a received KRB-ERROR the engine acts on (RFC 4120 §5.9.1)."""
+
+    code: int
+    name: str
+    stime: int
+    susec: int
+    ctime: int | None
+    cusec: int | None
+
+
+class KerberosPort(Protocol):
+    def ticket_for(self, principal: str) -> object:
+        """A cached ticket for `principal` (opaque); NeedTicket if none is usable."""
+        ...
+
+    def ticket_key(self, ticket: object) -> Key:
+        """The session key of a ticket (the initiator keys its optimistic SA with it)."""
+        ...
+
+    def make_ap_req(self, ticket: object) -> tuple[bytes, object]:
+        """A raw AP-REQ with a fresh authenticator and its handle for verify_ap_rep."""
+        ...
+
+    def verify_ap_rep(self, handle: object, ap_rep: bytes) -> Key:
+        """The ticket session key if `ap_rep` answers the AP-REQ of `handle`; KerberosError."""
+        ...
+
+    def handle_time(self, handle: object) -> tuple[int, int]:
+        """ctime/cusec of the AP-REQ behind `handle` (to match an echoing KRB-ERROR)."""
+        ...
+
+    def accept(self, ap_req: bytes) -> AcceptedRequest:
+        """Verify an AP-REQ with the replay cache; KerberosError."""
+        ...
+
+    def make_ap_rep(self, accepted: AcceptedRequest) -> bytes: ...
+
+    def make_krb_error(self, code: int, accepted: AcceptedRequest | None) -> bytes:
+        """A KRB-ERROR; with `accepted`, echoing the client's ctime/cusec (§3.5)."""
+        ...
+
+    def parse_krb_error(self, data: bytes) -> KrbErrorView:
+        """Decode a KRB-ERROR; KerberosError if it is not one."""
+        ...
+
+    def adopt_clock_skew(self, stime: int, susec: int) -> None: ...
+
+    def our_tgt(self) -> bytes:
+        """Our TGT (DER) for KINK_TGT_REP; KerberosError if there is none."""
+        ...
+
+    def forget_ticket(self, principal: str) -> None: ...
+
+
+def _error(exc: Krb5Error) -> KerberosError:
+    code = exc.protocol_code
+    return KerberosError(code, exc.name or f"krb5 error {exc.code}")
+
+
+class Krb5Port:
+    """KerberosPort over kink.krb5: one Initiator and one Acceptor on the trio thread's
+    Context, and the host's Credentials (read only here; the daemon fetches)."""
+
+    def __init__(self, initiator: Initiator, acceptor: Acceptor, credentials: Credentials):
+        self._initiator = initiator
+        self._acceptor = acceptor
+        self._credentials = credentials
+        self._keys: dict[SessionKey, Key] = {}
+
+    def _key(self, session_key: SessionKey) -> Key:
+        key = self._keys.get(session_key)
+        if key is None:
+            if len(self._keys) >= _KEY_CACHE_LIMIT:
+                self._keys.clear()  # the Keys stay valid for whoever still holds them
+            key = self._keys[session_key] = Key(session_key.enctype, session_key.material)
+        return key
+
+    def ticket_for(self, principal: str) -> object:
+        ticket = self._credentials.cached_ticket(principal)
+        if ticket is None:
+            raise NeedTicket(principal)
+        return ticket
+
+    def ticket_key(self, ticket: object) -> Key:
+        assert isinstance(ticket, Ticket)
+        return self._key(ticket.session_key)
+
+    def make_ap_req(self, ticket: object) -> tuple[bytes, object]:
+        assert isinstance(ticket, Ticket)
+        try:
+            return self._initiator.make_ap_req(ticket)
+        except Krb5Error as exc:
+            raise _error(exc) from None
+
+    def verify_ap_rep(self, handle: object, ap_rep: bytes) -> Key:
+        assert isinstance(handle, ApReqContext)
+        try:
+            return self._key(self._initiator.verify_ap_rep(handle, ap_rep))
+        except Krb5Error as exc:
+            raise _error(exc) from None
+
+    def handle_time(self, handle: object) -> tuple[int, int]:
+        assert isinstance(handle, ApReqContext)
+        try:
+            return handle.ctime, handle.cusec
+        except Krb5Error as exc:
+            raise _error(exc) from None
+
+    def accept(self, ap_req: bytes) -> AcceptedRequest:
+        try:
+            accepted = self._acceptor.accept(ap_req)
+        except Krb5Error as exc:
+            err = _error(exc)
+            if exc.accepted is not None:
+                a = exc.accepted
+                err.accepted = AcceptedRequest(
+                    a.client_principal,
+                    self._key(a.session_key),
+                    a.ctime,
+                    a.cusec,
+                    a.user_to_user,
+                    a,
+                )
+            try:
+                err.user_to_user = is_user_to_user(ap_req)
+            except Krb5Error:
+                err.user_to_user = False
+            raise err from None
+        return AcceptedRequest(
+            accepted.client_principal,
+            self._key(accepted.session_key),
+            accepted.ctime,
+            accepted.cusec,
+            accepted.user_to_user,
+            accepted,
+        )
+
+    def make_ap_rep(self, accepted: AcceptedRequest) -> bytes:
+        handle = accepted.handle
+        assert isinstance(handle, Accepted)
+        try:
+            return self._acceptor.make_ap_rep(handle)
+        except Krb5Error as exc:
+            raise _error(exc) from None
+
+    def make_krb_error(self, code: int, accepted: AcceptedRequest | None) -> bytes:
+        if accepted is None:
+            return self._acceptor.make_krb_error(code)
+        return self._acceptor.make_krb_error(
+            code, ctime=accepted.ctime, cusec=accepted.cusec, client=accepted.client
+        )
+
+    def parse_krb_error(self, data: bytes) -> KrbErrorView:
+        try:
+            info = self._initiator.parse_krb_error(data)
+        except Krb5Error as exc:
+            raise _error(exc) from None
+        name = error_name(info.error_code) or str(info.error_code)
+        return KrbErrorView(info.error_code, name, info.stime, info.susec, info.ctime, info.cusec)
+
+    def adopt_clock_skew(self, stime: int, susec: int) -> None:
+        self._initiator.adopt_clock_skew(stime, susec)
+
+    def our_tgt(self) -> bytes:
+        try:
+            return self._credentials.our_tgt()
+        except Krb5Error as exc:
+            raise _error(exc) from None
+
+    def forget_ticket(self, principal: str) -> None:
+        self._credentials.forget_ticket(principal)

@@ -1,0 +1,274 @@
+"""SA proposals (RFC 4430 §3.2, §5.1-§5.2; RFC 2408 §4.2; RFC 2407 §4.5): what the initiator
+offers, what the responder picks, and the initiator's check of the pick.
+
+A proposal of the configuration is a bundle (one Proposal payload per protocol, all with one
+number); each carries one transform. The responder goes through the initiator's bundles in
+the initiator's order and takes the first it supports; lifetimes are the shorter of the two
+(the responder may lower them, never raise them: §3.2).
+"""
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from itertools import groupby
+
+from kink.crypto.algorithms import TransformParams
+from kink.engine.config import PeerConfig, ProposalSpec, TransformSpec
+from kink.wire import Attribute, Proposal, ProtocolError, SaPayload, Transform, lifetimes
+from kink.wire.ipsec_doi import (
+    DEFAULT_LIFETIME_SECONDS,
+    AttributeType,
+    EncapsulationMode,
+    LifeType,
+    NotifyType,
+)
+
+_LIFE = (AttributeType.SA_LIFE_TYPE, AttributeType.SA_LIFE_DURATION)
+_MODES = {"transport": EncapsulationMode.TRANSPORT, "tunnel": EncapsulationMode.TUNNEL}
+
+
+class NoProposal(Exception):
+    """No acceptable proposal: answered / reported as NO-PROPOSAL-CHOSEN (§5.5)."""
+
+    notify = NotifyType.NO_PROPOSAL_CHOSEN
+
+
+@dataclass(frozen=True, slots=True)
+class Lifetime:
+    seconds: int  # 0: none
+    kilobytes: int  # 0: none
+
+    def shorter(self, other: "Lifetime") -> "Lifetime":
+        return Lifetime(
+            _min_life(self.seconds, other.seconds), _min_life(self.kilobytes, other.kilobytes)
+        )
+
+
+def _min_life(a: int, b: int) -> int:
+    if not a or not b:
+        return a or b
+    return min(a, b)
+
+
+@dataclass(frozen=True, slots=True)
+class Negotiated:
+    """One protocol of the chosen bundle: its transform and the peer's (inbound) SPI."""
+
+    protocol: int
+    peer_spi: int
+    transform: Transform
+    params: TransformParams
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """The chosen bundle: `number`, one Negotiated per protocol, the lifetime in force, and
+    whether it is the initiator's optimistic proposal (first bundle, first transforms)."""
+
+    number: int
+    protocols: tuple[Negotiated, ...]
+    lifetime: Lifetime
+    optimistic: bool
+
+
+def life_attributes(life: Lifetime) -> tuple[Attribute, ...]:
+    attrs: list[Attribute] = []
+    if life.seconds:
+        attrs.append(Attribute(AttributeType.SA_LIFE_TYPE, LifeType.SECONDS, True))
+        attrs.append(Attribute.of_int(AttributeType.SA_LIFE_DURATION, life.seconds))
+    if life.kilobytes:
+        attrs.append(Attribute(AttributeType.SA_LIFE_TYPE, LifeType.KILOBYTES, True))
+        attrs.append(Attribute.of_int(AttributeType.SA_LIFE_DURATION, life.kilobytes))
+    return tuple(attrs)
+
+
+def _attributes(spec: TransformSpec, mode: str, group: int | None) -> tuple[Attribute, ...]:
+    attrs: list[Attribute] = []
+    if group is not None:
+        attrs.append(Attribute(AttributeType.GROUP_DESCRIPTION, group, True))
+    attrs.append(Attribute(AttributeType.ENCAPSULATION_MODE, _MODES[mode], True))
+    if spec.auth_algorithm is not None:
+        attrs.append(Attribute(AttributeType.AUTHENTICATION_ALGORITHM, spec.auth_algorithm, True))
+    if spec.key_length is not None:
+        attrs.append(Attribute(AttributeType.KEY_LENGTH, spec.key_length, True))
+    return tuple(attrs)
+
+
+def configured_life(peer: PeerConfig) -> Lifetime:
+    return Lifetime(peer.lifetime_seconds, peer.lifetime_kilobytes)
+
+
+def offer(peer: PeerConfig, spis: dict[int, int], group: int | None) -> SaPayload:
+    """The initiator's SA payload: every configured bundle, numbered from 1, with our inbound
+    SPI of each protocol (one SPI per protocol across the proposals, as racoon does)."""
+    life = life_attributes(configured_life(peer))
+    proposals = []
+    for number, bundle in enumerate(peer.proposals, start=1):
+        for spec in bundle.transforms:
+            attrs = life + _attributes(spec, peer.mode, group)
+            transform = Transform(1, spec.transform_id, attrs)
+            spi = spis[spec.protocol].to_bytes(4, "big")
+            proposals.append(Proposal(number, spec.protocol, spi, (transform,)))
+    return SaPayload(tuple(proposals))
+
+
+def protocols_of(peer: PeerConfig) -> list[int]:
+    """The protocols the offer needs an inbound SPI for, in first-seen order."""
+    seen: dict[int, None] = {}
+    for bundle in peer.proposals:
+        for spec in bundle.transforms:
+            seen.setdefault(spec.protocol, None)
+    return list(seen)
+
+
+def _bundles(sa: SaPayload) -> Iterator[tuple[int, tuple[Proposal, ...]]]:
+    for number, group in groupby(sa.proposals, key=lambda p: p.number):
+        yield number, tuple(group)
+
+
+def _split(transform: Transform) -> tuple[Lifetime, frozenset[tuple[int, int | bytes]]]:
+    """(lifetime, the other attributes) of a transform; ProtocolError if lifetimes conflict."""
+    seconds = kilobytes = 0
+    found = False
+    for kind, value in lifetimes(transform.attributes):
+        found = True
+        if kind == LifeType.SECONDS:
+            seconds = value
+        elif kind == LifeType.KILOBYTES:
+            kilobytes = value
+    if not found:
+        seconds = DEFAULT_LIFETIME_SECONDS  # RFC 2407 §4.5
+    rest = frozenset((a.type, a.value) for a in transform.attributes if a.type not in _LIFE)
+    return Lifetime(seconds, kilobytes), rest
+
+
+def params_of(transform: Transform) -> TransformParams:
+    auth = key_length = None
+    for attr in transform.attributes:
+        if attr.type == AttributeType.AUTHENTICATION_ALGORITHM:
+            auth = attr.as_int()
+        elif attr.type == AttributeType.KEY_LENGTH:
+            key_length = attr.as_int()
+    return TransformParams(transform.transform_id, auth, key_length)
+
+
+def select(sa: SaPayload, peer: PeerConfig, group: int | None) -> tuple[Choice, SaPayload]:
+    """The responder's pick from the initiator's SA payload, and the reply's SA payload with
+    zero SPIs in place of ours (the caller fills them in with `with_spis`). `group` is the DH
+    group of the initiator's KE payload, None without KE. NoProposal if nothing fits."""
+    ours = configured_life(peer)
+    first = True
+    for number, bundle in _bundles(sa):
+        for spec in peer.proposals:
+            picked = _match_bundle(bundle, spec, peer.mode, group)
+            if picked is None:
+                continue
+            chosen: list[Negotiated] = []
+            reply: list[Proposal] = []
+            life = ours
+            optimistic = first
+            for proposal, (index, transform) in zip(bundle, picked, strict=True):
+                theirs, _ = _split(transform)
+                life = life.shorter(theirs)
+                optimistic = optimistic and index == 0
+                peer_spi = int.from_bytes(proposal.spi, "big")
+                chosen.append(
+                    Negotiated(proposal.protocol, peer_spi, transform, params_of(transform))
+                )
+            for proposal, (_, transform) in zip(bundle, picked, strict=True):
+                _, _rest = _split(transform)
+                attrs = life_attributes(life) + tuple(
+                    a for a in transform.attributes if a.type not in _LIFE
+                )
+                reply.append(
+                    Proposal(
+                        number,
+                        proposal.protocol,
+                        bytes(4),
+                        (Transform(transform.number, transform.transform_id, attrs),),
+                    )
+                )
+            return Choice(number, tuple(chosen), life, optimistic), SaPayload(tuple(reply))
+        first = False
+    raise NoProposal("no proposal matches the configuration")
+
+
+def with_spis(sa: SaPayload, spis: dict[int, int]) -> SaPayload:
+    return SaPayload(
+        tuple(
+            Proposal(p.number, p.protocol, spis[p.protocol].to_bytes(4, "big"), p.transforms)
+            for p in sa.proposals
+        ),
+        sa.doi,
+        sa.situation,
+    )
+
+
+def _match_bundle(
+    bundle: tuple[Proposal, ...], spec: ProposalSpec, mode: str, group: int | None
+) -> list[tuple[int, Transform]] | None:
+    if len(bundle) != len(spec.transforms):
+        return None
+    picked: list[tuple[int, Transform]] = []
+    for proposal, ours in zip(bundle, spec.transforms, strict=True):
+        if proposal.protocol != ours.protocol or len(proposal.spi) != 4:
+            return None
+        wanted = frozenset((a.type, a.value) for a in _attributes(ours, mode, group))
+        for index, transform in enumerate(proposal.transforms):
+            if transform.transform_id != ours.transform_id:
+                continue
+            try:
+                _, rest = _split(transform)
+            except ProtocolError:
+                continue
+            if rest == wanted:
+                picked.append((index, transform))
+                break
+        else:
+            return None
+    return picked
+
+
+def check_reply(offered: SaPayload, reply: SaPayload) -> Choice:
+    """The initiator's check of the responder's pick (§3.2): one of the offered bundles, each
+    transform one we offered with identical attributes except lifetimes, which may only be
+    lower. NoProposal otherwise."""
+    bundles = dict(_bundles(offered))
+    first_number = offered.proposals[0].number
+    numbers = {p.number for p in reply.proposals}
+    if len(numbers) != 1:
+        raise NoProposal("the reply names more than one proposal")
+    number = numbers.pop()
+    bundle = bundles.get(number)
+    if bundle is None or len(bundle) != len(reply.proposals):
+        raise NoProposal(f"the reply names proposal {number}, which was not offered as such")
+    chosen: list[Negotiated] = []
+    optimistic = number == first_number
+    life: Lifetime | None = None
+    for ours, theirs in zip(bundle, reply.proposals, strict=True):
+        if ours.protocol != theirs.protocol or len(theirs.spi) != 4:
+            raise NoProposal("the reply's protocols differ from the offer")
+        (picked,) = theirs.transforms
+        their_life, their_rest = _split(picked)
+        index = -1
+        for position, transform in enumerate(ours.transforms):
+            our_life, our_rest = _split(transform)
+            if transform.transform_id == picked.transform_id and our_rest == their_rest:
+                index = position
+                break
+        else:
+            raise NoProposal("the reply's transform was not offered")
+        if _longer(their_life, our_life):
+            raise NoProposal("the responder raised a lifetime (RFC 4430 §3.2)")
+        optimistic = optimistic and index == 0
+        life = their_life if life is None else life.shorter(their_life)
+        peer_spi = int.from_bytes(theirs.spi, "big")
+        chosen.append(Negotiated(theirs.protocol, peer_spi, picked, params_of(picked)))
+    assert life is not None
+    return Choice(number, tuple(chosen), life, optimistic)
+
+
+def _longer(theirs: Lifetime, ours: Lifetime) -> bool:
+    return any(
+        (o and (not t or t > o))
+        for t, o in ((theirs.seconds, ours.seconds), (theirs.kilobytes, ours.kilobytes))
+    )

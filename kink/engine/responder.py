@@ -1,0 +1,628 @@
+"""The answering side (RFC 4430 §3.2-§3.5, §6, §9, §10).
+
+A command is authenticated (AP-REQ through the replay cache, then Cksum) before anything else;
+the epoch in its AP-REQ is recorded (§3.7). Replies are cached per (authenticated client
+principal, XID): a retransmitted command (new authenticator, same XID and content) gets the same
+REPLY and never a second SA (§9). A REPLY with ACKREQ is retransmitted until the ACK comes; the
+outbound SA of a 3-way CREATE is installed on the ACK (§3.2). Kerberos failures are answered
+authenticated when the ticket still decrypted (SKEW, TKT_EXPIRED, TKT_NYV: §3.5), else with a
+lone KRB_ERROR; a user-to-user ticket we can no longer decrypt gets our TGT (§3.7.1).
+"""
+
+import os
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from kink.crypto.dh import DhExchange
+from kink.crypto.errors import CryptoError
+from kink.crypto.seal import open_message, verify_cksum
+from kink.engine import messages
+from kink.engine.config import EngineConfig, Policy
+from kink.engine.core import Timer
+from kink.engine.events import (
+    AllocateSpi,
+    HelperResult,
+    InstallSa,
+    NegotiationFailed,
+    SaSpec,
+    Selector,
+    SendDatagram,
+)
+from kink.engine.ids import selector_of
+from kink.engine.initiator import Initiator, _delete_payloads, _reaper
+from kink.engine.kerberos import AcceptedRequest, KerberosError, KerberosPort
+from kink.engine.keys import KeyInput, sa_spec
+from kink.engine.proposals import Choice, NoProposal, select, with_spis
+from kink.engine.sadb import Child, ChildState, PeerState, SaPair
+from kink.wire import (
+    ApReq,
+    DecodeError,
+    DeletePayload,
+    ErrorPayload,
+    IdPayload,
+    Isakmp,
+    IsakmpPayloadType,
+    KePayload,
+    KinkErrorCode,
+    KrbError,
+    Message,
+    MessageType,
+    NoncePayload,
+    NotifyPayload,
+    SaPayload,
+    TgtRep,
+    check_message,
+)
+from kink.wire.ipsec_doi import AttributeType, NotifyType
+from kink.wire.isakmp import IsakmpPayload
+from kink.wire.payloads import KinkPayload
+
+KRB_AP_ERR_BAD_INTEGRITY = 31
+KRB_AP_ERR_REPEAT = 34
+KRB_AP_ERR_NO_TGT = 67
+KRB_ERR_GENERIC = 60
+
+
+@dataclass(eq=False)
+class Answer:
+    """A reply-cache entry: the command's decrypted content and our REPLY (None while the SA
+    actions it waits for are under way)."""
+
+    kind: int
+    request: tuple[KinkPayload, ...] | None
+    reply: bytes | None = None
+    awaiting_ack: list[tuple[Child, list[SaSpec]]] = field(default_factory=list)
+    attempts: int = 0
+    timer: Timer | None = None
+
+
+@dataclass(eq=False)
+class _Plan:
+    """One KINK_ISAKMP of a received CREATE and what we make of it."""
+
+    isakmp: Isakmp
+    notify: NotifyPayload | None = None
+    policy: Policy | None = None
+    choice: Choice | None = None
+    reply_sa: SaPayload | None = None
+    ni: bytes = b""
+    their_ke: bytes | None = None
+    group: int | None = None
+    ids: list[IdPayload] = field(default_factory=list)
+    spis: dict[int, int] = field(default_factory=dict)
+    child: Child | None = None
+    outbound: list[SaSpec] = field(default_factory=list)
+    nr: bytes | None = None
+    our_ke: bytes | None = None
+    errors: list[str] = field(default_factory=list)
+
+
+def _notify(kind: int, data: bytes = b"", protocol: int = 0, spi: bytes = b"") -> NotifyPayload:
+    return NotifyPayload(kind, protocol, spi, data)
+
+
+class Responder(Initiator):
+    def __init__(
+        self,
+        config: EngineConfig,
+        kerberos: KerberosPort,
+        *,
+        epoch: int,
+        now: float,
+        rng: random.Random | None = None,
+    ) -> None:
+        super().__init__(config, kerberos, epoch=epoch, now=now, rng=rng)
+        # the reply cache (§9), by (authenticated client principal, XID)
+        self.answers: dict[tuple[str, int], Answer] = {}
+
+    # ------------------------------------------------------------------------ commands
+
+    def on_command(self, peer: PeerState, msg: Message, data: bytes, now: float) -> None:
+        addr = self.address(peer)
+        ap_req = next((p for p in msg.payloads if isinstance(p, ApReq)), None)
+        if ap_req is None:
+            # §6: a command without AP_REQ cannot be authenticated; answer without crypto.
+            if msg.type is not MessageType.ACK:
+                err = ErrorPayload(KinkErrorCode.PROTOERR)
+                self.emit(SendDatagram(messages.lone_reply(msg.xid, err), addr))
+            self.drop("command-without-ap-req", addr)
+            return
+        try:
+            accepted = self.kerberos.accept(ap_req.ap_req)
+        except KerberosError as exc:
+            self._kerberos_refusal(peer, msg, data, exc, now)
+            return
+        try:
+            msg = open_message(msg, data, accepted.key)
+        except CryptoError:
+            self.drop("bad-cksum", addr)  # §4: "the message MUST be dropped"
+            return
+        except DecodeError as exc:
+            self._answer_error(peer, msg, accepted, exc, now)
+            return
+        if accepted.client != peer.config.principal:
+            # §10: only the principal configured for this peer may speak for its selectors.
+            self.emit(
+                NegotiationFailed(
+                    peer.config.name,
+                    MessageType(msg.type).name,
+                    f"principal {accepted.client} is not {peer.config.principal}",
+                    "INVALID-ID-INFORMATION",
+                )
+            )
+            if msg.type is not MessageType.ACK:
+                notify = Isakmp((_notify(NotifyType.INVALID_ID_INFORMATION),))
+                self._send_reply(peer, msg.xid, accepted, (notify,))
+            return
+        self.saw_epoch(peer, ap_req.epoch, now)
+        if msg.type is MessageType.ACK:
+            self._on_ack(peer, accepted, msg, now)
+            return
+        cache_key = (accepted.client, msg.xid)
+        entry = self.answers.get(cache_key)
+        if entry is not None:
+            if entry.kind == msg.type and entry.request == msg.encrypted:
+                self.count("retransmitted-command")
+                if entry.reply is not None:
+                    self.emit(SendDatagram(entry.reply, addr))
+            else:
+                self.drop("xid-reused", addr)
+            return
+        entry = Answer(msg.type, msg.encrypted)
+        self.answers[cache_key] = entry
+        self.schedule(now + self.config.reply_cache_lifetime, _expire(self, cache_key, entry))
+        if msg.type is MessageType.CREATE:
+            self._answer_create(peer, accepted, msg, entry, now)
+        elif msg.type is MessageType.DELETE:
+            self._answer_delete(peer, accepted, msg, entry, now)
+        else:
+            self._answer_status(peer, accepted, msg, entry, now)
+
+    def _send_reply(
+        self,
+        peer: PeerState,
+        xid: int,
+        accepted: AcceptedRequest,
+        inner: tuple[KinkPayload, ...],
+        *,
+        ackreq: bool = False,
+    ) -> bytes:
+        ap_rep = self.kerberos.make_ap_rep(accepted)
+        data = messages.reply(xid, self.epoch, ap_rep, accepted.key, inner, ackreq=ackreq)
+        self.emit(SendDatagram(data, self.address(peer)))
+        return data
+
+    def _answer_error(
+        self,
+        peer: PeerState,
+        msg: Message,
+        accepted: AcceptedRequest,
+        exc: DecodeError,
+        now: float,
+    ) -> None:
+        """An authenticated command that breaks the rules (§3.5, §5.5): an ISAKMP Notify when
+        the fault is inside KINK_ISAKMP, else a KINK_ERROR."""
+        self.drop("malformed-command", self.address(peer))
+        if msg.type is MessageType.ACK:
+            return
+        inner: tuple[KinkPayload, ...]
+        if exc.notify is not None:
+            inner = (Isakmp((_notify(exc.notify, exc.notify_data),)),)
+        else:
+            inner = (ErrorPayload(exc.kink_error),)
+        self._send_reply(peer, msg.xid, accepted, inner)
+
+    def _kerberos_refusal(
+        self, peer: PeerState, msg: Message, data: bytes, exc: KerberosError, now: float
+    ) -> None:
+        addr = self.address(peer)
+        self.drop(f"krb5:{exc.name}", addr)
+        if msg.type is MessageType.ACK or exc.code == KRB_AP_ERR_REPEAT:
+            return  # nothing answers an ACK; a replay gets no help (§10)
+        accepted = exc.accepted
+        if accepted is not None and exc.code is not None:
+            # §3.5: we could read the ticket: an authenticated KRB_ERROR with the client time.
+            try:
+                verify_cksum(data, accepted.key)
+            except CryptoError:
+                return
+            krb_error = self.kerberos.make_krb_error(exc.code, accepted)
+            self._send_reply(peer, msg.xid, accepted, (KrbError(krb_error),))
+            return
+        u2u_lost = exc.code in (KRB_AP_ERR_BAD_INTEGRITY, KRB_AP_ERR_NO_TGT)
+        # §3.7.1: a user-to-user ticket under a TGT we no longer have: our current TGT.
+        if exc.user_to_user and u2u_lost and peer.config.give_tgt:
+            try:
+                tgt = self.kerberos.our_tgt()
+            except KerberosError:
+                return
+            self.emit(SendDatagram(messages.lone_reply(msg.xid, TgtRep(tgt)), addr))
+            return
+        code = exc.code if exc.code is not None else KRB_ERR_GENERIC
+        krb_error = self.kerberos.make_krb_error(code, None)
+        self.emit(SendDatagram(messages.lone_reply(msg.xid, KrbError(krb_error)), addr))
+
+    # -------------------------------------------------------------------------- CREATE
+
+    def _answer_create(
+        self, peer: PeerState, accepted: AcceptedRequest, msg: Message, entry: Answer, now: float
+    ) -> None:
+        plans = [_Plan(p) for p in (msg.encrypted or ()) if isinstance(p, Isakmp)]
+        for plan in plans:
+            self._plan(peer, plan)
+        needed = [
+            (plan, n.protocol) for plan in plans if plan.choice for n in plan.choice.protocols
+        ]
+        if not needed:
+            self._create_installed(peer, accepted, msg.xid, entry, plans, now)
+            return
+        left = [len(needed)]
+        here, there = self.config.address, peer.config.address
+
+        def got(plan: _Plan, protocol: int) -> Callable[[HelperResult, float], None]:
+            def done(result: HelperResult, now: float) -> None:
+                if result.spi is None:
+                    plan.errors.append(result.error or "no SPI")
+                else:
+                    plan.spis[protocol] = result.spi
+                left[0] -= 1
+                if left[0] == 0:
+                    self._create_spis(peer, accepted, msg.xid, entry, plans, now)
+
+            return done
+
+        for plan, protocol in needed:
+            self.emit(AllocateSpi(self.token(got(plan, protocol)), protocol, there, here))
+
+    def _plan(self, peer: PeerState, plan: _Plan) -> None:
+        """Choose for one KINK_ISAKMP, or set the Notify that refuses it (§5.5)."""
+        sa = ke = None
+        for p in plan.isakmp.payloads:
+            if isinstance(p, SaPayload):
+                sa = p
+            elif isinstance(p, NoncePayload):
+                plan.ni = p.data
+            elif isinstance(p, KePayload):
+                ke = p
+            elif isinstance(p, IdPayload):
+                plan.ids.append(p)
+        assert sa is not None  # check_message: one SA per CREATE's KINK_ISAKMP
+        if ke is not None:
+            plan.group = _group_of(sa)
+            if peer.config.pfs_group is None or plan.group != peer.config.pfs_group:
+                # §3.2: an unsupported KE is refused with INVALID-PAYLOAD-TYPE naming KE.
+                plan.notify = _notify(
+                    NotifyType.INVALID_PAYLOAD_TYPE, bytes((IsakmpPayloadType.KE,))
+                )
+                return
+            plan.their_ke = ke.data
+        plan.policy = self._authorize(peer, plan.ids)
+        if plan.policy is None:
+            plan.notify = _notify(NotifyType.INVALID_ID_INFORMATION)
+            return
+        try:
+            plan.choice, plan.reply_sa = select(sa, peer.config, plan.group)
+        except NoProposal:
+            plan.notify = _notify(NotifyType.NO_PROPOSAL_CHOSEN)
+            return
+        for n in plan.choice.protocols:
+            if self.sadb.by_outbound(peer.config.name, n.protocol, n.peer_spi) is not None:
+                # §3.2: "When a CREATE command contains an existing SPI, the responder MUST
+                # reject it and SHOULD return ... INVALID-SPI".
+                plan.notify = _notify(
+                    NotifyType.INVALID_SPI, protocol=n.protocol, spi=n.peer_spi.to_bytes(4, "big")
+                )
+                plan.choice = None
+                return
+
+    def _authorize(self, peer: PeerState, ids: list[IdPayload]) -> Policy | None:
+        """§10: the selectors asked for must be ones configured for this peer (its principal
+        was checked already). Without IDs they are the two addresses (§5.3)."""
+        policies = self.peer_policies[peer.config.name]
+        if not ids:
+            for policy in policies:
+                if not policy.send_ids:
+                    return policy
+            here = _host(self.config.address)
+            there = _host(peer.config.address)
+            for policy in policies:
+                if policy.local == here and policy.remote == there:
+                    return policy
+            return None
+        try:
+            theirs, ours = selector_of(ids[0]), selector_of(ids[1])
+        except ValueError:
+            return None
+        for policy in policies:
+            if policy.send_ids and policy.local == ours and policy.remote == theirs:
+                return policy
+        return None
+
+    def _create_spis(
+        self,
+        peer: PeerState,
+        accepted: AcceptedRequest,
+        xid: int,
+        entry: Answer,
+        plans: list[_Plan],
+        now: float,
+    ) -> None:
+        tokens: list[tuple[_Plan, SaSpec]] = []
+        for plan in plans:
+            if plan.choice is None:
+                continue
+            if plan.errors:
+                plan.notify = _notify(NotifyType.PAYLOAD_MALFORMED)
+                self._release_spis(peer, plan)
+                continue
+            specs = self._child_for(peer, accepted, plan, now)
+            if specs is None:
+                continue
+            tokens += specs
+        if not tokens:
+            self._create_installed(peer, accepted, xid, entry, plans, now)
+            return
+        left = [len(tokens)]
+
+        def done_for(plan: _Plan) -> Callable[[HelperResult, float], None]:
+            def done(result: HelperResult, now: float) -> None:
+                if result.error is not None:
+                    plan.errors.append(result.error)
+                left[0] -= 1
+                if left[0] == 0:
+                    self._create_installed(peer, accepted, xid, entry, plans, now)
+
+            return done
+
+        for plan, spec in tokens:
+            self.emit(InstallSa(self.token(done_for(plan)), spec))
+
+    def _release_spis(self, peer: PeerState, plan: _Plan) -> None:
+        for protocol, spi in plan.spis.items():
+            self.delete_sa(protocol, spi, peer.config.address, self.config.address)
+
+    def _child_for(
+        self, peer: PeerState, accepted: AcceptedRequest, plan: _Plan, now: float
+    ) -> list[tuple[_Plan, SaSpec]] | None:
+        choice = plan.choice
+        assert choice is not None and plan.policy is not None
+        gxy = None
+        if plan.their_ke is not None:
+            assert plan.group is not None
+            dh = DhExchange(plan.group)
+            try:
+                gxy = dh.shared_secret(plan.their_ke)
+            except CryptoError:
+                plan.notify = _notify(NotifyType.INVALID_KEY_INFORMATION)
+                self._release_spis(peer, plan)
+                return None
+            plan.our_ke = dh.public_bytes()
+        # §3.2: another proposal, a KE or our own nonce make it 3-way; we then add Nr (§6.3).
+        three_way = not choice.optimistic or gxy is not None or self.config.responder_nonce
+        if three_way:
+            plan.nr = os.urandom(self.config.nonce_length)
+        inputs = KeyInput(accepted.key, plan.ni, plan.nr, gxy, self.config.aes_prf)
+        life = self._life(choice.lifetime.seconds, choice.lifetime.kilobytes)
+        child = Child(
+            self.sadb.new_id(),
+            peer,
+            plan.policy,
+            False,
+            [SaPair(n.protocol, plan.spis[n.protocol], n.peer_spi) for n in choice.protocols],
+            choice.lifetime,
+            peer.epoch,
+            now,
+            three_way=three_way,
+        )
+        plan.child = child
+        inbound = self._place(peer, plan.policy, inbound=True)
+        outbound = self._place(peer, plan.policy, inbound=False)
+        specs: list[tuple[_Plan, SaSpec]] = []
+        window = self.config.replay_window
+        for n, pair in zip(choice.protocols, child.sas, strict=True):
+            specs.append(
+                (
+                    plan,
+                    sa_spec(inputs, n.protocol, pair.inbound_spi, n.params, inbound, life, window),
+                )
+            )
+            out = sa_spec(inputs, n.protocol, pair.outbound_spi, n.params, outbound, life, window)
+            if three_way:
+                plan.outbound.append(out)  # installed on the ACK (§3.2 step 6)
+            else:
+                specs.append((plan, out))
+        return specs
+
+    def _create_installed(
+        self,
+        peer: PeerState,
+        accepted: AcceptedRequest,
+        xid: int,
+        entry: Answer,
+        plans: list[_Plan],
+        now: float,
+    ) -> None:
+        inner: list[KinkPayload] = []
+        ackreq = False
+        for plan in plans:
+            child = plan.child
+            if child is not None and plan.errors:
+                # EEXIST: the initiator's SPI is taken here after all (§3.2 INVALID-SPI).
+                for pair in child.sas:
+                    pair.inbound = pair.outbound = True
+                self.delete_inbound(child)
+                self.delete_outbound(child)
+                first = child.sas[0]
+                plan.notify = _notify(
+                    NotifyType.INVALID_SPI,
+                    protocol=first.protocol,
+                    spi=first.outbound_spi.to_bytes(4, "big"),
+                )
+                plan.child = child = None
+            if child is None:
+                assert plan.notify is not None
+                self.emit(
+                    NegotiationFailed(
+                        peer.config.name,
+                        "CREATE",
+                        "refused",
+                        NotifyType(plan.notify.notify_type).name,
+                    )
+                )
+                inner.append(Isakmp((plan.notify,)))
+                continue
+            for pair in child.sas:
+                pair.inbound = True
+                pair.outbound = not child.three_way
+            self.sadb.add(child)
+            assert plan.reply_sa is not None
+            payloads: list[IsakmpPayload] = [with_spis(plan.reply_sa, plan.spis)]
+            if plan.nr is not None:
+                payloads.append(NoncePayload(plan.nr))
+            if plan.our_ke is not None:
+                payloads.append(KePayload(plan.our_ke))
+            payloads += plan.ids
+            inner.append(Isakmp(tuple(payloads)))
+            if child.three_way:
+                ackreq = True
+                entry.awaiting_ack.append((child, plan.outbound))
+            else:
+                self.established(child, now)
+        entry.reply = self._send_reply(peer, xid, accepted, tuple(inner), ackreq=ackreq)
+        if ackreq:
+            entry.attempts = 1
+            entry.timer = self.schedule(
+                now + self.config.retransmit_delay(1), _resend(self, peer, entry)
+            )
+
+    def resend_reply(self, peer: PeerState, entry: Answer, now: float) -> None:
+        """§9: a REPLY with ACKREQ is on timer T until its ACK arrives."""
+        if not entry.awaiting_ack or entry.reply is None:
+            return
+        if entry.attempts >= self.config.max_attempts:
+            for child, _ in entry.awaiting_ack:
+                self.remove_child(child, "no-ack", now)
+            entry.awaiting_ack = []
+            self.emit(NegotiationFailed(peer.config.name, "CREATE", "no ACK", None))
+            return
+        entry.attempts += 1
+        self.emit(SendDatagram(entry.reply, self.address(peer)))
+        entry.timer = self.schedule(
+            now + self.config.retransmit_delay(entry.attempts), _resend(self, peer, entry)
+        )
+
+    def _on_ack(self, peer: PeerState, accepted: AcceptedRequest, msg: Message, now: float) -> None:
+        entry = self.answers.get((accepted.client, msg.xid))
+        if entry is None or not entry.awaiting_ack:
+            self.drop("unexpected-ack", self.address(peer))
+            return
+        if entry.timer is not None:
+            entry.timer.cancel()
+        waiting, entry.awaiting_ack = entry.awaiting_ack, []
+        for child, outbound in waiting:
+            if child.id not in self.sadb.children:
+                continue
+            for spec in outbound:
+                self.install(spec, child)
+            for pair in child.sas:
+                pair.outbound = True
+            self.established(child, now)
+
+    # -------------------------------------------------------------------------- DELETE
+
+    def _answer_delete(
+        self, peer: PeerState, accepted: AcceptedRequest, msg: Message, entry: Answer, now: float
+    ) -> None:
+        """§3.3: both directions go (inbound after the grace timer); the REPLY lists our
+        inbound SPIs, or INVALID-SPI for SPIs we do not have."""
+        found: list[Child] = []
+        missing: list[NotifyPayload] = []
+        for isakmp in (p for p in (msg.encrypted or ()) if isinstance(p, Isakmp)):
+            for d in isakmp.payloads:
+                if not isinstance(d, DeletePayload):
+                    continue
+                for spi in d.spis:
+                    child = self.sadb.by_outbound(
+                        peer.config.name, d.protocol, int.from_bytes(spi, "big")
+                    )
+                    if child is None:
+                        missing.append(
+                            _notify(NotifyType.INVALID_SPI, protocol=d.protocol, spi=spi)
+                        )
+                    elif child not in found:
+                        found.append(child)
+        payloads: list[IsakmpPayload] = list(_delete_payloads(found, inbound=True))
+        payloads += missing
+        for child in found:
+            child.state = ChildState.DYING
+            self.delete_outbound(child)
+            self.schedule(now + self.grace(peer), _reaper(self, child))
+        entry.reply = self._send_reply(peer, msg.xid, accepted, (Isakmp(tuple(payloads)),))
+
+    # -------------------------------------------------------------------------- STATUS
+
+    def _answer_status(
+        self, peer: PeerState, accepted: AcceptedRequest, msg: Message, entry: Answer, now: float
+    ) -> None:
+        """§3.4, §3.7: the REPLY itself carries our epoch; Notifications are only logged."""
+        for isakmp in (p for p in (msg.encrypted or ()) if isinstance(p, Isakmp)):
+            for n in isakmp.payloads:
+                if isinstance(n, NotifyPayload):
+                    self.count(f"status-notify.{n.notify_type}")
+        entry.reply = self._send_reply(peer, msg.xid, accepted, ())
+
+    # -------------------------------------------------------------------------- GETTGT
+
+    def on_gettgt(self, peer: PeerState, msg: Message, now: float) -> None:
+        """§3.1, §6.6: unauthenticated by nature; costs a dictionary read."""
+        addr = self.address(peer)
+        try:
+            check_message(msg)
+        except DecodeError:
+            self.drop("malformed-gettgt", addr)
+            return
+        payload: KinkPayload
+        if peer.config.give_tgt:
+            try:
+                payload = TgtRep(self.kerberos.our_tgt())
+            except KerberosError:
+                payload = ErrorPayload(KinkErrorCode.INTERR)
+        else:
+            payload = ErrorPayload(KinkErrorCode.U2UDENIED)
+        self.emit(SendDatagram(messages.lone_reply(msg.xid, payload), addr))
+
+    def _forget_answer(self, key: tuple[str, int], entry: Answer) -> None:
+        if self.answers.get(key) is entry:
+            if entry.awaiting_ack:
+                return  # kept until the ACK or the last retransmission
+            del self.answers[key]
+
+
+def _expire(engine: Responder, key: tuple[str, int], entry: Answer) -> Callable[[float], None]:
+    def fire(now: float) -> None:
+        if entry.awaiting_ack:
+            engine.schedule(now + engine.config.reply_cache_lifetime, fire)
+            return
+        engine._forget_answer(key, entry)
+
+    return fire
+
+
+def _resend(engine: Responder, peer: PeerState, entry: Answer) -> Callable[[float], None]:
+    return lambda now: engine.resend_reply(peer, entry, now)
+
+
+def _group_of(sa: SaPayload) -> int | None:
+    for proposal in sa.proposals:
+        for transform in proposal.transforms:
+            for attr in transform.attributes:
+                if attr.type == AttributeType.GROUP_DESCRIPTION:
+                    return attr.as_int()
+    return None
+
+
+def _host(address: str) -> Selector:
+    from ipaddress import ip_network
+
+    return Selector(ip_network(address))

@@ -1,0 +1,105 @@
+"""The engine's own view of SAs and peers (RFC 4430 §3.6, §3.7).
+
+A Child is what one KINK_ISAKMP negotiates: one SA bundle, i.e. per protocol an inbound and an
+outbound SA, with the policy it serves, who initiated it (only the initiator rekeys, §3.6),
+and the peer's epoch when it was created (§3.7: a changed epoch invalidates it).
+"""
+
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from enum import Enum
+
+from kink.engine.config import PeerConfig, Policy
+from kink.engine.proposals import Lifetime
+
+
+class ChildState(Enum):
+    LARVAL = "larval"  # being installed
+    INSTALLED = "installed"
+    DYING = "dying"  # DELETE sent or received; inbound SAs go after the grace timer
+
+
+@dataclass(eq=False, slots=True)
+class SaPair:
+    protocol: int
+    inbound_spi: int
+    outbound_spi: int
+    inbound: bool = False  # installed in the kernel
+    outbound: bool = False
+
+
+@dataclass(eq=False)
+class Child:
+    id: int
+    peer: "PeerState"
+    policy: Policy
+    initiator: bool
+    sas: list[SaPair]
+    lifetime: Lifetime
+    peer_epoch: int | None
+    created: float
+    three_way: bool = False
+    rekey_of: int | None = None
+    state: ChildState = ChildState.LARVAL
+    rekey_at: float | None = None
+    rekeying: bool = False
+    # DPD (§3.7): traffic counters last seen and since when outbound grew without inbound.
+    bytes_in: int = 0
+    bytes_out: int = 0
+    quiet_since: float | None = None
+
+    def spis(self) -> tuple[tuple[int, int, int], ...]:
+        return tuple((s.protocol, s.inbound_spi, s.outbound_spi) for s in self.sas)
+
+
+@dataclass(eq=False)
+class PeerState:
+    config: PeerConfig
+    epoch: int | None = None
+    next_xid: int = 0
+    # initiator transactions by XID (kink.engine.initiator.Transaction), and the queue of
+    # transactions waiting for the per-peer cap (issue 4, §9)
+    transactions: dict[int, object] = field(default_factory=dict)
+    queue: deque[Callable[[float], None]] = field(default_factory=deque)
+    active: int = 0
+    rtt: float | None = None
+    dpd_pending: bool = False
+
+
+class Sadb:
+    """Children by id, inbound (protocol, spi) and outbound (peer, protocol, spi)."""
+
+    def __init__(self) -> None:
+        self.children: dict[int, Child] = {}
+        self._inbound: dict[tuple[int, int], Child] = {}
+        self._outbound: dict[tuple[str, int, int], Child] = {}
+        self._next_id = 1
+
+    def new_id(self) -> int:
+        self._next_id += 1
+        return self._next_id - 1
+
+    def add(self, child: Child) -> None:
+        self.children[child.id] = child
+        for sa in child.sas:
+            self._inbound[(sa.protocol, sa.inbound_spi)] = child
+            self._outbound[(child.peer.config.name, sa.protocol, sa.outbound_spi)] = child
+
+    def remove(self, child: Child) -> None:
+        self.children.pop(child.id, None)
+        for sa in child.sas:
+            if self._inbound.get((sa.protocol, sa.inbound_spi)) is child:
+                del self._inbound[(sa.protocol, sa.inbound_spi)]
+            key = (child.peer.config.name, sa.protocol, sa.outbound_spi)
+            if self._outbound.get(key) is child:
+                del self._outbound[key]
+
+    def by_inbound(self, protocol: int, spi: int) -> Child | None:
+        return self._inbound.get((protocol, spi))
+
+    def by_outbound(self, peer: str, protocol: int, spi: int) -> Child | None:
+        return self._outbound.get((peer, protocol, spi))
+
+    def of_peer(self, peer: str) -> Iterator[Child]:
+        return (c for c in list(self.children.values()) if c.peer.config.name == peer)
