@@ -1,0 +1,2 @@
+"""The kinkctl subcommands, one module each exposing COMMAND (a kink.ctl.command.Command);
+kink.ctl.cli lists them."""
