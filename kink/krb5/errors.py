@@ -157,7 +157,10 @@ class Krb5Error(Exception):
 
     @property
     def name(self) -> str | None:
-        return error_name(self.code)
+        """The RFC 4120 name, only for codes of libkrb5's protocol table: small codes are
+        errno values (ENOENT for a missing keytab), not protocol numbers."""
+        n = self.protocol_code
+        return None if n is None else error_name(n)
 
     def __str__(self) -> str:
         name = self.name
