@@ -1,0 +1,3 @@
+from kink_privsep.main import main
+
+main()

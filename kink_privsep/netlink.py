@@ -1,0 +1,185 @@
+"""A minimal netlink socket: one request and its answer (two syscalls), or pending multicasts.
+
+Why not pyroute2: its request path costs ~14 syscalls per request and it has no XFRM messages
+anyway (see the notes on XFRM); what the helper needs from netlink fits here. Every buffer that
+may hold key material (requests, GETSA replies, dumps) is zeroed once read.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import struct
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+from kink_privsep.errors import KernelError
+
+NLMSG_HDR = struct.Struct("@IHHII")  # struct nlmsghdr: len, type, flags, seq, pid
+NLA_HDR = struct.Struct("@HH")  # struct nlattr: len, type
+NLMSG_ERROR = 2
+NLMSG_DONE = 3
+NLM_F_REQUEST = 0x1
+NLM_F_ACK = 0x4
+NLM_F_DUMP = 0x300
+NLMSGERR_ATTR_MSG = 1
+SOL_NETLINK = 270
+NETLINK_CAP_ACK = 10  # errors do not echo the request (it may hold keys)
+NETLINK_EXT_ACK = 11  # errors carry the kernel's reason text
+SO_RCVBUFFORCE = 33  # <asm-generic/socket.h>; the socket module lacks it
+RECV_SIZE = 65536  # a dump part never exceeds 32 KiB; one event or reply is far smaller
+MAX_PENDING_READS = 256
+
+T = TypeVar("T")
+Decoder = Callable[[int, int, memoryview], T]  # (message type, sender portid, payload) -> T
+
+
+def align4(n: int) -> int:
+    return (n + 3) & ~3
+
+
+def attributes(data: memoryview, offset: int) -> dict[int, memoryview]:
+    """The nlattr TLVs of data[offset:], by type (flag bits removed)."""
+    attrs: dict[int, memoryview] = {}
+    end = len(data)
+    while offset + NLA_HDR.size <= end:
+        length, kind = NLA_HDR.unpack_from(data, offset)
+        if length < NLA_HDR.size or offset + length > end:
+            raise KernelError(errno.EBADMSG, "bad netlink attribute")
+        attrs[kind & 0x3FFF] = data[offset + NLA_HDR.size : offset + length]
+        offset += align4(length)
+    return attrs
+
+
+def attribute(kind: int, *payload: bytes | bytearray) -> list[bytes | bytearray]:
+    """The parts of one nlattr (header, payload, padding), for `message`."""
+    length = NLA_HDR.size + sum(len(p) for p in payload)
+    return [NLA_HDR.pack(length, kind), *payload, bytes(align4(length) - length)]
+
+
+def message(kind: int, flags: int, parts: list[bytes | bytearray]) -> bytearray:
+    """One netlink message in one fresh bytearray (seq and pid are set when it is sent)."""
+    size = NLMSG_HDR.size + sum(len(p) for p in parts)
+    msg = bytearray(size)
+    NLMSG_HDR.pack_into(msg, 0, size, kind, flags, 0, 0)
+    offset = NLMSG_HDR.size
+    for part in parts:
+        msg[offset : offset + len(part)] = part
+        offset += len(part)
+    return msg
+
+
+class NetlinkSocket:
+    def __init__(self, protocol: int, groups: int = 0, rcvbuf: int = 0) -> None:
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, protocol)
+        try:
+            sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
+            sock.setsockopt(SOL_NETLINK, NETLINK_EXT_ACK, 1)
+            if rcvbuf:
+                # Events arrive in bursts (a flush, mass expiry); a deep queue avoids ENOBUFS.
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, rcvbuf)
+                except PermissionError:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            sock.bind((0, groups))
+        except BaseException:
+            sock.close()
+            raise
+        self._sock = sock
+        self.portid: int = sock.getsockname()[0]
+        self._buf = bytearray(RECV_SIZE)
+        self._seq = 0
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def request(self, msg: bytearray, decode: Decoder[T] | None = None) -> list[T]:
+        """Send `msg` (then zero it) and read its whole answer: the decoded replies (several for
+        a dump), or [] for an ACK. A kernel error raises KernelError."""
+        self._seq = self._seq % 0xFFFF_FFFF + 1
+        struct.pack_into("@II", msg, 8, self._seq, self.portid)  # the kernel echoes our portid
+        flags = NLMSG_HDR.unpack_from(msg)[2]
+        try:
+            self._sock.send(msg)
+        finally:
+            msg[:] = bytes(len(msg))
+        results: list[T] = []
+        while True:
+            n = self._recv(0)
+            try:
+                for kind, seq, pid, body in self._messages(n):
+                    if seq != self._seq:
+                        continue  # a late answer to an earlier, abandoned request
+                    if kind in (NLMSG_ERROR, NLMSG_DONE):
+                        _raise_error(body, kind)
+                        return results
+                    if decode is None:
+                        raise KernelError(errno.EBADMSG, f"unexpected netlink message {kind}")
+                    results.append(decode(kind, pid, body))
+                    if not flags & (NLM_F_ACK | NLM_F_DUMP):
+                        return results  # a GET or ALLOCSPI has exactly one reply
+            finally:
+                self._buf[:n] = bytes(n)
+
+    def pending(self, decode: Decoder[T]) -> tuple[list[T], bool]:
+        """The messages already queued (multicast events; at most MAX_PENDING_READS reads),
+        without blocking; and whether the kernel dropped some (ENOBUFS: the queue overflowed)."""
+        results: list[T] = []
+        lost = False
+        for _ in range(MAX_PENDING_READS):  # the rest waits for the next call: others' turn
+            try:
+                n = self._recv(socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                break
+            except OSError as e:
+                if e.errno != errno.ENOBUFS:
+                    raise
+                lost = True
+                continue
+            try:
+                results.extend(decode(kind, pid, body) for kind, _, pid, body in self._messages(n))
+            finally:
+                self._buf[:n] = bytes(n)
+        return results, lost
+
+    def _recv(self, flags: int) -> int:
+        n = self._sock.recv_into(self._buf, 0, flags | socket.MSG_TRUNC)
+        if n > len(self._buf):
+            self._buf[:] = bytes(len(self._buf))
+            raise KernelError(errno.EMSGSIZE, f"netlink message of {n} bytes")
+        return n
+
+    def _messages(self, n: int) -> Iterator[tuple[int, int, int, memoryview]]:
+        view = memoryview(self._buf)[:n]
+        offset = 0
+        while offset + NLMSG_HDR.size <= n:
+            length, kind, _flags, seq, pid = NLMSG_HDR.unpack_from(view, offset)
+            if length < NLMSG_HDR.size or offset + length > n:
+                raise KernelError(errno.EBADMSG, "bad netlink message length")
+            yield kind, seq, pid, view[offset + NLMSG_HDR.size : offset + length]
+            offset += align4(length)
+
+
+def _raise_error(body: memoryview, kind: int) -> None:
+    """NLMSG_ERROR (an ACK when the error is 0) or the NLMSG_DONE ending a dump."""
+    if len(body) < 4:
+        if kind == NLMSG_DONE:
+            return
+        raise KernelError(errno.EBADMSG, "short netlink error")
+    err = -struct.unpack_from("@i", body)[0]
+    if err == 0:
+        return
+    detail = ""
+    # struct nlmsgerr: error, the request's header (NETLINK_CAP_ACK: no payload), then TLVs
+    tlv_offset = 4 + NLMSG_HDR.size
+    if kind == NLMSG_ERROR and len(body) > tlv_offset:
+        try:
+            text = attributes(body, tlv_offset).get(NLMSGERR_ATTR_MSG)
+        except KernelError:
+            text = None  # the errno matters more than a garbled reason
+        if text is not None:
+            detail = bytes(text).rstrip(b"\0").decode("utf-8", "replace")
+    raise KernelError(err, detail)

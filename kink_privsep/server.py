@@ -1,0 +1,210 @@
+"""The helper's loop: the Unix socket, its clients, and the kernel's events, on one thread.
+
+Why a selectors loop and not trio: every kernel request is a synchronous netlink round trip of
+some microseconds, so there is nothing to overlap; one thread taking requests in order keeps
+the root process small (no trio in it) and makes ordering trivial. Clients still pipeline:
+they may send many requests before reading replies, and replies carry the request id.
+
+Each request is handled the same way: pending kernel events are forwarded first (so a client
+sees them before the reply to anything that followed them), then decode -> validate -> execute.
+A refused request costs only its error reply. A client that does not read its replies and
+events is first no longer read from, then dropped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import selectors
+import socket
+import struct
+from collections import deque
+from dataclasses import dataclass, field
+
+from kink_privsep import protocol, validate
+from kink_privsep.errors import Refusal
+from kink_privsep.service import Forward, Service
+
+log = logging.getLogger(__name__)
+
+MAX_CLIENTS = 16
+READ_BURST = 64  # requests read from one client before looking at the others
+PAUSE_QUEUE = 256  # queued messages above which a client's requests wait
+MAX_QUEUE = 65536  # queued messages above which a client is dropped (it stopped reading)
+_UCRED = struct.Struct("@iII")  # struct ucred: pid, uid, gid
+
+_LISTENER, _KERNEL, _WAKE = "listener", "kernel", "wake"
+
+
+@dataclass(eq=False)
+class _Client:
+    sock: socket.socket
+    pid: int  # for the log
+    out: deque[bytes] = field(default_factory=deque)
+    events: int = 0  # the selector mask it is registered with
+
+
+class Server:
+    def __init__(self, listener: socket.socket, service: Service, daemon_uid: int) -> None:
+        self._listener = listener
+        self._service = service
+        self._daemon_uid = daemon_uid
+        self._clients: set[_Client] = set()
+        self._buf = bytearray(protocol.MAX_REQUEST)
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._stopping = False
+        self._sel = selectors.DefaultSelector()
+        listener.setblocking(False)
+        self._sel.register(listener, selectors.EVENT_READ, _LISTENER)
+        self._sel.register(service.backend.fileno(), selectors.EVENT_READ, _KERNEL)
+        self._sel.register(self._wake_r, selectors.EVENT_READ, _WAKE)
+
+    def stop(self) -> None:
+        """Make run() return; safe from a signal handler or another thread."""
+        self._stopping = True
+        with contextlib.suppress(OSError):  # a full or closed pipe: run() is waking or gone
+            os.write(self._wake_w, b"\0")
+
+    def run(self) -> None:
+        try:
+            while not self._stopping:
+                for key, mask in self._sel.select():
+                    if key.data is _LISTENER:
+                        self._accept()
+                    elif key.data is _KERNEL:
+                        self._forward(self._service.pump())
+                    elif key.data is _WAKE:
+                        os.read(self._wake_r, 4096)
+                    elif isinstance(key.data, _Client) and key.data in self._clients:
+                        if mask & selectors.EVENT_WRITE:
+                            self._send(key.data)
+                        if mask & selectors.EVENT_READ and key.data in self._clients:
+                            self._receive(key.data)
+        finally:
+            for client in list(self._clients):
+                self._drop(client, "helper stopping")
+            self._sel.close()
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+
+    # -- clients -----------------------------------------------------------------------------
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                sock, _ = self._listener.accept()
+            except BlockingIOError:
+                return
+            pid, uid, _gid = _UCRED.unpack(
+                sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+            )
+            if uid != self._daemon_uid:
+                log.warning("refused connection from uid %d pid %d", uid, pid)
+                sock.close()
+                continue
+            if len(self._clients) >= MAX_CLIENTS:
+                log.warning("refused connection from pid %d: %d clients", pid, MAX_CLIENTS)
+                sock.close()
+                continue
+            sock.setblocking(False)
+            client = _Client(sock, pid)
+            self._clients.add(client)
+            self._update(client)
+            log.info("client pid %d connected", pid)
+
+    def _drop(self, client: _Client, why: str) -> None:
+        self._clients.discard(client)
+        if client.events:
+            self._sel.unregister(client.sock)
+        client.sock.close()
+        log.info("client pid %d gone: %s", client.pid, why)
+
+    def _update(self, client: _Client) -> None:
+        """Register for reading unless its queue is long, for writing while it has one."""
+        want = selectors.EVENT_READ if len(client.out) < PAUSE_QUEUE else 0
+        if client.out:
+            want |= selectors.EVENT_WRITE
+        if want == client.events:
+            return
+        if not client.events:
+            self._sel.register(client.sock, want, client)
+        elif not want:
+            self._sel.unregister(client.sock)
+        else:
+            self._sel.modify(client.sock, want, client)
+        client.events = want
+
+    def _receive(self, client: _Client) -> None:
+        for _ in range(READ_BURST):
+            try:
+                n = client.sock.recv_into(self._buf, 0, socket.MSG_TRUNC)
+            except BlockingIOError:
+                return
+            except OSError as e:
+                self._drop(client, e.strerror or "receive failed")
+                return
+            if n == 0:
+                self._drop(client, "closed")
+                return
+            try:
+                replies = self._handle(memoryview(self._buf)[: min(n, len(self._buf))], n)
+            finally:
+                self._buf[:n] = bytes(min(n, len(self._buf)))  # requests may carry keys
+            for reply in replies:
+                self._queue(client, reply)
+            if client not in self._clients or len(client.out) >= PAUSE_QUEUE:
+                return
+
+    def _queue(self, client: _Client, message: bytes) -> None:
+        if client not in self._clients:
+            return
+        if len(client.out) >= MAX_QUEUE:
+            self._drop(client, f"{MAX_QUEUE} messages unread")
+            return
+        client.out.append(message)
+        self._send(client)
+
+    def _send(self, client: _Client) -> None:
+        while client.out:
+            try:
+                client.sock.send(client.out[0])
+            except BlockingIOError:
+                break
+            except OSError as e:
+                self._drop(client, e.strerror or "send failed")
+                return
+            client.out.popleft()
+        self._update(client)
+
+    def _forward(self, events: list[Forward]) -> None:
+        for kind, data in events:
+            message = protocol.encode_event(kind, data)
+            for client in list(self._clients):
+                self._queue(client, message)
+
+    # -- one request -------------------------------------------------------------------------
+
+    def _handle(self, data: memoryview, size: int) -> list[bytes]:
+        """The encoded reply (or replies, for a split dump) to one request."""
+        self._forward(self._service.pump())
+        if size > len(data):
+            reason = f"request larger than {protocol.MAX_REQUEST} bytes"
+            return [protocol.encode_error(None, protocol.ERR_MALFORMED, reason)]
+        try:
+            request = protocol.decode_request(data)
+        except protocol.ProtocolError as e:
+            return [protocol.encode_error(e.req_id, e.code, e.reason)]
+        try:
+            command = validate.command(request.op, request.args, self._service.config)
+            results = self._service.execute(command)
+        except Refusal as e:
+            log.info("refused %s #%d: %s: %s", request.op, request.id, e.code, e.reason)
+            return [protocol.encode_error(request.id, e.code, e.reason, e.errno)]
+        except Exception:
+            # A bug: say so and keep serving. The traceback shows code, not the arguments.
+            log.exception("internal error in %s #%d", request.op, request.id)
+            reason = "internal error (see the helper's log)"
+            return [protocol.encode_error(request.id, protocol.ERR_INTERNAL, reason)]
+        last = len(results) - 1
+        return [protocol.encode_reply(request.id, r, more=i < last) for i, r in enumerate(results)]
