@@ -1,0 +1,3 @@
+from kink.daemon.main import main
+
+main()

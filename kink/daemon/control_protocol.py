@@ -1,0 +1,200 @@
+"""The control protocol between kinkd and kinkctl (and any script): the one place it is defined.
+
+Transport: the Unix stream socket at [daemon] control_socket (mode 0660, group control_group;
+the kernel's file permissions are the access control). Every message is one JSON object on one
+line (UTF-8, ending in "\\n", at most MAX_LINE bytes). Requests on a connection are answered in
+order; a client may send several.
+
+  request   {"v": 1, "id": int, "command": COMMAND, "args": {...}}
+  response  {"v": 1, "id": int, "ok": true, "result": {...}}
+            {"v": 1, "id": int | null, "ok": false, "error": ERR_*, "message": str}
+  event     {"v": 1, "event": EVENT_*, "time": float (Unix time), "data": {...}}
+
+Commands (args -> result). SPIs are integers; times are seconds; absent values are null.
+  status     {} -> {"version", "pid", "uid", "epoch", "uptime", "address", "port",
+                    "listening": [[host, port]], "log_level", "principal",
+                    "tgt_expiry": Unix time | null,
+                    "helper": {"connected", "backend", "connects"},
+                    "peers": {"total", "up", "down"}, "sas": int, "transactions": int,
+                    "counters": {name: int}, "transport": {"received", "sent", "send_errors"},
+                    "kerberos": {"fetches", "failures"}}
+  peers      {} -> {"peers": [{"name", "address", "port", "principal", "start_action", "mode",
+                    "epoch", "sas", "transactions", "queued", "rtt"}]}
+  sas        {} -> {"sas": [{"child", "peer", "state", "initiator", "mode", "peer_epoch",
+                    "rekey_in", "age", "sas": [{"protocol": "esp"|"ah", "spi_in", "spi_out",
+                    "enc", "auth", "bytes_in", "packets_in", "bytes_out", "packets_out"}]}]}
+  initiate   {"peer": name} -> {}                 negotiates the peer's policies now
+  terminate  {"peer": name} | {"spi": int} -> {"children": n}   DELETE (RFC 4430 §3.3)
+  rekey      {"peer": name} | {"spi": int} -> {"children": n}
+  reload     {} -> {"added": [names], "removed": [names], "changed": [names],
+                    "unchanged": [names]}         as SIGHUP; ERR_CONFIG with the loader's text
+  log-level  {} | {"level": LEVEL} -> {"level"}   LEVEL: debug|info|notice|warning|error
+  monitor    {} -> {} then events, until the client closes the connection
+Events (monitor): sa-up {"peer", "child", "initiator", "spis": [[protocol, in, out]],
+  "three_way", "rekey_of"}, sa-down {"peer", "child", "reason"}, peer-epoch {"peer", "old",
+  "new"}, negotiation-failed {"peer", "command", "reason", "code"}, dropped {"cause", "from"},
+  helper {"connected"}, reload {"added", "removed", "changed"}, log-level {"level"}.
+"""
+
+import json
+import socket
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+VERSION = 1
+MAX_LINE = 1 << 20  # a `sas` answer for thousands of SAs fits
+
+COMMANDS = (
+    "status",
+    "peers",
+    "sas",
+    "initiate",
+    "terminate",
+    "rekey",
+    "reload",
+    "log-level",
+    "monitor",
+)
+
+ERR_MALFORMED = "malformed"  # not a request of this protocol
+ERR_VERSION = "version"
+ERR_UNKNOWN_COMMAND = "unknown-command"
+ERR_INVALID = "invalid"  # bad or missing arguments
+ERR_UNKNOWN_PEER = "unknown-peer"
+ERR_NOT_FOUND = "not-found"  # no SA with that SPI
+ERR_CONFIG = "config"  # reload: the new configuration is invalid (nothing changed)
+ERR_INTERNAL = "internal"
+
+EVENT_SA_UP = "sa-up"
+EVENT_SA_DOWN = "sa-down"
+EVENT_PEER_EPOCH = "peer-epoch"
+EVENT_NEGOTIATION_FAILED = "negotiation-failed"
+EVENT_DROPPED = "dropped"
+EVENT_HELPER = "helper"
+EVENT_RELOAD = "reload"
+EVENT_LOG_LEVEL = "log-level"
+
+
+class ControlError(Exception):
+    """An error answer (`code` is ERR_*), or a message breaking this protocol."""
+
+    def __init__(self, code: str, message: str, request_id: int | None = None) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.request_id = request_id
+
+
+@dataclass(frozen=True)
+class Request:
+    id: int
+    command: str
+    args: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: str
+    time: float
+    data: dict[str, Any]
+
+
+def _line(obj: Mapping[str, Any]) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode() + b"\n"
+
+
+def _parse(line: bytes) -> dict[str, Any]:
+    try:
+        obj = json.loads(line)
+    except ValueError:
+        raise ControlError(ERR_MALFORMED, "not a JSON line") from None
+    if type(obj) is not dict:
+        raise ControlError(ERR_MALFORMED, "a message is a JSON object")
+    return obj
+
+
+def encode_request(request_id: int, command: str, args: Mapping[str, Any] | None = None) -> bytes:
+    return _line({"v": VERSION, "id": request_id, "command": command, "args": dict(args or {})})
+
+
+def decode_request(line: bytes) -> Request:
+    """ControlError (with the request id when it could be read) if `line` is not a request."""
+    obj = _parse(line)
+    rid = obj.get("id")
+    request_id = rid if type(rid) is int else None
+    if obj.get("v") != VERSION:
+        raise ControlError(ERR_VERSION, f"this daemon speaks version {VERSION}", request_id)
+    command, args = obj.get("command"), obj.get("args", {})
+    if request_id is None or type(command) is not str or type(args) is not dict:
+        raise ControlError(ERR_MALFORMED, "a request is {v, id: int, command: str, args: {}}")
+    if command not in COMMANDS:
+        raise ControlError(ERR_UNKNOWN_COMMAND, f"unknown command {command[:40]!r}", request_id)
+    return Request(request_id, command, args)
+
+
+def encode_result(request_id: int, result: Mapping[str, Any]) -> bytes:
+    return _line({"v": VERSION, "id": request_id, "ok": True, "result": dict(result)})
+
+
+def encode_error(request_id: int | None, code: str, message: str) -> bytes:
+    return _line({"v": VERSION, "id": request_id, "ok": False, "error": code, "message": message})
+
+
+def encode_event(kind: str, time: float, data: Mapping[str, Any]) -> bytes:
+    return _line({"v": VERSION, "event": kind, "time": time, "data": dict(data)})
+
+
+class ControlClient:
+    """A blocking client (kinkctl, tests, scripts).
+
+    Connecting raises FileNotFoundError / ConnectionRefusedError when the daemon is not
+    running and PermissionError when the socket's permissions deny access."""
+
+    def __init__(self, path: str, timeout: float | None = 30.0) -> None:
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            self._sock.settimeout(timeout)
+            self._sock.connect(path)
+        except BaseException:
+            self._sock.close()
+            raise
+        self._file = self._sock.makefile("rb")
+        self._next_id = 0
+
+    def close(self) -> None:
+        self._file.close()
+        self._sock.close()
+
+    def __enter__(self) -> "ControlClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _read(self) -> dict[str, Any]:
+        line = self._file.readline(MAX_LINE + 1)
+        if not line:
+            raise ConnectionError("kinkd closed the control connection")
+        return _parse(line)
+
+    def request(self, command: str, **args: Any) -> dict[str, Any]:
+        """The result of one command; ControlError for an error answer."""
+        self._next_id += 1
+        self._sock.sendall(encode_request(self._next_id, command, args))
+        while True:
+            reply = self._read()
+            if "event" in reply:
+                continue  # a monitor stream's event; callers of request() do not monitor
+            if reply.get("ok") is True:
+                result: dict[str, Any] = reply["result"]
+                return result
+            raise ControlError(str(reply.get("error")), str(reply.get("message")), reply.get("id"))
+
+    def monitor(self) -> Iterator[Event]:
+        """Subscribe and yield events until the daemon stops (ConnectionError)."""
+        self.request("monitor")
+        while True:
+            msg = self._read()
+            if "event" in msg:
+                yield Event(str(msg["event"]), float(msg["time"]), dict(msg["data"]))

@@ -1,0 +1,202 @@
+"""The engine's SA actions and the daemon's policies as kink_privsep requests, and the helper's
+events as engine inputs. Pure functions: the protocol itself is kink_privsep.protocol.
+
+Reqids: the helper only lets kink touch SAs and policies whose reqid lies in its range (given in
+its hello). The engine numbers policies on its own (configured reqids, or its implicit
+host-to-host ones), so the daemon folds them into the helper's range: same engine reqid, same
+helper reqid, across restarts (SAs a restarted kinkd finds in the kernel still match its
+policies' templates).
+"""
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from kink.engine.config import PeerConfig, Policy
+from kink.engine.events import (
+    Acquire,
+    AllocateSpi,
+    DeleteSa,
+    Expire,
+    KernelEvent,
+    SaGone,
+    SaSpec,
+    Selector,
+)
+from kink.wire.ipsec_doi import ProtocolId
+from kink_privsep import protocol
+
+PROTOCOL_NAMES: Mapping[int, str] = {ProtocolId.ESP: "esp", ProtocolId.AH: "ah"}
+PROTOCOL_NUMBERS: Mapping[str, int] = {name: number for number, name in PROTOCOL_NAMES.items()}
+
+# kink.crypto.algorithms XFRM names -> the helper's names (kink_privsep.protocol allow-list).
+_ENC = {"cbc(aes)": "aes-cbc", "ecb(cipher_null)": "null"}
+_AEAD = {("rfc4106(gcm(aes))", 128): "aes-gcm"}
+_AUTH = {
+    ("hmac(sha1)", 96): "hmac-sha1-96",
+    ("hmac(sha256)", 128): "hmac-sha256-128",
+    ("hmac(sha384)", 192): "hmac-sha384-192",
+    ("hmac(sha512)", 256): "hmac-sha512-256",
+}
+_LIFETIMES = (
+    ("soft_seconds", "soft_add_seconds"),
+    ("hard_seconds", "hard_add_seconds"),
+    ("soft_bytes", "soft_bytes"),
+    ("hard_bytes", "hard_bytes"),
+)
+
+
+class Unsupported(Exception):
+    """An algorithm the helper does not offer (the engine was configured with more)."""
+
+
+@dataclass(frozen=True)
+class HelperRanges:
+    """What the helper's hello says kink may use."""
+
+    reqid_lo: int
+    reqid_hi: int
+    priority_lo: int
+    priority_hi: int
+
+    @classmethod
+    def from_hello(cls, hello: Mapping[str, Any]) -> "HelperRanges":
+        (rlo, rhi), (plo, phi) = hello["reqid_range"], hello["priority_band"]
+        return cls(int(rlo), int(rhi), int(plo), int(phi))
+
+    def reqid(self, engine_reqid: int) -> int:
+        """The helper reqid of an engine reqid (stable; distinct within a range's span)."""
+        return self.reqid_lo + engine_reqid % (self.reqid_hi - self.reqid_lo + 1)
+
+    def priority(self, policy: Policy) -> int:
+        """Longer prefixes first (XFRM: the lowest priority value wins)."""
+        specificity = policy.local.network.prefixlen + policy.remote.network.prefixlen
+        specificity += (policy.local.protocol != 0) + (policy.local.port != 0)
+        specificity += policy.remote.port != 0
+        return max(self.priority_lo, self.priority_hi - specificity)
+
+
+def _prefix(selector: Selector) -> str:
+    return str(selector.network)
+
+
+def selector(src: Selector, dst: Selector) -> dict[str, Any]:
+    return {
+        "src": _prefix(src),
+        "dst": _prefix(dst),
+        "proto": src.protocol or dst.protocol,
+        "sport": src.port,
+        "dport": dst.port,
+    }
+
+
+def alloc_spi(action: AllocateSpi, ranges: HelperRanges) -> dict[str, Any]:
+    """A larval inbound SA; its reqid is replaced when the engine fills it (InstallSa)."""
+    return {
+        "proto": PROTOCOL_NAMES[action.protocol],
+        "src": action.src,
+        "dst": action.dst,
+        "reqid": ranges.reqid_lo,
+    }
+
+
+def sa(spec: SaSpec, ranges: HelperRanges) -> dict[str, Any]:
+    """add_sa / update_sa arguments. The keys are copied into the request (bytes): the engine
+    may zero its bytearrays once the helper has them."""
+    args: dict[str, Any] = {
+        "proto": PROTOCOL_NAMES[spec.protocol],
+        "mode": spec.mode,
+        "src": spec.src,
+        "dst": spec.dst,
+        "spi": spec.spi,
+        "reqid": ranges.reqid(spec.reqid),
+        "replay_window": min(spec.replay_window, 32),
+        "selector": selector(spec.src_selector, spec.dst_selector),
+    }
+    if spec.encryption is not None:
+        if spec.aead_icv_bits is not None:
+            name = _AEAD.get((spec.encryption, spec.aead_icv_bits))
+        else:
+            name = _ENC.get(spec.encryption)
+        if name is None:
+            raise Unsupported(f"encryption {spec.encryption} ({spec.aead_icv_bits} bit ICV)")
+        args["enc"], args["enc_key"] = name, bytes(spec.enc_key)
+    if spec.authentication is not None:
+        auth = _AUTH.get((spec.authentication, spec.auth_trunc_bits or 0))
+        if auth is None:
+            raise Unsupported(f"authentication {spec.authentication}/{spec.auth_trunc_bits}")
+        args["auth"], args["auth_key"] = auth, bytes(spec.auth_key)
+    lifetime = {wire: getattr(spec, ours) for ours, wire in _LIFETIMES if getattr(spec, ours)}
+    if lifetime:
+        args["lifetime"] = lifetime
+    return args
+
+
+def sa_id(protocol_number: int, spi: int, dst: str) -> dict[str, Any]:
+    return {"proto": PROTOCOL_NAMES[protocol_number], "spi": spi, "dst": dst}
+
+
+def delete_sa(action: DeleteSa) -> dict[str, Any]:
+    return sa_id(action.protocol, action.spi, action.dst)
+
+
+def policies(
+    peer: PeerConfig, peer_policies: Iterable[Policy], local: str, ranges: HelperRanges
+) -> list[dict[str, Any]]:
+    """The kernel policies (out, in, and fwd for tunnels) that make traffic of `peer`'s policies
+    use IPsec, with templates naming the reqid of the SAs the engine negotiates: a packet that
+    finds no SA makes the kernel ACQUIRE (trap, RFC 4301 §4.4.1)."""
+    protocols = [PROTOCOL_NAMES[t.protocol] for t in peer.proposals[0].transforms]
+    # Outer first: AH over ESP (RFC 4301 §4.5, as XFRM lists templates inner to outer).
+    protocols.sort(key=lambda name: name != "esp")
+    out: list[dict[str, Any]] = []
+    for policy in peer_policies:
+        reqid = ranges.reqid(policy.reqid)
+        priority = ranges.priority(policy)
+        for direction, src, dst, a, b in (
+            ("out", policy.local, policy.remote, local, peer.address),
+            ("in", policy.remote, policy.local, peer.address, local),
+            ("fwd", policy.remote, policy.local, peer.address, local),
+        ):
+            if direction == "fwd" and peer.mode != "tunnel":
+                continue
+            templates = []
+            for name in protocols:
+                template: dict[str, Any] = {"proto": name, "mode": peer.mode, "reqid": reqid}
+                if peer.mode == "tunnel":
+                    template["src"], template["dst"] = a, b
+                templates.append(template)
+            out.append(
+                {
+                    "dir": direction,
+                    "selector": selector(src, dst),
+                    "priority": priority,
+                    "templates": templates,
+                }
+            )
+    return out
+
+
+def policy_id(policy: Mapping[str, Any]) -> dict[str, Any]:
+    return {"dir": policy["dir"], "selector": policy["selector"]}
+
+
+def kernel_event(event: protocol.Event, reqids: Mapping[int, int]) -> KernelEvent | None:
+    """The engine input for a helper event (None: not one the engine takes). `reqids` maps
+    helper reqids back to the engine's."""
+    data = event.data
+    if event.kind == protocol.EVENT_ACQUIRE:
+        for template in data["policy"].get("templates", ()):
+            engine_reqid = reqids.get(template["reqid"])
+            if engine_reqid is not None:
+                return Acquire(engine_reqid)
+        return None
+    if event.kind in (protocol.EVENT_EXPIRE, protocol.EVENT_SA_DELETED):
+        info = data["sa"]
+        number = PROTOCOL_NUMBERS.get(info["proto"])
+        if number is None:
+            return None
+        if event.kind == protocol.EVENT_EXPIRE:
+            return Expire(number, info["spi"], info["dst"], bool(data["hard"]))
+        return SaGone(number, info["spi"], info["dst"])
+    return None

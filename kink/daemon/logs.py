@@ -1,0 +1,60 @@
+"""Logging for kinkd: one line per event that matters, levels changeable at run time.
+
+Under systemd ($JOURNAL_STREAM set: stderr goes to the journal) lines carry no timestamp, the
+journal adds its own, and start with the sd-daemon "<N>" priority prefix so that the journal
+files them under the right level. Key material never reaches a log line: the engine's
+dataclasses hide keys from repr, and nothing here formats an SA spec.
+"""
+
+import logging
+import os
+import sys
+from collections.abc import Mapping
+
+NOTICE = 25  # between INFO and WARNING, as syslog's notice
+logging.addLevelName(NOTICE, "NOTICE")
+
+LEVELS: Mapping[str, int] = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "notice": NOTICE,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+# syslog priorities for the journal's "<N>" prefix (sd-daemon(3)).
+_SYSLOG = {logging.DEBUG: 7, logging.INFO: 6, NOTICE: 5, logging.WARNING: 4, logging.ERROR: 3}
+
+LOGGER = "kinkd"
+
+
+class _JournalFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        priority = _SYSLOG.get(record.levelno, 2 if record.levelno > logging.ERROR else 7)
+        return f"<{priority}>{super().format(record)}"
+
+
+def setup(level: str, environ: Mapping[str, str] = os.environ) -> logging.Handler:
+    """Log to stderr at `level` (a key of LEVELS); the handler installed on the root logger."""
+    handler = logging.StreamHandler(sys.stderr)
+    if environ.get("JOURNAL_STREAM"):
+        handler.setFormatter(_JournalFormatter("%(name)s: %(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    set_level(level)
+    return handler
+
+
+def set_level(level: str) -> None:
+    """Change the level of every kink logger at run time; ValueError for an unknown name."""
+    if level not in LEVELS:
+        raise ValueError(f"unknown log level {level!r} (one of {', '.join(LEVELS)})")
+    logging.getLogger().setLevel(LEVELS[level])
+
+
+def current_level() -> str:
+    value = logging.getLogger().getEffectiveLevel()
+    return next((name for name, v in LEVELS.items() if v == value), str(value))

@@ -1,0 +1,96 @@
+"""The state kinkd keeps across restarts: its epoch and the SAs it had in the kernel.
+
+RFC 4430 §3.7: the epoch tells peers whether we lost our SAs. A restart or upgrade of kinkd that
+finds its SAs still in the kernel is no loss, so it keeps the epoch; a reboot or a flush is, so
+a new epoch starts. The file is written atomically (temporary file, fsync, rename) each time the
+set of SAs changes.
+"""
+
+import contextlib
+import json
+import logging
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger("kinkd")
+
+STATE_FILE = "state.json"
+_VERSION = 1
+
+SaId = tuple[str, int, str]  # ("esp" | "ah", spi, destination address): an SA in the kernel
+
+
+@dataclass(frozen=True)
+class Saved:
+    epoch: int
+    sas: frozenset[SaId]
+
+
+class StateError(Exception):
+    """The state file exists but cannot be read: treated as lost state."""
+
+
+class StateStore:
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / STATE_FILE
+
+    def load(self) -> Saved | None:
+        """The saved state; None if there is none; StateError if it is unreadable."""
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StateError(f"{self.path}: {exc.strerror}") from None
+        try:
+            doc = json.loads(raw)
+            if doc["version"] != _VERSION:
+                raise StateError(f"{self.path}: unknown version {doc['version']!r}")
+            epoch = doc["epoch"]
+            if type(epoch) is not int or not 0 <= epoch <= 0xFFFF_FFFF:
+                raise StateError(f"{self.path}: bad epoch")
+            sas = frozenset((str(p), int(spi), str(dst)) for p, spi, dst in doc["sas"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StateError(f"{self.path}: not a kinkd state file ({exc})") from None
+        return Saved(epoch, sas)
+
+    def save(self, epoch: int, sas: Iterable[SaId]) -> None:
+        doc = {"version": _VERSION, "epoch": epoch, "sas": sorted(sas)}
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(doc, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        with contextlib.suppress(OSError):  # the rename is durable once the directory is
+            dir_fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+
+
+def choose_epoch(saved: Saved | None, kernel_sas: Iterable[SaId], now: float) -> tuple[int, str]:
+    """The epoch to run with, and why (for the log).
+
+    Kept when the saved state's SAs are still in the kernel (or none were saved: nothing could
+    be lost); otherwise a new one, distinct from the old (§3.7). New epochs come from the clock
+    so that they differ from every earlier one of this host without more state.
+    """
+    if saved is not None:
+        if not saved.sas:
+            return saved.epoch, "no SAs to lose"
+        if saved.sas & set(kernel_sas):
+            return saved.epoch, "SAs still in the kernel"
+    epoch = int(now) & 0xFFFF_FFFF
+    if saved is not None and epoch == saved.epoch:
+        epoch = (epoch + 1) & 0xFFFF_FFFF
+    return epoch, "no saved state" if saved is None else "SA state lost"

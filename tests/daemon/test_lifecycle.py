@@ -1,0 +1,146 @@
+"""Reload, restart with the epoch kept or renewed (RFC 4430 §3.7), helper restarts, sd_notify."""
+
+import json
+import socket
+from dataclasses import replace
+from typing import Any
+
+import pytest
+import trio
+
+from kink.daemon.config import KinkConfig
+from kink.daemon.notify import Notifier
+from kink.daemon.state import STATE_FILE
+from kink.engine import StartAction
+from tests.daemon.conftest import HostsFactory
+from tests.daemon.harness import Node, matching_pairs, wait_for, with_peers
+
+pytestmark = pytest.mark.trio
+
+START, TRAP, NONE = StartAction.START, StartAction.TRAP, StartAction.NONE
+
+
+async def test_reload_adds_removes_and_leaves_unchanged_peers(
+    make_hosts: HostsFactory,
+) -> None:
+    hosts = make_hosts(a={"b": START, "c": NONE}, b={"a": NONE})
+    a, b = hosts["a"], hosts["b"]
+    peer_b, peer_c = a.config.engine.peers
+    configs: list[KinkConfig] = []
+    async with trio.open_nursery() as nursery:
+        await b.start(nursery)
+        await a.start(nursery, loader=lambda: configs[-1])
+        await wait_for(lambda: len(a.sas()) == 2 and len(b.sas()) == 2, "an SA pair each")
+        before = {sa["spi"] for sa in a.sas()}
+
+        # c removed (it had no SA), b unchanged: b's SAs are untouched.
+        configs.append(with_peers(a.config, peer_b))
+        result = await a.request("reload")
+        assert result == {"added": [], "removed": ["c"], "changed": [], "unchanged": ["b"]}
+        assert {sa["spi"] for sa in a.sas()} == before
+        await wait_for(lambda: [p["name"] for p in _peers(a)] == ["b"], "c forgotten once deleted")
+
+        # b removed, c (trap) added: b's SAs go on both sides with DELETE; c's policies come.
+        peer_c = replace(peer_c, start_action=TRAP)
+        configs.append(with_peers(a.config, peer_c))
+        result = await a.request("reload")
+        assert result == {"added": ["c"], "removed": ["b"], "changed": [], "unchanged": []}
+        await wait_for(lambda: a.sas() == [] and b.sas() == [], "b's SAs deleted on both")
+        await wait_for(
+            lambda: (
+                {p["selector"]["dst"] for p in a.policies() if p["dir"] == "out"}
+                == {"127.0.0.3/32"}
+            ),
+            "only c's policies",
+        )
+        peers = await a.request("peers")
+        assert [p["name"] for p in peers["peers"]] == ["c"]
+        await a.stop()
+        await b.stop()
+
+
+def _peers(node: Node) -> list[dict[str, Any]]:
+    with node.control() as client:
+        peers: list[dict[str, Any]] = client.request("peers")["peers"]
+        return peers
+
+
+async def test_restart_keeps_epoch_while_the_kernel_keeps_the_sas(
+    make_hosts: HostsFactory,
+) -> None:
+    hosts = make_hosts(a={"b": START}, b={"a": NONE})
+    a, b = hosts["a"], hosts["b"]
+    state = a.config.daemon.state_dir / STATE_FILE
+    async with trio.open_nursery() as nursery:
+        await b.start(nursery)
+        await a.start(nursery)
+        await wait_for(lambda: len(a.sas()) == 2 and len(b.sas()) == 2, "an SA pair each")
+        epoch = (await a.request("status"))["epoch"]
+        await a.stop()
+        saved = json.loads(state.read_text())
+        assert saved["epoch"] == epoch
+        assert {spi for _, spi, _ in saved["sas"]} == {sa["spi"] for sa in a.sas()}
+
+        await a.start(nursery)  # kinkd restarted, the kernel kept its SAs
+        assert (await a.request("status"))["epoch"] == epoch
+        await a.stop()
+
+        a.helper.restart(keep_kernel=False)  # a reboot: the SAs are gone
+        await a.start(nursery)
+        assert (await a.request("status"))["epoch"] != epoch
+        await a.stop()
+        await b.stop()
+
+
+async def test_helper_restart_reconnects_and_resyncs(make_hosts: HostsFactory) -> None:
+    hosts = make_hosts(a={"b": START}, b={"a": NONE})
+    a, b = hosts["a"], hosts["b"]
+    async with trio.open_nursery() as nursery:
+        await b.start(nursery)
+        await a.start(nursery)
+        await wait_for(lambda: len(a.sas()) == 2 and len(b.sas()) == 2, "an SA pair each")
+        old = {sa["spi"] for sa in a.sas()}
+        await trio.to_thread.run_sync(lambda: a.helper.restart(keep_kernel=False))
+        await wait_for(lambda: _status(a)["helper"]["connects"] == 2, "a reconnection")
+        # The dump showed the SAs gone: the engine dropped them and told b (DELETE); the
+        # policies are back in the new helper.
+        await wait_for(lambda: len(a.policies()) == 2, "the policies reinstalled")
+        await wait_for(lambda: b.sas() == [], "b's half deleted")
+        assert (await a.request("sas"))["sas"] == []
+        await a.request("initiate", peer="b")
+        await wait_for(
+            lambda: len(a.sas()) == len(b.sas()) == 2 and not old & {s["spi"] for s in b.sas()},
+            "a new SA pair",
+        )
+        assert matching_pairs(a, b) == 2
+        await a.stop()
+        await b.stop()
+
+
+def _status(node: Node) -> dict[str, Any]:
+    with node.control() as client:
+        return client.request("status")
+
+
+async def test_sd_notify_ready_watchdog_stopping(make_hosts: HostsFactory) -> None:
+    hosts = make_hosts(a={"b": NONE})
+    a = hosts["a"]
+    path = a.directory / "notify.sock"
+    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    await sock.bind(str(path))
+    a.notifier = Notifier(str(path), watchdog_usec=100_000)
+    got: list[str] = []
+
+    async def until(field: str) -> None:
+        with trio.fail_after(20):
+            while field not in got:
+                got.extend((await sock.recv(4096)).decode().split("\n"))
+
+    async with trio.open_nursery() as nursery:
+        await a.start(nursery)
+        await until("READY=1")
+        await until("WATCHDOG=1")
+        await a.stop()
+        await until("STOPPING=1")
+    assert got.index("READY=1") < got.index("STOPPING=1")
+    sock.close()
