@@ -1,4 +1,4 @@
-"""The kinkctl entry point: `kinkctl <command> [arguments]`.
+"""The kinkctl entry point: `kinkctl [--socket PATH] <command> [arguments]`.
 
 Each subcommand is a module of kink.ctl.commands exposing COMMAND; adding one is adding it to
 COMMANDS below.
@@ -10,14 +10,52 @@ import sys
 from collections.abc import Sequence
 
 from kink.ctl.command import EXIT_OK, EXIT_USAGE, Command
-from kink.ctl.commands import decode
+from kink.ctl.commands import (
+    decode,
+    initiate,
+    log_level,
+    monitor,
+    peers,
+    rekey,
+    reload,
+    sas,
+    status,
+    terminate,
+)
+from kink.ctl.connect import DEFAULT_SOCKET, EXIT_CODES_HELP
 
-COMMANDS: tuple[Command, ...] = (decode.COMMAND,)
+COMMANDS: tuple[Command, ...] = (
+    status.COMMAND,
+    peers.COMMAND,
+    sas.COMMAND,
+    initiate.COMMAND,
+    terminate.COMMAND,
+    rekey.COMMAND,
+    reload.COMMAND,
+    log_level.COMMAND,
+    monitor.COMMAND,
+    decode.COMMAND,
+)
+
+_EPILOG = f"""\
+{EXIT_CODES_HELP}
+  (decode: 1 means unreadable input)
+
+`kinkctl COMMAND --help` describes each command."""
 
 
 def build_parser(commands: Sequence[Command] = COMMANDS) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="kinkctl", description="Control and inspect kink, the KINK (RFC 4430) daemon."
+        prog="kinkctl",
+        description="Control and inspect kink, the KINK (RFC 4430) daemon.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--socket",
+        metavar="PATH",
+        default=DEFAULT_SOCKET,
+        help="kinkd's control socket ([daemon] control_socket); default: %(default)s",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for command in commands:

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 EXIT_OK = 0
 EXIT_FAILURE = 1  # the command could not do its work: unreadable input, ...
 EXIT_USAGE = 2  # bad command line (argparse exits with 2 as well)
+EXIT_NOT_RUNNING = 3  # no kinkd behind the control socket
+EXIT_DENIED = 4  # the control socket exists but this user may not use it
 
 
 @dataclass(frozen=True)
