@@ -127,8 +127,9 @@ class Engine(Responder):
         if isinstance(event, Acquire):
             self._acquire(event, now)
             return
-        child = self.sadb.by_inbound(event.protocol, event.spi)
-        if child is None or child.peer.config.address != event.dst:
+        if event.dst == self.config.address:
+            child = self.sadb.by_inbound(event.protocol, event.spi)
+        else:
             child = self._by_outbound_address(event.protocol, event.spi, event.dst)
         if child is None:
             self.count("kernel-event-unknown-sa")
@@ -136,6 +137,8 @@ class Engine(Responder):
         if isinstance(event, Expire) and not event.hard:
             if child.initiator:
                 self.rekey(child, now)  # soft lifetime in bytes (§3.6)
+            else:
+                self.count("soft-expire-responder")  # §3.6: the initiator rekeys
             return
         # A hard expiry or an SA deleted under us: the pair is broken; take it down on both
         # sides rather than leave it half-open (§3.3).

@@ -6,6 +6,8 @@ since the REPLY may answer any of them (§9). A REPLY with ACKREQ is acknowledge
 regenerated for any retransmission of that REPLY during a full retransmission cycle (§9).
 Unauthenticated replies (a lone KRB_ERROR, KINK_ERROR or TGT_REP) never end a transaction or
 touch an SA; only the user-to-user switch acts on them, as policy allows (§3.1, §3.7.1).
+A CREATE given up after the responder may have installed its SAs (no REPLY came, or we
+rejected the REPLY) is followed by a DELETE of them, so that no pair stays half-open (§3.3).
 """
 
 import os
@@ -52,6 +54,7 @@ from kink.wire import (
     Isakmp,
     IsakmpPayloadType,
     KePayload,
+    KinkErrorCode,
     KrbError,
     Message,
     MessageType,
@@ -69,6 +72,14 @@ KRB_AP_ERR_SKEW = 37
 KRB_AP_ERR_USER_TO_USER_REQUIRED = 69
 KDC_ERR_MUST_USE_USER2USER = 27
 _MAX_RESTARTS = 2  # new transactions after an authenticated SKEW / TKT_EXPIRED (§3.5, §9)
+_KINK_ERROR_REASONS: dict[int, str] = {
+    KinkErrorCode.PROTOERR: "the peer found our command malformed",
+    KinkErrorCode.INVDOI: "the peer does not support the IPsec DOI",
+    KinkErrorCode.INVMAJ: "the peer does not support KINK version 1",
+    KinkErrorCode.INTERR: "internal error at the peer",
+    KinkErrorCode.BADQMVERS: "the peer does not support Quick Mode 1.0",
+    KinkErrorCode.U2UDENIED: "the peer refuses user-to-user",
+}
 
 
 @dataclass(eq=False)
@@ -107,6 +118,8 @@ class Transaction:
     reply: bytes = b""
     done: bool = False
     u2u_tried: bool = False
+    plain_tried: bool = False  # a FetchTicket (not user-to-user) went out for it
+    denied: bool = False  # GETTGT: answered KINK_U2UDENIED
 
 
 class Initiator(EngineCore):
@@ -207,12 +220,16 @@ class Initiator(EngineCore):
             elif peer.config.u2u is U2u.REQUIRE:
                 self._via_gettgt(txn, now)
             else:
-                token = next(self._ticket_tokens)
-                self.ticket_waiting[token] = lambda r, t: self._ticket_fetched(txn, r, t)
-                self.emit(FetchTicket(token, peer.config.principal))
+                self._fetch_ticket(txn)
             return
         txn.key = self.kerberos.ticket_key(txn.ticket)
         self._prepare(txn, now)
+
+    def _fetch_ticket(self, txn: Transaction) -> None:
+        txn.plain_tried = True
+        token = next(self._ticket_tokens)
+        self.ticket_waiting[token] = lambda r, t: self._ticket_fetched(txn, r, t)
+        self.emit(FetchTicket(token, txn.peer.config.principal))
 
     def _ticket_fetched(self, txn: Transaction, result: TicketResult, now: float) -> None:
         if txn.done:
@@ -230,16 +247,22 @@ class Initiator(EngineCore):
 
     def _via_gettgt(self, txn: Transaction, now: float) -> None:
         txn.u2u_tried = True
+        gettgt = Transaction(MessageType.GETTGT, txn.peer)
 
         def then(ok: bool, now: float) -> None:
             if txn.done:
                 return
             if ok:
                 self._with_ticket(txn, now, fetch=False)
+            elif gettgt.denied and not txn.plain_tried:
+                # §4.2.8: "When KINK_U2UDENIED is received, the initiator MAY retry with the
+                # non-User-to-User mode (if it has not yet been tried)."
+                self._fetch_ticket(txn)
             else:
                 self._fail(txn, "no user-to-user ticket", None, now)
 
-        self._start(Transaction(MessageType.GETTGT, txn.peer, then=then), now)
+        gettgt.then = then
+        self._start(gettgt, now)
 
     # --------------------------------------------------------------------- preparing
 
@@ -344,7 +367,18 @@ class Initiator(EngineCore):
             try:
                 ap_req, handle = self.kerberos.make_ap_req(txn.ticket)
             except KerberosError as exc:
-                self._fail(txn, "cannot make an AP-REQ", exc.name, now)
+                if (
+                    exc.code == KRB_AP_ERR_TKT_EXPIRED
+                    and txn.attempts == 0
+                    and txn.restarts < _MAX_RESTARTS
+                ):
+                    # Expired on our own clock before anything went out (§9): a new ticket.
+                    self.kerberos.forget_ticket(peer.config.principal)
+                    self._restart(txn, now)
+                else:
+                    self._fail(
+                        txn, "cannot make an AP-REQ", exc.name, now, cleanup=txn.attempts > 0
+                    )
                 return
             txn.handles.append(handle)
             assert txn.key is not None
@@ -362,7 +396,7 @@ class Initiator(EngineCore):
         if txn.acked:
             self._finish(txn, now)
         elif txn.attempts >= self.config.max_attempts:
-            self._fail(txn, "no reply", None, now)
+            self._fail(txn, "no reply", None, now, cleanup=True)
         else:
             self._transmit(txn, now)
 
@@ -384,7 +418,11 @@ class Initiator(EngineCore):
             del txn.peer.transactions[txn.xid]
         self._release(txn, now)
 
-    def _fail(self, txn: Transaction, reason: str, code: str | None, now: float) -> None:
+    def _fail(
+        self, txn: Transaction, reason: str, code: str | None, now: float, *, cleanup: bool = False
+    ) -> None:
+        """End a transaction that did not succeed. cleanup: a CREATE the responder may have
+        acted on (its replies were lost): DELETE what it may have installed."""
         if txn.done:
             return
         peer = txn.peer
@@ -395,6 +433,8 @@ class Initiator(EngineCore):
                 self._drop_optimistic(neg)
                 if neg.rekey_of is not None:
                     neg.rekey_of.rekeying = False
+            if cleanup:
+                self._delete_orphans(peer, txn.negotiations, now)
         elif txn.kind is MessageType.DELETE:
             for child in txn.deletes:
                 self._reap(child, "deleted (no reply)", now)
@@ -403,6 +443,29 @@ class Initiator(EngineCore):
             self._peer_dead(peer, now)
         elif txn.kind is MessageType.GETTGT and txn.then is not None:
             txn.then(False, now)
+
+    def _delete_orphans(self, peer: PeerState, negotiations: list[Negotiation], now: float) -> None:
+        """A CREATE we gave up on after the responder may have installed its SAs (its REPLY
+        was lost, or we rejected the REPLY): DELETE them, or they stay half-open (§3.3). The
+        responder knows them by our inbound SPIs, its outbound ones; nothing of them is
+        installed here, so the children exist only to be named in the DELETE."""
+        orphans = [
+            Child(
+                self.sadb.new_id(),
+                peer,
+                neg.policy,
+                True,
+                [SaPair(protocol, spi, 0) for protocol, spi in neg.spis.items()],
+                configured_life(peer.config),
+                peer.epoch,
+                now,
+                state=ChildState.DYING,
+            )
+            for neg in negotiations
+            if neg.spis
+        ]
+        if orphans:
+            self._start(Transaction(MessageType.DELETE, peer, deletes=orphans), now)
 
     def _drop_optimistic(self, neg: Negotiation) -> None:
         for spec in neg.optimistic:
@@ -455,9 +518,11 @@ class Initiator(EngineCore):
         if krb is not None:
             self._authenticated_krb_error(txn, krb, now)
             return
+        # §4.2.8: "When received, the initiator MAY act as if the specific KINK_ERROR payload
+        # were not present" for KINK_OK.
         error = next((p for p in inner if isinstance(p, ErrorPayload) and p.code != 0), None)
         if error is not None:
-            self._fail(txn, "KINK_ERROR", _kink_error_name(error.code), now)
+            self._kink_error(txn, error.code, now)
             return
         isakmps = [p for p in inner if isinstance(p, Isakmp)]
         if txn.kind is MessageType.CREATE:
@@ -469,6 +534,17 @@ class Initiator(EngineCore):
         else:
             peer.dpd_pending = False
             self._finish(txn, now)
+
+    def _kink_error(self, txn: Transaction, code: int, now: float) -> None:
+        """An authenticated KINK_ERROR (§4.2.8). We speak one KINK version, one DOI and one
+        Quick Mode version, so KINK_INVMAJ, KINK_INVDOI and KINK_BADQMVERS leave nothing to
+        retry with; KINK_PROTOERR and KINK_INTERR would recur on a retry. The command fails,
+        but the reply proves the peer alive (§3.7): it is never taken for a dead peer."""
+        if txn.kind is MessageType.STATUS:
+            txn.peer.dpd_pending = False
+            txn.dpd = False
+        reason = _KINK_ERROR_REASONS.get(code, "KINK_ERROR")
+        self._fail(txn, reason, _kink_error_name(code), now)
 
     def _verify(self, txn: Transaction, ap_rep: bytes) -> Key | None:
         # The REPLY may answer any authenticator still outstanding (§9); newest first.
@@ -578,12 +654,15 @@ class Initiator(EngineCore):
             return
         retry_plain: list[Negotiation] = []
         retry_spi: list[Negotiation] = []
+        rejected: list[Negotiation] = []
         for neg, isakmp in zip(txn.negotiations, isakmps, strict=True):
             outcome = self._negotiated(txn, neg, isakmp, msg.ackreq, now)
             if outcome == "retry-without-ke":
                 retry_plain.append(neg)
             elif outcome == "retry-spi":
                 retry_spi.append(neg)
+            elif outcome == "rejected":
+                rejected.append(neg)
         if msg.ackreq:
             # §3.2: "The initiator MUST always generate an ACK if the ACKREQ bit is set".
             txn.reply = data
@@ -597,6 +676,8 @@ class Initiator(EngineCore):
             )
         else:
             self._finish(txn, now)
+        # The responder installed what we rejected (after the ACK, if it asked for one).
+        self._delete_orphans(peer, rejected, now)
         for group, use_ke in ((retry_plain, False), (retry_spi, txn.use_ke)):
             if group and txn.restarts < _MAX_RESTARTS:
                 self.start_create(
@@ -623,17 +704,17 @@ class Initiator(EngineCore):
             gxy = self._shared_secret(neg, ke)
         except (NoProposal, CryptoError) as exc:
             self._negotiation_failed(txn, neg, str(exc), "NO-PROPOSAL-CHOSEN")
-            return "failed"
+            return "rejected"
         if ids and ids != [id_payload(neg.policy.local), id_payload(neg.policy.remote)]:
             self._negotiation_failed(
                 txn, neg, "the reply changed IDci/IDcr", "INVALID-ID-INFORMATION"
             )
-            return "failed"
+            return "rejected"
         nr = nonce.data if nonce is not None else None
         three_way = not choice.optimistic or nr is not None or gxy is not None
         if three_way and not ackreq:
             self._negotiation_failed(txn, neg, "3-way reply without ACKREQ (§3.2)", None)
-            return "failed"
+            return "rejected"
         self._install_child(txn, neg, choice, nr, gxy, three_way, now)
         return "ok"
 
@@ -755,6 +836,7 @@ class Initiator(EngineCore):
             self._fetch_u2u(txn.peer, payload.tgt, then)
         elif isinstance(payload, ErrorPayload):
             # §4.2.8 KINK_U2UDENIED: the peer will not hand out its TGT.
+            txn.denied = payload.code == KinkErrorCode.U2UDENIED
             self._fail(txn, "GETTGT refused", _kink_error_name(payload.code), now)
         else:
             self.drop("bad-gettgt-reply", self.address(txn.peer))
@@ -874,8 +956,6 @@ def _notify_name(code: int) -> str:
 
 
 def _kink_error_name(code: int) -> str:
-    from kink.wire import KinkErrorCode
-
     try:
         return "KINK_" + KinkErrorCode(code).name
     except ValueError:

@@ -4,7 +4,9 @@ A command is authenticated (AP-REQ through the replay cache, then Cksum) before 
 the epoch in its AP-REQ is recorded (§3.7). Replies are cached per (authenticated client
 principal, XID): a retransmitted command (new authenticator, same XID and content) gets the same
 REPLY and never a second SA (§9). A REPLY with ACKREQ is retransmitted until the ACK comes; the
-outbound SA of a 3-way CREATE is installed on the ACK (§3.2). Kerberos failures are answered
+outbound SA of a 3-way CREATE is installed on the ACK (§3.2); if it never comes, the pair is
+DELETEd, since the initiator may hold it. Selectors inside a configured policy are granted as
+asked (narrowing); others are refused (§10). Kerberos failures are answered
 authenticated when the ticket still decrypted (SKEW, TKT_EXPIRED, TKT_NYV: §3.5), else with a
 lone KRB_ERROR; a user-to-user ticket we can no longer decrypt gets our TGT (§3.7.1).
 """
@@ -30,7 +32,7 @@ from kink.engine.events import (
     SendDatagram,
 )
 from kink.engine.ids import selector_of
-from kink.engine.initiator import Initiator, _delete_payloads, _reaper
+from kink.engine.initiator import Initiator, _delete_payloads, _notify_name, _reaper
 from kink.engine.kerberos import AcceptedRequest, KerberosError, KerberosPort
 from kink.engine.keys import KeyInput, sa_spec
 from kink.engine.proposals import Choice, NoProposal, select, with_spis
@@ -334,9 +336,15 @@ class Responder(Initiator):
             theirs, ours = selector_of(ids[0]), selector_of(ids[1])
         except ValueError:
             return None
-        for policy in policies:
-            if policy.send_ids and policy.local == ours and policy.remote == theirs:
+        configured = [p for p in policies if p.send_ids]
+        for policy in configured:
+            if policy.local == ours and policy.remote == theirs:
                 return policy
+        # Narrowing (as strongSwan does): selectors inside a configured policy are granted as
+        # asked, under that policy's reqid; anything reaching outside is refused (§10).
+        for policy in configured:
+            if _within(ours, policy.local) and _within(theirs, policy.remote):
+                return Policy(ours, theirs, policy.reqid)
         return None
 
     def _create_spis(
@@ -467,7 +475,7 @@ class Responder(Initiator):
                         peer.config.name,
                         "CREATE",
                         "refused",
-                        NotifyType(plan.notify.notify_type).name,
+                        _notify_name(plan.notify.notify_type),
                     )
                 )
                 inner.append(Isakmp((plan.notify,)))
@@ -498,13 +506,19 @@ class Responder(Initiator):
 
     def resend_reply(self, peer: PeerState, entry: Answer, now: float) -> None:
         """§9: a REPLY with ACKREQ is on timer T until its ACK arrives."""
+        # Children the initiator deleted meanwhile (it rejected our REPLY) need no ACK.
+        entry.awaiting_ack = [(c, o) for c, o in entry.awaiting_ack if _larval(self, c)]
         if not entry.awaiting_ack or entry.reply is None:
             return
         if entry.attempts >= self.config.max_attempts:
-            for child, _ in entry.awaiting_ack:
-                self.remove_child(child, "no-ack", now)
-            entry.awaiting_ack = []
+            waiting, entry.awaiting_ack = entry.awaiting_ack, []
+            # A retransmitted CREATE must not get the REPLY now: the initiator would install
+            # a pair we no longer have.
+            entry.reply = None
             self.emit(NegotiationFailed(peer.config.name, "CREATE", "no ACK", None))
+            # The initiator may hold the pair, its ACKs lost (§9): an authenticated DELETE
+            # takes it down on both sides instead of leaving it half-open there.
+            self.start_delete([child for child, _ in waiting], now)
             return
         entry.attempts += 1
         self.emit(SendDatagram(entry.reply, self.address(peer)))
@@ -521,8 +535,8 @@ class Responder(Initiator):
             entry.timer.cancel()
         waiting, entry.awaiting_ack = entry.awaiting_ack, []
         for child, outbound in waiting:
-            if child.id not in self.sadb.children:
-                continue
+            if not _larval(self, child):
+                continue  # deleted meanwhile (a DELETE from the initiator)
             for spec in outbound:
                 self.install(spec, child)
             for pair in child.sas:
@@ -609,6 +623,10 @@ def _expire(engine: Responder, key: tuple[str, int], entry: Answer) -> Callable[
     return fire
 
 
+def _larval(engine: Responder, child: Child) -> bool:
+    return child.state is ChildState.LARVAL and child.id in engine.sadb.children
+
+
 def _resend(engine: Responder, peer: PeerState, entry: Answer) -> Callable[[float], None]:
     return lambda now: engine.resend_reply(peer, entry, now)
 
@@ -620,6 +638,17 @@ def _group_of(sa: SaPayload) -> int | None:
                 if attr.type == AttributeType.GROUP_DESCRIPTION:
                     return attr.as_int()
     return None
+
+
+def _within(inner: Selector, outer: Selector) -> bool:
+    """`inner` selects a subset of the traffic `outer` does (protocol and port 0 = any)."""
+    net, wide = inner.network, outer.network
+    return (
+        net.version == wide.version
+        and net.subnet_of(wide)  # type: ignore[arg-type]
+        and outer.protocol in (0, inner.protocol)
+        and outer.port in (0, inner.port)
+    )
 
 
 def _host(address: str) -> Selector:

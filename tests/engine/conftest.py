@@ -41,6 +41,7 @@ class KerberosHost:
     principal: str
     credentials: Credentials
     port: Krb5Port
+    context: Context  # the Initiator's and Acceptor's: its clock is what rd_req checks
 
 
 @pytest.fixture(scope="session")
@@ -50,41 +51,75 @@ def realm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Realm]:
     realm.remove()
 
 
-@pytest.fixture(scope="session")
-def kerberos_host(
-    realm: Realm, tmp_path_factory: pytest.TempPathFactory
-) -> Callable[..., KerberosHost]:
-    made: dict[tuple[str, tuple[str, ...]], KerberosHost] = {}
+KerberosHostFactory = Callable[..., KerberosHost]
 
-    def make(name: str, flags: tuple[str, ...] = ()) -> KerberosHost:
-        key = (name, flags)
-        if key not in made:
-            fqdn = f"{name}{'-u2u' if flags else ''}.engine.test"
-            principal, keytab = realm.add_host(fqdn, flags=flags)
-            rcache: Path = tmp_path_factory.mktemp(f"rcache-{name}")
-            creds = Credentials(Context(realm.krb5_conf), principal, str(keytab))
-            creds.acquire()
-            context = Context(realm.krb5_conf, rcache_dir=rcache)
-            acceptor = Acceptor(
-                context,
-                principal,
-                keytab=None if flags else str(keytab),
-                credentials=creds,
-            )
-            port = Krb5Port(Initiator(context), acceptor, creds)
-            made[key] = KerberosHost(name, principal, creds, port)
-        return made[key]
+
+@pytest.fixture(scope="session")
+def kerberos_host(realm: Realm, tmp_path_factory: pytest.TempPathFactory) -> KerberosHostFactory:
+    """kerberos_host(name, flags=(), *, maxlife=None, fresh=False): a host's principal (made
+    once), its Credentials, Context and Krb5Port — shared, or with fresh=True new ones, as
+    after a restart (a new TGT, no memory of the old)."""
+    principals: dict[tuple[str, tuple[str, ...], int | None], tuple[str, Path]] = {}
+    made: dict[tuple[str, tuple[str, ...], int | None], KerberosHost] = {}
+
+    def make(
+        name: str, flags: tuple[str, ...] = (), *, maxlife: int | None = None, fresh: bool = False
+    ) -> KerberosHost:
+        key = (name, flags, maxlife)
+        if key in made and not fresh:
+            return made[key]
+        if key not in principals:
+            suffix = ("-u2u" if flags else "") + (f"-life{maxlife}" if maxlife else "")
+            fqdn = f"{name}{suffix}.engine.test"
+            principal, keytab = realm.add_host(fqdn, flags=flags, maxlife=maxlife)
+            principals[key] = (principal, keytab)
+        principal, keytab = principals[key]
+        rcache: Path = tmp_path_factory.mktemp(f"rcache-{name}")
+        creds = Credentials(Context(realm.krb5_conf), principal, str(keytab))
+        creds.acquire()
+        context = Context(realm.krb5_conf, rcache_dir=rcache)
+        acceptor = Acceptor(
+            context,
+            principal,
+            keytab=None if flags else str(keytab),
+            credentials=creds,
+        )
+        port = Krb5Port(Initiator(context), acceptor, creds)
+        host = KerberosHost(name, principal, creds, port, context)
+        if not fresh:
+            made[key] = host
+        return host
 
     return make
+
+
+@pytest.fixture
+def shift_clock() -> Iterator[Callable[[Context, int], None]]:
+    """shift_clock(context, seconds): move a context's clock (what a host with a wrong clock
+    looks like to libkrb5); every shifted clock is set right again after the test."""
+    shifted: list[Context] = []
+
+    def shift(context: Context, seconds: int) -> None:
+        now, usec = context.now()
+        context.raw.set_real_time(now + seconds, usec)
+        shifted.append(context)
+
+    yield shift
+    for context in shifted:
+        now, usec = context.now()
+        off_s, off_us = context.time_offset()
+        total = (now - off_s) * 1_000_000 + (usec - off_us)
+        context.raw.set_real_time(total // 1_000_000, total % 1_000_000)
 
 
 WorldFactory = Callable[..., World]
 
 
 @pytest.fixture
-def make_world(kerberos_host: Callable[..., KerberosHost]) -> WorldFactory:
+def make_world(kerberos_host: KerberosHostFactory) -> WorldFactory:
     """make_world(a={...PeerConfig overrides for a's view of b}, b={...}, engine={...},
-    seed=0, u2u_b=False) -> World with hosts "a" and "b"."""
+    engine_b={...}, seed=0, u2u_b=False, epochs=(1000, 2000), b_host=None) -> World with
+    hosts "a" and "b" (b_host: another Kerberos host for b)."""
 
     def make(
         *,
@@ -95,9 +130,10 @@ def make_world(kerberos_host: Callable[..., KerberosHost]) -> WorldFactory:
         seed: int = 0,
         u2u_b: bool = False,
         epochs: tuple[int, int] = (1000, 2000),
+        b_host: KerberosHost | None = None,
     ) -> World:
         ka = kerberos_host("a")
-        kb = kerberos_host("b", ("-allow_svr",) if u2u_b else ())
+        kb = b_host or kerberos_host("b", ("-allow_svr",) if u2u_b else ())
         rng = random.Random(seed)
         now = 1000.0
         hosts = []

@@ -117,6 +117,48 @@ def test_unauthorized_selectors_are_refused(make_world: WorldFactory) -> None:
     assert "INVALID-ID-INFORMATION" in codes
 
 
+def test_narrower_selectors_are_granted(make_world: WorldFactory) -> None:
+    """A subnet, protocol and port inside b's policy: b grants them as asked (narrowing)."""
+    narrow_local = Selector(ip_network("10.1.0.0/25"), 6)
+    narrow_remote = Selector(ip_network("10.2.0.128/26"), 6, 443)
+    a_side = (Policy(narrow_local, narrow_remote, 1),)
+    b_side = (
+        Policy(Selector(ip_network("10.2.0.0/24"), 6), Selector(ip_network("10.1.0.0/24")), 7),
+    )
+    world = make_world(a={"policies": a_side}, b={"policies": b_side})
+    world.host("a").engine.request(Initiate("b"), world.now)
+    world.settle()
+    assert check_consistent(world) == 2
+    spec = next(s for s in world.host("b").kernel.sas.values() if s.inbound)
+    assert (spec.src_selector, spec.dst_selector, spec.reqid) == (narrow_local, narrow_remote, 7)
+
+
+@pytest.mark.parametrize(
+    ("local", "remote"),
+    [
+        (Selector(ip_network("10.1.0.0/23")), Selector(ip_network("10.2.0.0/24"))),  # wider
+        (Selector(ip_network("10.1.0.0/24")), Selector(ip_network("10.2.0.0/24"), 17)),  # UDP
+        (Selector(ip_network("10.1.0.0/24"), 6, 22), Selector(ip_network("10.2.0.0/24"), 6)),
+        (Selector(ip_network("2001:db8::/64")), Selector(ip_network("10.2.0.0/24"))),
+    ],
+)
+def test_selectors_outside_the_policy_are_refused(
+    make_world: WorldFactory, local: Selector, remote: Selector
+) -> None:
+    b_side = (
+        Policy(
+            Selector(ip_network("10.2.0.0/24"), 6), Selector(ip_network("10.1.0.0/24"), 6, 80), 7
+        ),
+    )
+    world = make_world(a={"policies": (Policy(local, remote, 1),)}, b={"policies": b_side})
+    world.host("a").engine.request(Initiate("b"), world.now)
+    world.settle()
+    assert check_consistent(world) == 0
+    for name in ("a", "b"):
+        codes = [n.code for n in world.host(name).notices if isinstance(n, NegotiationFailed)]
+        assert codes == ["INVALID-ID-INFORMATION"]
+
+
 def test_wrong_principal_is_refused(make_world: WorldFactory, kerberos_host: Any) -> None:
     other = kerberos_host("c").principal
     world = make_world(b={"principal": other})
