@@ -5,7 +5,7 @@ RFC 3962 §6, RFC 8009 §5): KINK_ENCRYPT, the PRF and the key derivation each e
 message on its own, so only the zero IV is offered.
 """
 
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
 
 from kink.crypto.errors import CryptoError
 
@@ -14,65 +14,84 @@ _ZERO_IV = bytes(BLOCK)
 
 
 def _xor(a: bytes, b: bytes) -> bytes:
-    return (int.from_bytes(a, "big") ^ int.from_bytes(b, "big")).to_bytes(len(a), "big")
+    return (int.from_bytes(a, "little") ^ int.from_bytes(b, "little")).to_bytes(len(a), "little")
 
 
 class AesCts:
     """One AES key, ready for CBC-CS3 encryption and decryption with a zero IV.
 
-    The cipher objects are built once and reused: building them costs about as much as the
-    encryption itself for KINK-sized messages.
+    Up to three OpenSSL contexts (CBC encrypt; CBC and ECB decrypt, built on the first
+    decryption since a PRF key never decrypts) are built once and fed message after message:
+    building a context costs several times more than encrypting a KINK-sized message. A CBC
+    context carries its chaining value from one update() to the next, so each message's first
+    block is xored with the previous message's last ciphertext block (`_enc_chain`,
+    `_dec_chain`), which is exactly CBC from the zero IV again. Because of that state, one
+    AesCts must not be used from several threads at once.
     """
 
-    __slots__ = ("_cbc", "_ecb", "_key")
+    __slots__ = ("_aes", "_cbc_dec", "_cbc_enc", "_dec_chain", "_ecb_dec", "_enc_chain", "_key")
 
     def __init__(self, key: bytearray) -> None:
         self._key = key
-        aes = algorithms.AES(key)
-        self._cbc: Cipher[modes.CBC] | None = Cipher(aes, modes.CBC(_ZERO_IV))
-        self._ecb: Cipher[modes.ECB] | None = Cipher(aes, modes.ECB())
+        self._aes: algorithms.AES | None = algorithms.AES(key)
+        self._cbc_enc: CipherContext | None = Cipher(self._aes, modes.CBC(_ZERO_IV)).encryptor()
+        self._cbc_dec: CipherContext | None = None
+        self._ecb_dec: CipherContext | None = None
+        # The last ciphertext block each CBC context has seen.
+        self._enc_chain = _ZERO_IV
+        self._dec_chain = _ZERO_IV
 
     def __repr__(self) -> str:
         return f"AesCts(aes{len(self._key) * 8})"
 
     def wipe(self) -> None:
-        """Zero the key octets and drop the cipher objects that were built from them."""
+        """Zero the key octets and drop the cipher contexts that were built from them."""
         self._key[:] = bytes(len(self._key))
-        self._cbc = None
-        self._ecb = None
+        self._aes = None
+        self._cbc_enc = None
+        self._cbc_dec = None
+        self._ecb_dec = None
 
     def encrypt(self, data: bytes) -> bytes:
         """CBC-CS3 encryption; `data` must be at least one block long."""
-        if self._cbc is None:
+        cbc = self._cbc_enc
+        if cbc is None:
             raise CryptoError("key has been wiped")
         n = len(data)
         if n < BLOCK:
             raise CryptoError(f"AES-CTS input is {n} octets, needs at least {BLOCK}")
         pad = -n % BLOCK
-        out = self._cbc.encryptor().update(bytes(data) + bytes(pad))
+        first = _xor(data[:BLOCK], self._enc_chain)
+        out = cbc.update(b"".join((first, data[BLOCK:], _ZERO_IV[:pad])))
+        self._enc_chain = out[-BLOCK:]
         if n == BLOCK:
             return out
         # RFC 3962 §5: CBC over the zero-padded input, then swap the last two blocks and drop
         # the padding's worth of the (now final) next-to-last block.
-        return out[:-32] + out[-16:] + out[-32 : -16 - pad]
+        return b"".join((out[:-32], out[-16:], out[-32 : -16 - pad]))
 
     def decrypt(self, data: bytes) -> bytes:
         """CBC-CS3 decryption; `data` must be at least one block long."""
-        if self._ecb is None:
-            raise CryptoError("key has been wiped")
+        cbc, ecb = self._cbc_dec, self._ecb_dec
+        if cbc is None or ecb is None:
+            if self._aes is None:
+                raise CryptoError("key has been wiped")
+            cbc = self._cbc_dec = Cipher(self._aes, modes.CBC(_ZERO_IV)).decryptor()
+            ecb = self._ecb_dec = Cipher(self._aes, modes.ECB()).decryptor()
         n = len(data)
         if n < BLOCK:
             raise CryptoError(f"AES-CTS input is {n} octets, needs at least {BLOCK}")
-        dec = self._ecb.decryptor()
         if n == BLOCK:
-            return dec.update(bytes(data))
+            return ecb.update(bytes(data))
         r = n - BLOCK * ((n - 1) // BLOCK)  # octets in the short final block, 1..16
-        head = bytes(data[: n - BLOCK - r])  # C1 .. C(n-2)
         last_full = bytes(data[n - BLOCK - r : n - r])  # Cn, sent before the stolen block
         stolen = bytes(data[n - r :])  # the first r octets of C(n-1)
         # D(Cn) = C(n-1) xor (Pn | 0...): its tail completes C(n-1), its head gives Pn.
-        d_last = dec.update(last_full)
-        chain = head + stolen + d_last[r:]
+        d_last = ecb.update(last_full)
+        chain = b"".join((data[: n - BLOCK - r], stolen, d_last[r:]))  # C1 .. C(n-1)
         plain_last = _xor(d_last[:r], stolen)
-        # Plain CBC for the rest: Pi = D(Ci) xor C(i-1), C0 = IV = 0.
-        return _xor(dec.update(chain), _ZERO_IV + chain[:-BLOCK]) + plain_last
+        # Plain CBC for the rest: Pi = D(Ci) xor C(i-1), C0 = IV = 0; the context chains from
+        # the previous message's last block, which the first block's xor takes back out.
+        out = cbc.update(chain)
+        self._dec_chain, prev = chain[-BLOCK:], self._dec_chain
+        return b"".join((_xor(out[:BLOCK], prev), out[BLOCK:], plain_last))

@@ -12,6 +12,7 @@ or HMAC-SHA2-256/384/512 (RFC 4868); ESP AES-GCM 128/192/256 with 8/12/16-octet 
 (RFC 4106); AH with HMAC-SHA1-96 or HMAC-SHA2 (RFC 2407 §4.4.3, RFC 4868).
 """
 
+import functools
 from dataclasses import dataclass, field
 from enum import IntEnum
 
@@ -178,6 +179,9 @@ def _ah(params: TransformParams) -> SaAlgorithms:
     )
 
 
+# Every SA of every exchange asks again for the few transforms configured; the answer is
+# immutable, and failures (UnsupportedTransform) are not cached.
+@functools.lru_cache(maxsize=256)
 def sa_algorithms(protocol: int, params: TransformParams) -> SaAlgorithms:
     """The kernel algorithms for a transform of `protocol`; UnsupportedTransform if unusable."""
     if protocol == ProtocolId.ESP:

@@ -38,7 +38,7 @@ def keymat(
         raise CryptoError(f"SPI must be {SPI_LENGTH} octets, got {len(spi)}")
     if not 0 < length <= MAX_KEYMAT:
         raise CryptoError(f"KEYMAT length {length} is out of range (1..{MAX_KEYMAT})")
-    src = (gxy or b"") + bytes((protocol,)) + spi + ni + (nr or b"")
+    src = b"".join((gxy or b"", bytes((protocol,)), spi, ni, nr or b""))
     out = bytearray(length)  # sized once: no reallocation leaves key copies behind
     filled = 0
     block = b""

@@ -39,7 +39,8 @@ class Key:
     the PRF key) are computed on first use and kept, with their cipher and HMAC objects, so
     that repeated operations cost only the cipher and the hash. `zero()` overwrites all of them
     and makes the key unusable. (The copies OpenSSL keeps inside its cipher and HMAC contexts
-    are beyond Python's reach; they are released with the objects.)
+    are beyond Python's reach; they are released with the objects.) The cipher contexts carry
+    state from one operation to the next (see AesCts): a Key belongs to one thread at a time.
     """
 
     __slots__ = ("_checksum_keys", "_enc_keys", "_material", "_prf_key", "_profile")

@@ -182,3 +182,20 @@ def test_round_trip(enctype: int, length: int) -> None:
     ciphertext = encrypt(key, 39, plaintext)
     assert len(ciphertext) == 16 + length + 12  # confounder + plaintext + HMAC-SHA1-96
     assert decrypt(key, 39, ciphertext) == plaintext
+
+
+def test_aes_cts_reused_cipher_matches_a_fresh_one() -> None:
+    # AesCts keeps its CBC contexts between messages and restarts the chain itself; every
+    # message, whatever came before it on the same object, must be CBC-CS3 from the zero IV.
+    reused = AesCts(bytearray(CTS_KEY))
+    lengths = [17, 16, 64, 31, 32, 47, 16, 33, 200, 17, 48, 20]
+    for length in lengths:
+        data = bytes((length + i) & 0xFF for i in range(length))
+        expected = AesCts(bytearray(CTS_KEY)).encrypt(data)
+        assert reused.encrypt(data) == expected
+        assert AesCts(bytearray(CTS_KEY)).decrypt(expected) == data
+    for length in reversed(lengths):
+        data = bytes((length * 7 + i) & 0xFF for i in range(length))
+        ciphertext = AesCts(bytearray(CTS_KEY)).encrypt(data)
+        assert reused.decrypt(ciphertext) == data
+        assert reused.encrypt(data) == ciphertext
