@@ -130,21 +130,42 @@ def _sequence_fields(buf: bytes, span: tuple[int, int], what: str) -> dict[int, 
     return _fields(buf, start, stop, what)
 
 
-def parse_ap_req(data: bytes) -> ApReqParts:
-    """AP-REQ ::= [APPLICATION 14] SEQUENCE {pvno, msg-type, ap-options, ticket, authenticator}."""
-    what = "AP-REQ"
-    start, stop = _expect(data, 0, len(data), _TAG_AP_REQ, what)
-    req = _sequence_fields(data, (start, stop), what)
-    if _integer(data, _field(req, 0, what), what) != _PVNO:
-        raise _error(what)
-    if _integer(data, _field(req, 1, what), what) != _MSG_TYPE_AP_REQ:
-        raise _error(what)
-    s, e = _field(req, 2, what)
+def _ap_options(data: bytes, pos: int, stop: int, what: str) -> tuple[int, int]:
+    """pvno [0], msg-type [1] and ap-options [2], the first fields of an AP-REQ's SEQUENCE body
+    at data[pos:stop]: (the 32 APOptions bits, the position after ap-options)."""
+    for n, expected in ((0, _PVNO), (1, _MSG_TYPE_AP_REQ)):
+        tag, s, e = _tlv(data, pos, stop, what)
+        if tag != _CONTEXT_CONSTRUCTED | n or _integer(data, (s, e), what) != expected:
+            raise _error(what)
+        pos = e
+    tag, s, e = _tlv(data, pos, stop, what)
+    if tag != _CONTEXT_CONSTRUCTED | 2:
+        raise _error(what, ASN1_BAD_ID)
     bits_start, bits_stop = _expect(data, s, e, _TAG_BIT_STRING, what)
     # First octet: unused-bit count; the flags follow, bit 0 first (RFC 4120 §5.2.8).
     if bits_stop - bits_start < 1:
         raise _error(what)
-    ap_options = int.from_bytes(data[bits_start + 1 : bits_stop][:4].ljust(4, b"\0"), "big")
+    return int.from_bytes(data[bits_start + 1 : bits_stop][:4].ljust(4, b"\0"), "big"), e
+
+
+def _ap_req_body(data: bytes, what: str) -> tuple[int, int]:
+    start, stop = _expect(data, 0, len(data), _TAG_AP_REQ, what)
+    return _expect(data, start, stop, _TAG_SEQUENCE, what)
+
+
+def ap_options(data: bytes) -> int:
+    """Only the ap-options of an AP-REQ: the responder reads use-session-key on every request
+    (RFC 4120 §3.7), so this stops before the ticket instead of parsing all of it."""
+    start, stop = _ap_req_body(data, "AP-REQ")
+    return _ap_options(data, start, stop, "AP-REQ")[0]
+
+
+def parse_ap_req(data: bytes) -> ApReqParts:
+    """AP-REQ ::= [APPLICATION 14] SEQUENCE {pvno, msg-type, ap-options, ticket, authenticator}."""
+    what = "AP-REQ"
+    start, stop = _ap_req_body(data, what)
+    options, pos = _ap_options(data, start, stop, what)
+    req = _fields(data, pos, stop, what)
     s, e = _field(req, 3, what)
     _expect(data, s, e, _TAG_TICKET, what)
     ticket = data[s:e]
@@ -153,7 +174,7 @@ def parse_ap_req(data: bytes) -> ApReqParts:
     kvno = _integer(data, enc[1], what) if 1 in enc else None
     s, e = _field(enc, 2, what)
     cipher_start, cipher_stop = _expect(data, s, e, _TAG_OCTET_STRING, what)
-    return ApReqParts(ap_options, ticket, etype, kvno, data[cipher_start:cipher_stop])
+    return ApReqParts(options, ticket, etype, kvno, data[cipher_start:cipher_stop])
 
 
 def parse_authenticator(data: bytes) -> AuthenticatorParts:

@@ -51,7 +51,7 @@ def is_user_to_user(ap_req: bytes) -> bool:
     RFC 4430 §3.7.1: a responder that cannot decrypt such a ticket answers with its current
     TGT (KINK_TGT_REP) instead of an error.
     """
-    return bool(_der.parse_ap_req(ap_req).ap_options & _lib.AP_OPTS_USE_SESSION_KEY)
+    return bool(_der.ap_options(ap_req) & _lib.AP_OPTS_USE_SESSION_KEY)
 
 
 def _error(code: int, message: str) -> Krb5Error:

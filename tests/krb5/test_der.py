@@ -43,6 +43,7 @@ def test_ap_req_from_capture() -> None:
     ap_req = kink_ap_req(CAPTURE, 5)
     parts = _der.parse_ap_req(ap_req)
     assert parts.ap_options == 0x20000000  # mutual-required
+    assert _der.ap_options(ap_req) == parts.ap_options
     assert parts.ticket[0] == 0x61 and parts.ticket in ap_req
     assert parts.authenticator_enctype == 18
     assert parts.authenticator_kvno is None
@@ -71,6 +72,8 @@ def test_every_truncation_is_a_krb5_error() -> None:
     for cut in range(len(ap_req)):
         with pytest.raises(Krb5Error):
             _der.parse_ap_req(ap_req[:cut])
+        with pytest.raises(Krb5Error):
+            _der.ap_options(ap_req[:cut])
     plain = authenticator(subkey=True, seq=7)
     for cut in range(len(plain)):
         with pytest.raises(Krb5Error):
@@ -86,7 +89,7 @@ def test_wrong_message() -> None:
 
 @given(st.binary(max_size=300))
 def test_garbage_never_escapes_as_another_error(data: bytes) -> None:
-    for parse in (_der.parse_ap_req, _der.parse_authenticator):
+    for parse in (_der.parse_ap_req, _der.ap_options, _der.parse_authenticator):
         with contextlib.suppress(Krb5Error):
             parse(data)
 
@@ -97,3 +100,5 @@ def test_bit_flips_never_escape_as_another_error(index: int, bit: int) -> None:
     damaged[index % len(damaged)] ^= 1 << bit
     with contextlib.suppress(Krb5Error):
         _der.parse_ap_req(bytes(damaged))
+    with contextlib.suppress(Krb5Error):
+        _der.ap_options(bytes(damaged))
