@@ -291,7 +291,8 @@ def decode_request(data: bytes | bytearray | memoryview) -> Request:
         raise ProtocolError(ERR_MALFORMED, "a request is a msgpack map")
     raw_id = msg.get("id")
     req_id = raw_id if type(raw_id) is int and 0 <= raw_id <= 0xFFFF_FFFF else None
-    if "v" in msg and msg["v"] != VERSION:
+    # type() and not ==: 1.0 and True equal 1 in Python, but are not this protocol's "v".
+    if "v" in msg and (type(msg["v"]) is not int or msg["v"] != VERSION):
         raise ProtocolError(ERR_VERSION, f"this helper speaks version {VERSION}", req_id)
     op, args = msg.get("op"), msg.get("args")
     if set(msg) != _ENVELOPE or req_id is None or type(op) is not str or type(args) is not dict:
