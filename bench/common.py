@@ -39,5 +39,10 @@ def rate(fn: Callable[[], object], seconds: float = 1.0) -> float:
             return n / (now - start)
 
 
+def quick() -> bool:
+    """bench/run --quick: sizes that finish in a few minutes (BENCH_QUICK=1)."""
+    return os.environ.get("BENCH_QUICK") == "1"
+
+
 if __name__ == "__main__":
     sys.exit("bench.common is a library; run `python -m bench`")

@@ -1,0 +1,485 @@
+"""Shared setup of the daemon benchmarks: a throwaway realm, two kinkd processes (`python -m
+kink.daemon`, dropping to `nobody` as in production) and, for each, a helper process running
+kink_privsep's own Server and Service on a TimingBackend (the RecordingBackend with timestamps).
+
+Why processes: each daemon and each helper gets its own interpreter (and GIL), as in production,
+and /proc gives each one's CPU time and RSS.
+
+Why the helper times the exchanges: CLOCK_MONOTONIC is per host, but the helper sees both ends of
+an exchange it triggers itself: the kernel event that starts it (ACQUIRE, or a soft expire that
+makes the initiator rekey, RFC 4430 §3.6) and the outbound SA that ends it (installed once the
+REPLY is in, §3.2). `python -m bench.harness helper ...` is that process; it also listens on a
+trigger socket (JSON lines, see Trigger) through which the benchmark offers load.
+
+Topology: host a (127.0.0.1, initiator, start_action trap) and host b (127.0.0.2, responder),
+one peer each, tunnel mode with POLICIES distinct selector pairs (one 10.2.x.0/24 each): the
+configuration loader allows at most 64 policies per peer and one peer per address, so one pair
+of hosts holds at most 64 SA pairs at a time (kink.daemon.config_peers.POLICIES_PER_PEER).
+"""
+
+import argparse
+import contextlib
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kink.daemon.control_protocol import ControlClient
+from kink_privsep.main import listening_socket
+from kink_privsep.model import Config, PolicyId, SaId, SaSpec
+from kink_privsep.recording import RecordingBackend
+from kink_privsep.server import Server
+from kink_privsep.service import Service
+from tests.support.kdc import Realm
+
+REPO = Path(__file__).resolve().parents[1]
+ADDRESS_A, ADDRESS_B = "127.0.0.1", "127.0.0.2"
+POLICIES = 64  # kink.daemon.config_peers.POLICIES_PER_PEER: the most one peer may have
+MAX_OUTSTANDING = 64  # [daemon] max_outstanding: every policy may negotiate at once
+WAIT = 60.0
+XFRM_POLICY_OUT = 1
+
+
+# ------------------------------------------------------------------- /proc accounting
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def memory_kib(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM (peak RSS) of a process, in KiB."""
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            out[key] = int(value.split()[0])
+    return out
+
+
+def percentile(values: list[float], p: float) -> float:
+    """The p-th percentile (nearest rank) of values; nan when there are none."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, round(p / 100 * len(ordered) + 0.5) - 1))
+    return ordered[rank]
+
+
+# -------------------------------------------------------------------- the helper process
+
+
+class TimingBackend(RecordingBackend):
+    """The RecordingBackend, noting when each policy's (reqid's) exchange started and ended."""
+
+    def __init__(self, local: str) -> None:
+        super().__init__()
+        self.local = local
+        self.started: dict[int, float] = {}  # reqid -> when its exchange was triggered
+        self.latencies: list[float] = []
+        self.completed = 0
+        self.inbound: dict[int, SaId] = {}  # reqid -> its newest inbound SA
+        self.done = threading.Condition()
+
+    def add_sa(self, sa: SaSpec, *, update: bool) -> None:
+        super().add_sa(sa, update=update)
+        if sa.enc is None and sa.auth is None:
+            return  # larval
+        now = time.monotonic()
+        with self.done:
+            if str(sa.id.dst) == self.local:
+                self.inbound[sa.reqid] = sa.id
+                return
+            began = self.started.pop(sa.reqid, None)
+            if began is not None:
+                self.latencies.append(now - began)
+            self.completed += 1
+            self.done.notify_all()
+
+    def out_policies(self) -> list[tuple[int, PolicyId]]:
+        """(reqid, id) of every out policy."""
+        return sorted(
+            (p.spec.templates[0].reqid, p.spec.id)
+            for p in self.dump_policies()
+            if p.spec.id.dir == XFRM_POLICY_OUT and p.spec.templates
+        )
+
+
+class Trigger:
+    """The helper process's trigger socket: one JSON request per line, one JSON answer.
+
+    {"op": "acquire"}                   an ACQUIRE for every out policy -> {"policies": n}
+    {"op": "wait", "completed": n}      until n outbound SAs went in -> {"completed": n}
+    {"op": "load", "rate": r, "seconds": s}
+        soft-expire an idle SA r times a second for s seconds (each makes the initiator
+        rekey it: a CREATE exchange), then wait for them -> {"offered", "completed",
+        "latencies", "elapsed"}
+    {"op": "storm"}                     soft-expire every SA at once -> like load
+    {"op": "sas"}                       -> {"mature": SAs with keys}
+    """
+
+    def __init__(self, backend: TimingBackend) -> None:
+        self.backend = backend
+
+    def answer(self, request: dict[str, Any]) -> dict[str, Any]:
+        op, b = request["op"], self.backend
+        if op == "acquire":
+            policies = b.out_policies()
+            for reqid, pid in policies:
+                with b.done:
+                    b.started[reqid] = time.monotonic()
+                b.kernel_acquire(pid)
+            return {"policies": len(policies)}
+        if op == "wait":
+            with b.done:
+                b.done.wait_for(lambda: b.completed >= request["completed"], timeout=WAIT)
+                return {"completed": b.completed}
+        if op == "load":
+            return self._load(float(request["rate"]), float(request["seconds"]))
+        if op == "storm":
+            return self._load(None, 0.0)
+        if op == "sas":
+            return {"mature": sum(1 for sa in b.dump_sas() if sa.enc or sa.auth)}
+        raise ValueError(f"unknown op {op!r}")
+
+    def _load(self, rate: float | None, seconds: float) -> dict[str, Any]:
+        b = self.backend
+        with b.done:
+            b.latencies = []
+            base = b.completed
+            idle = sorted(b.inbound)
+        offered = 0
+        start = time.monotonic()
+        total = len(idle) if rate is None else int(rate * seconds)
+        while offered < total:
+            if rate is not None:
+                due = start + offered / rate
+                delay = due - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+            with b.done:
+                free = [r for r in b.inbound if r not in b.started]
+                if not free:
+                    b.done.wait(0.001)  # every policy busy: the offered load is not met
+                    continue
+                reqid = free[offered % len(free)]
+                sa_id = b.inbound[reqid]
+                b.started[reqid] = time.monotonic()
+            b.kernel_expire(sa_id, hard=False)
+            offered += 1
+        with b.done:
+            b.done.wait_for(lambda: b.completed - base >= offered, timeout=WAIT)
+            completed = b.completed - base
+            latencies = list(b.latencies)
+            b.started.clear()
+        return {
+            "offered": offered,
+            "completed": completed,
+            "latencies": latencies,
+            "elapsed": time.monotonic() - start,
+        }
+
+    def serve(self, path: str) -> None:
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(path)
+        listener.listen(4)
+        while True:
+            conn, _ = listener.accept()
+            with conn, conn.makefile("rwb") as stream:
+                for line in stream:
+                    try:
+                        reply = self.answer(json.loads(line))
+                    except Exception as exc:  # the benchmark reads it as a failure
+                        reply = {"error": repr(exc)}
+                    stream.write(json.dumps(reply).encode() + b"\n")
+                    stream.flush()
+
+
+def helper_main(argv: list[str]) -> None:
+    ap = argparse.ArgumentParser(prog="bench.harness helper")
+    ap.add_argument("--socket", required=True)
+    ap.add_argument("--trigger", required=True)
+    ap.add_argument("--daemon-uid", type=int, required=True)
+    ap.add_argument("--local", required=True)
+    args = ap.parse_args(argv)
+    backend = TimingBackend(args.local)
+    listener, _ = listening_socket(args.socket, args.daemon_uid)
+    server = Server(listener, Service(backend, Config()), args.daemon_uid)
+    threading.Thread(target=Trigger(backend).serve, args=(args.trigger,), daemon=True).start()
+    signal.signal(signal.SIGTERM, lambda *_: server.stop())
+    print("ready", flush=True)
+    server.run()
+
+
+# ------------------------------------------------------------------------- the two hosts
+
+
+def _toml(
+    d: Path, me: str, address: str, principal: str, port: int, peers: str, max_outstanding: int
+) -> str:
+    return f"""\
+[daemon]
+address = "{address}"
+listen = ["{address}"]
+port = {port}
+user = "nobody"
+group = "nogroup"
+state_dir = "{d}/state"
+runtime_dir = "{d}/run"
+control_socket = "{d}/run/kinkd.sock"
+helper_socket = "{d}/privsep.sock"
+keytab = "{d}/kink.keytab"
+principal = "{principal}"
+krb5_config = "{d}/krb5.conf"
+log_level = "info"
+max_outstanding = {max_outstanding}
+
+[defaults]
+port = {port}
+[[defaults.proposals]]
+[defaults.proposals.esp]
+encryption = "aes-cbc"
+key_length = 128
+integrity = "sha1"
+
+{peers}"""
+
+
+def _strings(items: list[str]) -> str:
+    return ", ".join(f'"{item}"' for item in items)
+
+
+def tunnel_peer(
+    name: str, address: str, principal: str, ours: list[str], theirs: list[str], start: str
+) -> str:
+    return f"""\
+[peers.{name}]
+address = "{address}"
+principal = "{principal}"
+mode = "tunnel"
+local_subnets = [{_strings(ours)}]
+remote_subnets = [{_strings(theirs)}]
+start_action = "{start}"
+"""
+
+
+def remote_subnets(count: int) -> list[str]:
+    return [f"10.2.{i}.0/24" for i in range(count)]
+
+
+@dataclass
+class Host:
+    """One kinkd process with its helper process."""
+
+    name: str
+    address: str
+    directory: Path
+    helper: subprocess.Popen[bytes]
+    kinkd: subprocess.Popen[bytes] | None = None
+    started_in: float = 0.0  # seconds from exec to READY=1
+
+    @property
+    def control_path(self) -> str:
+        return str(self.directory / "run" / "kinkd.sock")
+
+    def control(self, timeout: float = WAIT) -> ControlClient:
+        return ControlClient(self.control_path, timeout=timeout)
+
+    def request(self, command: str, **args: Any) -> dict[str, Any]:
+        with self.control() as client:
+            return client.request(command, **args)
+
+    def trigger(self, **request: Any) -> dict[str, Any]:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(WAIT * 3)
+            sock.connect(str(self.directory / "trigger.sock"))
+            with sock.makefile("rwb") as stream:
+                stream.write(json.dumps(request).encode() + b"\n")
+                stream.flush()
+                reply: dict[str, Any] = json.loads(stream.readline())
+                return reply
+
+    def pids(self) -> list[int]:
+        assert self.kinkd is not None
+        return [self.kinkd.pid, self.helper.pid]
+
+
+def _wait_ready(notify: socket.socket) -> None:
+    seen: list[str] = []
+    while "READY=1" not in seen:
+        seen.extend(notify.recv(4096).decode().split("\n"))
+
+
+def start_kinkd(host: Host) -> None:
+    """Start (or restart) the host's kinkd; returns once it has sent READY=1."""
+    d = host.directory
+    with contextlib.suppress(FileNotFoundError):
+        (d / "notify.sock").unlink()
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(d / "notify.sock"))
+    (d / "notify.sock").chmod(0o666)  # kinkd writes to it as nobody
+    notify.settimeout(WAIT * 4)
+    env = {**os.environ, "NOTIFY_SOCKET": str(d / "notify.sock")}
+    log = (d / "kinkd.log").open("ab")
+    began = time.monotonic()
+    host.kinkd = subprocess.Popen(
+        [sys.executable, "-m", "kink.daemon", "--config", str(d / "kink.toml")],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    log.close()
+    try:
+        _wait_ready(notify)
+    except TimeoutError:
+        raise RuntimeError(
+            f"kinkd {host.name} not ready: {(d / 'kinkd.log').read_text()}"
+        ) from None
+    finally:
+        notify.close()
+    host.started_in = time.monotonic() - began
+
+
+def stop_process(process: subprocess.Popen[bytes] | None) -> None:
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=WAIT)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def _start_helper(name: str, d: Path, address: str) -> Host:
+    nobody = pwd.getpwnam("nobody").pw_uid
+    helper = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bench.harness",
+            "helper",
+            "--socket",
+            str(d / "privsep.sock"),
+            "--trigger",
+            str(d / "trigger.sock"),
+            "--daemon-uid",
+            str(nobody),
+            "--local",
+            address,
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=(d / "helper.log").open("wb"),
+    )
+    assert helper.stdout is not None
+    if helper.stdout.readline() != b"ready\n":
+        raise RuntimeError(f"helper {name}: {(d / 'helper.log').read_text()}")
+    return Host(name, address, d, helper)
+
+
+@dataclass
+class Realmed:
+    """A realm with the principals of hosts a and b."""
+
+    realm: Realm
+    principals: dict[str, tuple[str, Path]] = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def realm() -> Iterator[Realmed]:
+    with tempfile.TemporaryDirectory(prefix="kb-") as tmp:
+        r = Realm.start(Path(tmp) / "realm")
+        try:
+            out = Realmed(r)
+            for name in ("a", "b"):
+                out.principals[name] = r.add_host(f"{name}.bench.test")
+            yield out
+        finally:
+            r.remove()
+
+
+def prepare_host(k: Realmed, base: Path, name: str, toml: str) -> Path:
+    """The host's directory, readable by `nobody`, with its keytab, krb5.conf and kink.toml."""
+    nobody = pwd.getpwnam("nobody")
+    d = base / name
+    d.mkdir()
+    d.chmod(0o755)
+    shutil.copy(k.principals[name][1], d / "kink.keytab")
+    os.chown(d / "kink.keytab", nobody.pw_uid, nobody.pw_gid)
+    shutil.copy(k.realm.krb5_conf, d / "krb5.conf")
+    (d / "krb5.conf").chmod(0o644)
+    (d / "kink.toml").write_text(toml)
+    return d
+
+
+def free_port() -> int:
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as first:
+            first.bind((ADDRESS_A, 0))
+            port = int(first.getsockname()[1])
+            try:
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other:
+                    other.bind((ADDRESS_B, port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free UDP port")
+
+
+@contextlib.contextmanager
+def hosts(policies: int = POLICIES) -> Iterator[tuple[Host, Host]]:
+    """Hosts a (initiator: trap policies towards b) and b (responder), running."""
+    if os.geteuid() != 0:
+        raise RuntimeError("the daemon benchmarks run as root (kinkd drops to nobody)")
+    with realm() as k, tempfile.TemporaryDirectory(prefix="kb-") as tmp:
+        base = Path(tmp)
+        base.chmod(0o755)
+        port = free_port()
+        pa, pb = k.principals["a"][0], k.principals["b"][0]
+        subnets = remote_subnets(policies)
+        peer_b = tunnel_peer("b", ADDRESS_B, pb, ["10.1.0.0/24"], subnets, "trap")
+        peer_a = tunnel_peer("a", ADDRESS_A, pa, subnets, ["10.1.0.0/24"], "none")
+        da = prepare_host(
+            k, base, "a", _toml(base / "a", "a", ADDRESS_A, pa, port, peer_b, MAX_OUTSTANDING)
+        )
+        db = prepare_host(
+            k, base, "b", _toml(base / "b", "b", ADDRESS_B, pb, port, peer_a, MAX_OUTSTANDING)
+        )
+        made: list[Host] = []
+        try:
+            for name, d, address in (("b", db, ADDRESS_B), ("a", da, ADDRESS_A)):
+                host = _start_helper(name, d, address)
+                made.append(host)
+                start_kinkd(host)
+            b, a = made
+            yield a, b
+        finally:
+            for host in made:
+                stop_process(host.kinkd)
+                stop_process(host.helper)
+
+
+def processes_cpu(hosts_: tuple[Host, ...]) -> float:
+    return sum(cpu_seconds(pid) for h in hosts_ for pid in h.pids())
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["helper"]:
+        helper_main(sys.argv[2:])
+    else:
+        sys.exit("usage: python -m bench.harness helper --socket P --trigger P --daemon-uid N")
