@@ -6,11 +6,16 @@
         ...                                              # execute in order
     deadline = engine.next_timer()
 
+While it runs: add_peer / remove_peer / replace_peer / reconfigure; across a restart of the
+daemon: child_records(now) -> restore(records, now, elapsed=...) (see kink.engine.lifecycle).
+
 Modules: config (EngineConfig, PeerConfig), events (inputs, actions, notices), kerberos
-(KerberosPort, Krb5Port), messages, proposals, keys, ids, sadb, initiator, responder, engine.
+(KerberosPort, Krb5Port), messages, proposals, keys, ids, sadb, initiator, responder,
+records (ChildRecord), lifecycle (run-time changes, restore), engine.
 """
 
 from kink.engine.config import (
+    ConfigChangeError,
     EngineConfig,
     PeerConfig,
     Policy,
@@ -19,10 +24,15 @@ from kink.engine.config import (
     TransformSpec,
     U2u,
 )
-from kink.engine.engine import Engine, EngineState
+from kink.engine.engine import ChildView, Engine, EngineState, PeerView
 from kink.engine.kerberos import KerberosPort, Krb5Port, NeedTicket
+from kink.engine.lifecycle import Reconfigured
+from kink.engine.records import ChildRecord, RecordError
 
 __all__ = [
+    "ChildRecord",
+    "ChildView",
+    "ConfigChangeError",
     "Engine",
     "EngineConfig",
     "EngineState",
@@ -30,8 +40,11 @@ __all__ = [
     "Krb5Port",
     "NeedTicket",
     "PeerConfig",
+    "PeerView",
     "Policy",
     "ProposalSpec",
+    "Reconfigured",
+    "RecordError",
     "StartAction",
     "TransformSpec",
     "U2u",

@@ -7,6 +7,12 @@ from kink.crypto.profiles import AesPrf
 from kink.engine.events import Selector
 from kink.wire.ipsec_doi import DEFAULT_LIFETIME_SECONDS
 
+# The reqids of the implicit host-to-host policies (peers without `policies`) start here: inside
+# kink_privsep's default range 0x4B490000-0x4B49FFFF (kink_privsep.model.Config.reqid_range), at
+# the offset the earlier fixed base 0x4B000 had in that range, so SAs already in a kernel keep
+# matching their policies after an upgrade.
+DEFAULT_REQID_BASE = 0x4B49_B000
+
 
 class U2u(Enum):
     """User-to-user use towards a peer (RFC 4430 §3.1)."""
@@ -18,8 +24,8 @@ class U2u(Enum):
 
 class StartAction(Enum):
     NONE = "none"  # answer only
-    TRAP = "trap"  # negotiate on ACQUIRE
-    START = "start"  # negotiate at once, and again after the peer lost state
+    TRAP = "trap"  # negotiate on ACQUIRE (the next ACQUIRE after a loss negotiates again)
+    START = "start"  # negotiate at once, and keep the SAs up: again after any loss, with backoff
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,9 +78,18 @@ class PeerConfig:
     port: int = 910
 
 
+class ConfigChangeError(ValueError):
+    """A configuration change the running engine cannot apply; the message says what."""
+
+
 @dataclass(frozen=True, slots=True)
 class EngineConfig:
-    """Host-wide settings. Times in seconds."""
+    """Host-wide settings. Times in seconds.
+
+    Engine.reconfigure applies a new one at run time, except for the FIXED_FIELDS (what the
+    daemon's sockets, tickets and the kernel's policies are tied to): changing those needs a new
+    Engine. Every other knob applies from its next use (the next timer T, rekey schedule, DPD
+    sample, SA installed, reply cached)."""
 
     address: str
     principal: str
@@ -94,6 +109,11 @@ class EngineConfig:
     nonce_length: int = 16
     responder_nonce: bool = False  # always add Nr (forces the 3-way handshake, §3.2)
     aes_prf: AesPrf = field(default=AesPrf.LITERAL)  # racoon2's reading (kink.crypto.keymat)
+    reqid_base: int = DEFAULT_REQID_BASE  # first reqid of the implicit host-to-host policies
+    # start_action=start keeps SAs up: a failed renegotiation is retried after a delay doubling
+    # from retry_backoff_initial to retry_backoff_cap, so a peer that is down sees no storm.
+    retry_backoff_initial: float = 1.0
+    retry_backoff_cap: float = 60.0
 
     def retransmit_cycle(self) -> float:
         """T-retrans: the time a full retransmission cycle takes (§3.6, §9)."""
@@ -109,3 +129,6 @@ class EngineConfig:
             self.retransmit_initial * self.retransmit_factor ** (attempt - 1),
             self.retransmit_cap,
         )
+
+
+FIXED_FIELDS = ("address", "principal", "port", "reqid_base")

@@ -7,10 +7,10 @@ import random
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from ipaddress import ip_network
 
-from kink.engine.config import EngineConfig, PeerConfig, Policy, StartAction
+from kink.engine.config import DEFAULT_REQID_BASE, EngineConfig, PeerConfig, Policy
 from kink.engine.events import (
     Action,
     Address,
@@ -19,6 +19,7 @@ from kink.engine.events import (
     HelperResult,
     InstallSa,
     PeerEpochChanged,
+    PeerRemoved,
     SaDeleted,
     SaEstablished,
     SaSpec,
@@ -29,7 +30,8 @@ from kink.engine.events import (
 from kink.engine.kerberos import KerberosPort
 from kink.engine.sadb import Child, ChildState, PeerState, Sadb
 
-_DEFAULT_REQID = 0x4B000  # reqids of the implicit host-to-host policies
+# The old name of the default EngineConfig.reqid_base, still imported by kink.daemon.engine_peers.
+_DEFAULT_REQID = DEFAULT_REQID_BASE
 HelperCallback = Callable[[HelperResult, float], None]
 
 
@@ -77,18 +79,16 @@ class EngineCore(ABC):
         self.epoch = epoch
         self.rng = rng if rng is not None else random.Random()
         self.sadb = Sadb()
-        self.peers: dict[str, PeerState] = {p.name: PeerState(p) for p in config.peers}
-        self.peers_by_address: dict[str, PeerState] = {
-            p.config.address: p for p in self.peers.values()
-        }
+        # The peer tables: change them only through register / unregister (Engine.add_peer,
+        # remove_peer, replace_peer, reconfigure). Removed peers whose DELETE is under way
+        # are in `leaving` only.
+        self.peers: dict[str, PeerState] = {}
+        self.peers_by_address: dict[str, PeerState] = {}
         self.policies: dict[int, tuple[PeerState, Policy]] = {}
         self.peer_policies: dict[str, tuple[Policy, ...]] = {}
-        for index, peer in enumerate(self.peers.values()):
-            peer.next_xid = self.rng.randrange(1 << 32)
-            policies = effective_policies(peer.config, config.address, _DEFAULT_REQID + index)
-            self.peer_policies[peer.config.name] = policies
-            for policy in policies:
-                self.policies[policy.reqid] = (peer, policy)
+        self.leaving: list[PeerState] = []
+        for peer in config.peers:
+            self.register(PeerState(peer))
         self.actions: deque[Action] = deque()
         self.timers: list[Timer] = []
         self._timer_seq = itertools.count()
@@ -132,6 +132,85 @@ class EngineCore(ABC):
             return self.config.delete_grace_default
         return 2 * peer.rtt
 
+    # ----------------------------------------------------------------------------- peers
+
+    def register(self, state: PeerState, implicit_reqid: int | None = None) -> None:
+        """Make a peer known by name, address and policies (RFC 4430 §10: the selectors its
+        principal may negotiate). A peer without policies gets the host-to-host one under
+        `implicit_reqid`, else the lowest free reqid from config.reqid_base. ValueError if the
+        name, the address or a configured reqid is taken."""
+        peer = state.config
+        self.check_free(peer)
+        state.next_xid = self.rng.randrange(1 << 32)
+        reqid = implicit_reqid if implicit_reqid is not None else self.free_reqid()
+        self.peers[peer.name] = state
+        self.peers_by_address[peer.address] = state
+        self.set_policies(state, effective_policies(peer, self.config.address, reqid))
+
+    def sync_config(self) -> None:
+        """Keep config.peers what the peer tables hold (after a peer came, went or changed)."""
+        self.config = replace(self.config, peers=tuple(p.config for p in self.peers.values()))
+
+    def check_free(self, peer: PeerConfig, *, replacing: PeerState | None = None) -> None:
+        """ValueError unless the peer's name, address and configured reqids are free (those of
+        `replacing` excepted)."""
+        if peer.name in self.peers and self.peers[peer.name] is not replacing:
+            raise ValueError(f"peer {peer.name!r} exists")
+        other = self.peers_by_address.get(peer.address)
+        if other is not None and other is not replacing:
+            raise ValueError(f"address {peer.address} is peer {other.config.name!r}'s")
+        for policy in peer.policies:
+            owner = self.policies.get(policy.reqid)
+            if owner is not None and owner[0] is not replacing:
+                raise ValueError(
+                    f"peer {peer.name!r}: reqid {policy.reqid:#x} is peer "
+                    f"{owner[0].config.name!r}'s"
+                )
+
+    def free_reqid(self) -> int:
+        """The lowest reqid from config.reqid_base that no policy has or is configured with."""
+        taken = set(self.policies)
+        taken.update(p.reqid for peer in self.config.peers for p in peer.policies)
+        reqid = self.config.reqid_base
+        while reqid in taken:
+            reqid += 1
+        return reqid
+
+    def set_policies(self, state: PeerState, policies: tuple[Policy, ...]) -> None:
+        for policy in self.peer_policies.get(state.config.name, ()):
+            if self.policies.get(policy.reqid, (None,))[0] is state:
+                del self.policies[policy.reqid]
+        self.peer_policies[state.config.name] = policies
+        for policy in policies:
+            self.policies[policy.reqid] = (state, policy)
+
+    def unregister(self, state: PeerState) -> None:
+        """Forget a peer's name, address and policies; what it still has to finish (its
+        DELETE) runs on from `leaving` until forget_if_done."""
+        name = state.config.name
+        self.set_policies(state, ())
+        del self.peer_policies[name]
+        del self.peers[name]
+        if self.peers_by_address.get(state.config.address) is state:
+            del self.peers_by_address[state.config.address]
+        self.sync_config()
+        state.removed = True
+        if state.retry is not None:
+            state.retry.cancel()
+            state.retry = None
+        self.leaving.append(state)
+
+    def forget_if_done(self, state: PeerState) -> None:
+        """A removed peer is forgotten once no transaction, queued command or SA is left."""
+        if not state.removed or state not in self.leaving:
+            return
+        if state.transactions or state.queue:
+            return
+        if any(c.peer is state for c in self.sadb.children.values()):
+            return
+        self.leaving.remove(state)
+        self.emit(PeerRemoved(state.config.name))
+
     # ---------------------------------------------------------------------------- epochs
 
     def saw_epoch(self, peer: PeerState, epoch: int, now: float) -> None:
@@ -146,22 +225,24 @@ class EngineCore(ABC):
         stale = [c for c in self.sadb.of_peer(peer.config.name) if c.peer_epoch != epoch]
         for child in stale:
             self.remove_child(child, "peer-epoch", now)
-        if stale and peer.config.start_action is StartAction.START:
-            self.renegotiate(peer, now)
+        if stale:
+            self.keep_up(peer, now)
 
     @abstractmethod
-    def renegotiate(self, peer: PeerState, now: float) -> None:
-        """Negotiate again the policies we want with `peer` (its start_action is START)."""
+    def keep_up(self, peer: PeerState, now: float, *, failed: bool = False) -> None:
+        """start_action=start: negotiate again what `peer` lost (after a failure: later)."""
 
     # -------------------------------------------------------------------------- children
 
-    def install(self, spec: SaSpec, child: Child, *, update: bool = False) -> int:
+    def install(
+        self, spec: SaSpec, child: Child, *, update: bool = False, acquire_seq: int | None = None
+    ) -> int:
         def done(result: HelperResult, now: float) -> None:
             if result.error is not None:
                 self.child_failed(child, f"install failed: {result.error}", now)
 
         token = self.token(done)
-        self.emit(UpdateSa(token, spec) if update else InstallSa(token, spec))
+        self.emit(UpdateSa(token, spec) if update else InstallSa(token, spec, acquire_seq))
         return token
 
     def delete_sa(self, protocol: int, spi: int, src: str, dst: str) -> None:
@@ -190,6 +271,7 @@ class EngineCore(ABC):
         self.sadb.remove(child)
         child.state = ChildState.DYING
         self.emit(SaDeleted(child.peer.config.name, child.id, reason))
+        self.forget_if_done(child.peer)
 
     @abstractmethod
     def child_failed(self, child: Child, reason: str, now: float) -> None:
@@ -198,6 +280,7 @@ class EngineCore(ABC):
     def established(self, child: Child, now: float) -> None:
         """A child is in place on our side: notify, and settle rekeys and duplicates (§3.6)."""
         child.state = ChildState.INSTALLED
+        child.peer.backoff = 0.0  # a success ends the start_action=start backoff
         self.emit(
             SaEstablished(
                 child.peer.config.name,

@@ -19,13 +19,17 @@ from kink.engine.events import (
     KernelEvent,
     LocalRequest,
     Rekey,
+    SaLifetimes,
+    SaTransform,
+    Selector,
+    SendDatagram,
     Status,
     Terminate,
     TicketResult,
 )
 from kink.engine.initiator import Transaction
-from kink.engine.responder import Responder
-from kink.engine.sadb import Child, ChildState
+from kink.engine.lifecycle import Lifecycle
+from kink.engine.sadb import Child, ChildState, PeerState
 from kink.wire import DecodeError, ErrorPayload, KinkErrorCode, MessageType, decode
 
 _COMMANDS = frozenset({MessageType.CREATE, MessageType.DELETE, MessageType.STATUS, MessageType.ACK})
@@ -34,6 +38,14 @@ _UNSUPPORTED = frozenset({KinkErrorCode.INVMAJ, KinkErrorCode.INVDOI, KinkErrorC
 
 @dataclass(frozen=True, slots=True)
 class ChildView:
+    """One child (an SA bundle: per protocol an inbound and an outbound SA) for kinkctl.
+
+    spis: (protocol, inbound SPI, outbound SPI) per protocol; local / remote: the selectors
+    (network, IP protocol, port; 0 = any); transforms: per protocol the algorithm names and
+    key length, never keys; life: what the SAs were installed with (the engine rekeys on time
+    itself at rekey_at, an engine time like created; only the initiator rekeys, §3.6);
+    pfs_group: the KE group if the exchange had KE, else None."""
+
     id: int
     peer: str
     initiator: bool
@@ -41,6 +53,14 @@ class ChildView:
     spis: tuple[tuple[int, int, int], ...]
     peer_epoch: int | None
     rekey_at: float | None
+    local: Selector | None = None
+    remote: Selector | None = None
+    mode: str = "transport"
+    reqid: int = 0
+    transforms: tuple[SaTransform, ...] = ()
+    life: SaLifetimes | None = None
+    pfs_group: int | None = None
+    created: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,9 +83,12 @@ class EngineState:
     counters: dict[str, int]
 
 
-class Engine(Responder):
+class Engine(Lifecycle):
     """Engine(config, kerberos, *, epoch, now, rng=None); feed it inputs, drain next_action()
-    after each, and call handle_timer() when next_timer() is due."""
+    after each, and call handle_timer() when next_timer() is due.
+
+    Changing it while it runs (kink.engine.lifecycle): add_peer, remove_peer, replace_peer,
+    reconfigure; across a restart of the daemon: child_records, then restore in the new one."""
 
     # ----------------------------------------------------------------------- inputs
 
@@ -84,11 +107,11 @@ class Engine(Responder):
             ):
                 # §4.2.8: "A responder SHOULD return a KINK error with KINK_INVMAJ ...".
                 reply = messages.lone_reply(header.xid, ErrorPayload(exc.kink_error))
-                from kink.engine.events import SendDatagram
-
                 self.emit(SendDatagram(reply, self.address(peer)))
             self.drop("undecodable", peer_address)
             return
+        if msg.type == MessageType.REPLY:
+            peer = self._reply_owner(peer, peer_address[0], msg.xid)
         if peer is None:
             self.drop("unknown-peer", peer_address)
             return
@@ -100,6 +123,16 @@ class Engine(Responder):
             self.on_gettgt(peer, msg, now)
         else:
             self.drop("unknown-type", peer_address)
+
+    def _reply_owner(self, peer: PeerState | None, address: str, xid: int) -> PeerState | None:
+        """The peer whose transaction a REPLY answers: a removed peer's DELETE (remove_peer)
+        still gets its REPLY, even once another peer took the address."""
+        if peer is not None and xid in peer.transactions:
+            return peer
+        for gone in self.leaving:
+            if gone.config.address == address and xid in gone.transactions:
+                return gone
+        return peer
 
     def handle_timer(self, now: float) -> None:
         import heapq
@@ -153,12 +186,18 @@ class Engine(Responder):
                     pair.outbound = False
         if child.state is not ChildState.DYING:
             self.start_delete([child], now)
+            self.keep_up(child.peer, now)  # start_action=start: a new pair at once
 
     def _by_outbound_address(self, protocol: int, spi: int, dst: str) -> Child | None:
-        peer = self.peers_by_address.get(dst)
-        if peer is None:
-            return None
-        return self.sadb.by_outbound(peer.config.name, protocol, spi)
+        peers = [self.peers_by_address.get(dst)] + [
+            p for p in self.leaving if p.config.address == dst
+        ]
+        for peer in peers:
+            if peer is not None:
+                child = self.sadb.by_outbound(peer.config.name, protocol, spi)
+                if child is not None:
+                    return child
+        return None
 
     def _acquire(self, event: Acquire, now: float) -> None:
         found = self.policies.get(event.reqid)
@@ -169,7 +208,7 @@ class Engine(Responder):
         if self._has_child(peer, policy) or self.in_progress(peer, policy):
             self.count("acquire-coalesced")  # a burst for one flow: one exchange
             return
-        self.start_create(peer, [policy], now)
+        self.start_create(peer, [policy], now, acquire_seq=event.seq)
 
     def request(self, req: LocalRequest, now: float) -> None:
         if isinstance(req, Initiate):
@@ -201,14 +240,33 @@ class Engine(Responder):
     def sa_activity(
         self, protocol: int, inbound_spi: int, bytes_in: int, bytes_out: int, now: float
     ) -> None:
-        """Traffic counters the daemon polls (cumulative, inbound SA and its outbound twin).
-        §3.7: DPD only on suspicion: outbound traffic with nothing coming back for dpd_delay
-        sends one STATUS; no periodic keepalives."""
+        """Dead peer detection input (RFC 4430 §3.7: only on suspicion, never periodic
+        keepalives): the kernel's byte counters of one protocol of a child, as read now.
+
+        protocol, inbound_spi: one (protocol, inbound SPI) of a child (ChildView.spis);
+        bytes_in: the cumulative byte counter of that inbound SA; bytes_out: that of its outbound
+        twin (the outbound SPI on the same line of ChildView.spis). Counters are cumulative, as
+        XFRM keeps them (curlft.bytes); the engine keeps the last sample per child and protocol
+        (0 before the first: a new SA counts from 0) and looks only at whether each grew. Poll
+        every few seconds (well under config.dpd_delay, e.g. a third of it); calling for each
+        protocol of a bundle is fine.
+
+        Outbound bytes that grow while inbound ones do not, for dpd_delay, send one STATUS to
+        the peer; any inbound growth clears the suspicion; a STATUS with no REPLY after its
+        retransmissions takes the peer's SAs down (and start_action=start negotiates anew).
+        A rekey makes a new child with new SPIs, whose counters start from 0: samples go to the
+        new SPIs from then on (the old child's stop mattering once it is deleted). A counter
+        lower than the last sample (an SA re-created, an engine restored from records) is a new
+        baseline: nothing is inferred from that sample. SPIs the engine does not know, or of a
+        child not installed, are ignored."""
         child = self.sadb.by_inbound(protocol, inbound_spi)
         if child is None or child.state is not ChildState.INSTALLED:
             return
-        got_in, sent_out = bytes_in > child.bytes_in, bytes_out > child.bytes_out
-        child.bytes_in, child.bytes_out = bytes_in, bytes_out
+        last = child.counters.get(protocol, (0, 0))  # a new SA counts from 0
+        child.counters[protocol] = (bytes_in, bytes_out)
+        if bytes_in < last[0] or bytes_out < last[1]:
+            return  # a counter reset: a new baseline
+        got_in, sent_out = bytes_in > last[0], bytes_out > last[1]
         if got_in:
             child.quiet_since = None
         elif sent_out and child.quiet_since is None:
@@ -257,6 +315,14 @@ class Engine(Responder):
                 c.spis(),
                 c.peer_epoch,
                 c.rekey_at,
+                c.policy.local,
+                c.policy.remote,
+                c.mode,
+                c.policy.reqid,
+                c.transforms,
+                c.life,
+                c.pfs_group,
+                c.created,
             )
             for c in self.sadb.children.values()
         )

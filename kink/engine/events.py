@@ -29,6 +29,32 @@ class Selector:
     port: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class SaLifetimes:
+    """The limits an SA is installed with (0: none). The engine rekeys on time itself (a timer
+    at a randomized soft lifetime, RFC 4430 §3.6), so soft_seconds is 0 on the SAs it installs;
+    soft_bytes is randomized below hard_bytes and reported as a soft Expire."""
+
+    soft_seconds: int
+    hard_seconds: int
+    soft_bytes: int
+    hard_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class SaTransform:
+    """The negotiated transform of one protocol of a child, by name, without keys: the XFRM
+    names of kink.crypto.algorithms, the encryption key length in bits (without the 4-octet
+    salt of AES-GCM, RFC 4106 §8.1), the AEAD ICV or the authentication truncation in bits."""
+
+    protocol: int
+    encryption: str | None
+    enc_key_bits: int | None
+    aead_icv_bits: int | None
+    authentication: str | None
+    auth_trunc_bits: int | None
+
+
 # ------------------------------------------------------------------------------- SA actions
 
 
@@ -81,10 +107,15 @@ class AllocateSpi:
 @dataclass(frozen=True, slots=True)
 class InstallSa:
     """Install an SA (for an allocated inbound SPI: fill in the larval SA). EEXIST if the
-    (dst, protocol, spi) is taken."""
+    (dst, protocol, spi) is taken.
+
+    acquire_seq: set on the outbound SAs of an exchange a kernel ACQUIRE started (Acquire.seq):
+    XFRM answers an ACQUIRE with the state carrying its seq, and the ACQUIRE's larval state is
+    the outbound one (src us, dst the peer), which is why the inbound AllocateSpi never has it."""
 
     token: int
     spec: SaSpec
+    acquire_seq: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +181,14 @@ class PeerEpochChanged:
 
 
 @dataclass(frozen=True, slots=True)
+class PeerRemoved:
+    """A peer given to Engine.remove_peer (or replaced with other addresses, principal or mode)
+    is gone for good: its DELETE exchange is over and none of its SAs are left."""
+
+    peer: str
+
+
+@dataclass(frozen=True, slots=True)
 class NegotiationFailed:
     """A command failed: reason in words, code the krb5 / KINK_ERROR / Notify name if any."""
 
@@ -167,7 +206,7 @@ class Dropped:
     peer: Address
 
 
-Notice = SaEstablished | SaDeleted | PeerEpochChanged | NegotiationFailed | Dropped
+Notice = SaEstablished | SaDeleted | PeerEpochChanged | PeerRemoved | NegotiationFailed | Dropped
 Action = (
     SendDatagram
     | AllocateSpi
@@ -184,9 +223,11 @@ Action = (
 
 @dataclass(frozen=True, slots=True)
 class Acquire:
-    """The kernel wants an SA for the trap policy with this reqid (XFRM_MSG_ACQUIRE)."""
+    """The kernel wants an SA for the trap policy with this reqid (XFRM_MSG_ACQUIRE); seq, the
+    ACQUIRE's sequence number, comes back as InstallSa.acquire_seq on the SAs that answer it."""
 
     reqid: int
+    seq: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

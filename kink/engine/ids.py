@@ -32,3 +32,14 @@ def selector_of(payload: IdPayload) -> Selector:
     else:
         raise ValueError(f"ID type {payload.id_type} is not a single address or subnet")
     return Selector(network, payload.protocol, payload.port)
+
+
+def within(inner: Selector, outer: Selector) -> bool:
+    """`inner` selects a subset of the traffic `outer` does (protocol and port 0 = any)."""
+    net, wide = inner.network, outer.network
+    return (
+        net.version == wide.version
+        and net.subnet_of(wide)  # type: ignore[arg-type]
+        and outer.protocol in (0, inner.protocol)
+        and outer.port in (0, inner.port)
+    )

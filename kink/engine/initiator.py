@@ -11,6 +11,7 @@ rejected the REPLY) is followed by a DELETE of them, so that no pair stays half-
 """
 
 import os
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -28,13 +29,14 @@ from kink.engine.events import (
     HelperResult,
     NegotiationFailed,
     SaDeleted,
+    SaLifetimes,
     SaSpec,
     SendDatagram,
     TicketResult,
 )
 from kink.engine.ids import id_payload
 from kink.engine.kerberos import KerberosError, NeedTicket
-from kink.engine.keys import KeyInput, Life, SaPlace, sa_spec
+from kink.engine.keys import KeyInput, SaPlace, sa_spec, sa_transform
 from kink.engine.proposals import (
     Choice,
     NoProposal,
@@ -120,6 +122,7 @@ class Transaction:
     u2u_tried: bool = False
     plain_tried: bool = False  # a FetchTicket (not user-to-user) went out for it
     denied: bool = False  # GETTGT: answered KINK_U2UDENIED
+    acquire_seq: int | None = None  # CREATE: the kernel ACQUIRE it answers (InstallSa)
 
 
 class Initiator(EngineCore):
@@ -134,25 +137,33 @@ class Initiator(EngineCore):
         rekey_of: Child | None = None,
         use_ke: bool = True,
         restarts: int = 0,
+        acquire_seq: int | None = None,
     ) -> None:
         negotiations = [Negotiation(p, rekey_of) for p in policies]
         if rekey_of is not None:
             rekey_of.rekeying = True
-        txn = Transaction(MessageType.CREATE, peer, negotiations, use_ke=use_ke, restarts=restarts)
+        txn = Transaction(
+            MessageType.CREATE,
+            peer,
+            negotiations,
+            use_ke=use_ke,
+            restarts=restarts,
+            acquire_seq=acquire_seq,
+        )
         self._start(txn, now)
 
     def start_delete(self, children: list[Child], now: float) -> None:
         """DELETE (§3.3, pessimistic): outbound SAs go now, inbound ones after the REPLY and
         the grace timer."""
-        by_peer: dict[str, list[Child]] = {}
-        for child in children:
+        by_peer: dict[PeerState, list[Child]] = {}  # by identity: a removed peer's name may
+        for child in children:  # be a new peer's already (lifecycle.replace_peer)
             if child.state is ChildState.DYING or child.id not in self.sadb.children:
                 continue
             child.state = ChildState.DYING
             self.delete_outbound(child)
-            by_peer.setdefault(child.peer.config.name, []).append(child)
-        for name, group in by_peer.items():
-            self._start(Transaction(MessageType.DELETE, self.peers[name], deletes=group), now)
+            by_peer.setdefault(child.peer, []).append(child)
+        for peer, group in by_peer.items():
+            self._start(Transaction(MessageType.DELETE, peer, deletes=group), now)
 
     def start_status(self, peer: PeerState, now: float, *, dpd: bool = False) -> None:
         if dpd:
@@ -160,6 +171,29 @@ class Initiator(EngineCore):
                 return
             peer.dpd_pending = True
         self._start(Transaction(MessageType.STATUS, peer, dpd=dpd), now)
+
+    def cancel_commands(
+        self, peer: PeerState, now: float, keep: Callable[[Transaction], bool]
+    ) -> None:
+        """End the commands to `peer` under way or queued, except those `keep` keeps (and
+        DELETEs, which are how SAs go, §3.3). A CREATE the responder may have acted on is
+        followed by a DELETE of what it installed, as when it is given up (§3.3)."""
+        peer.queue = deque(
+            fn
+            for fn in peer.queue
+            if isinstance(fn, _Queued) and (fn.txn.kind is MessageType.DELETE or keep(fn.txn))
+        )
+        for txn in list(peer.transactions.values()):
+            assert isinstance(txn, Transaction)
+            if txn.done or txn.kind is MessageType.DELETE or keep(txn):
+                continue
+            if txn.acked:
+                self._finish(txn, now)  # its SAs are in place: only the ACK retention ends
+                continue
+            if txn.dpd:
+                txn.dpd = peer.dpd_pending = False  # cancelled is not a dead peer
+            cleanup = txn.kind is MessageType.CREATE and txn.attempts > 0
+            self._fail(txn, "cancelled", None, now, cleanup=cleanup)
 
     def in_progress(self, peer: PeerState, policy: Policy) -> bool:
         for txn in peer.transactions.values():
@@ -169,13 +203,46 @@ class Initiator(EngineCore):
         return any(policy in getattr(fn, "policies", ()) for fn in peer.queue)
 
     def renegotiate(self, peer: PeerState, now: float) -> None:
-        wanted = [
+        """Negotiate every policy of `peer` that has no SA and no exchange under way."""
+        wanted = self._missing(peer)
+        if wanted:
+            self.start_create(peer, wanted, now)
+
+    def _missing(self, peer: PeerState) -> list[Policy]:
+        if peer.removed:
+            return []
+        return [
             p
             for p in self.peer_policies[peer.config.name]
             if not self._has_child(peer, p) and not self.in_progress(peer, p)
         ]
-        if wanted:
-            self.start_create(peer, wanted, now)
+
+    def keep_up(self, peer: PeerState, now: float, *, failed: bool = False) -> None:
+        """start_action=start keeps its SAs up (as strongSwan's does): once a pair is lost
+        (SaGone, hard Expire, a DELETE from the peer, a new peer epoch §3.7, a dead peer) the
+        missing policies are negotiated again at once; after a failed attempt, again after a
+        delay doubling from retry_backoff_initial to retry_backoff_cap (reset by any SA of the
+        peer coming up), so that a peer that is down sees no storm. Trap peers wait for the
+        next ACQUIRE instead; respond-only peers never initiate."""
+        if peer.config.start_action is not StartAction.START or not self._missing(peer):
+            return
+        if peer.retry is not None and not peer.retry.cancelled:
+            return  # a retry is due already: it negotiates everything missing
+        if not failed:
+            self.renegotiate(peer, now)
+            return
+        config = self.config
+        peer.backoff = min(
+            2 * peer.backoff if peer.backoff else config.retry_backoff_initial,
+            config.retry_backoff_cap,
+        )
+        self.count("keep-up-retry")
+
+        def retry(now: float) -> None:
+            peer.retry = None
+            self.renegotiate(peer, now)
+
+        peer.retry = self.schedule(now + peer.backoff, retry)
 
     def _has_child(self, peer: PeerState, policy: Policy) -> bool:
         return any(
@@ -352,10 +419,10 @@ class Initiator(EngineCore):
             here, there, False, peer.config.mode, policy.reqid, policy.local, policy.remote
         )
 
-    def _life(self, seconds: int, kilobytes: int) -> Life:
+    def _life(self, seconds: int, kilobytes: int) -> SaLifetimes:
         hard_bytes = kilobytes * 1024
         soft_bytes = int(hard_bytes * self.rng.uniform(0.8, 0.9))
-        return Life(0, seconds, soft_bytes, hard_bytes)
+        return SaLifetimes(0, seconds, soft_bytes, hard_bytes)
 
     # ------------------------------------------------------------------ transmitting
 
@@ -417,6 +484,7 @@ class Initiator(EngineCore):
         if txn.peer.transactions.get(txn.xid) is txn:
             del txn.peer.transactions[txn.xid]
         self._release(txn, now)
+        self.forget_if_done(txn.peer)
 
     def _fail(
         self, txn: Transaction, reason: str, code: str | None, now: float, *, cleanup: bool = False
@@ -435,6 +503,7 @@ class Initiator(EngineCore):
                     neg.rekey_of.rekeying = False
             if cleanup:
                 self._delete_orphans(peer, txn.negotiations, now)
+            self.keep_up(peer, now, failed=True)
         elif txn.kind is MessageType.DELETE:
             for child in txn.deletes:
                 self._reap(child, "deleted (no reply)", now)
@@ -476,8 +545,7 @@ class Initiator(EngineCore):
         """DPD (§3.7) found no answer to STATUS: the peer's SAs lead nowhere."""
         for child in list(self.sadb.of_peer(peer.config.name)):
             self.remove_child(child, "dead-peer", now)
-        if peer.config.start_action is StartAction.START:
-            self.renegotiate(peer, now)
+        self.keep_up(peer, now)
 
     # ----------------------------------------------------------------------- replies
 
@@ -614,6 +682,7 @@ class Initiator(EngineCore):
                 rekey_of=rekey_of,
                 use_ke=txn.use_ke,
                 restarts=txn.restarts + 1,
+                acquire_seq=txn.acquire_seq,
             )
         else:
             retry = Transaction(txn.kind, txn.peer, deletes=txn.deletes, dpd=txn.dpd)
@@ -688,6 +757,7 @@ class Initiator(EngineCore):
                     use_ke=use_ke,
                     restarts=txn.restarts + 1,
                 )
+        self.keep_up(peer, now, failed=True)  # a no-op unless a wanted policy went without SA
 
     def _negotiated(
         self, txn: Transaction, neg: Negotiation, isakmp: Isakmp, ackreq: bool, now: float
@@ -780,6 +850,10 @@ class Initiator(EngineCore):
             now,
             three_way=three_way,
             rekey_of=neg.rekey_of.id if neg.rekey_of is not None else None,
+            mode=peer.config.mode,
+            transforms=tuple(sa_transform(n.protocol, n.params) for n in choice.protocols),
+            life=life,
+            pfs_group=neg.dh.group if gxy is not None and neg.dh is not None else None,
         )
         optimistic = {s.protocol: s for s in neg.optimistic}
         neg.optimistic.clear()
@@ -808,7 +882,7 @@ class Initiator(EngineCore):
                 life,
                 self.config.replay_window,
             )
-            self.install(spec, child)
+            self.install(spec, child, acquire_seq=txn.acquire_seq)
             pair.inbound = pair.outbound = True
         for spec in optimistic.values():  # an optimistic protocol the chosen bundle lacks
             self.delete_sa(spec.protocol, spec.spi, spec.src, spec.dst)
@@ -902,6 +976,7 @@ class Initiator(EngineCore):
             return
         self.emit(NegotiationFailed(child.peer.config.name, "CREATE", reason, None))
         self.start_delete([child], now)
+        self.keep_up(child.peer, now, failed=True)
 
     def _reap(self, child: Child, reason: str, now: float) -> None:
         if child.id not in self.sadb.children:
@@ -910,6 +985,7 @@ class Initiator(EngineCore):
         self.delete_inbound(child)
         self.sadb.remove(child)
         self.emit(SaDeleted(child.peer.config.name, child.id, reason))
+        self.forget_if_done(child.peer)
 
 
 class _Queued:

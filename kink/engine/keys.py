@@ -8,10 +8,10 @@ payloads were exchanged.
 
 from dataclasses import dataclass
 
-from kink.crypto.algorithms import TransformParams, derive_sa_keys
+from kink.crypto.algorithms import TransformParams, derive_sa_keys, sa_algorithms
 from kink.crypto.profiles import AesPrf
 from kink.crypto.rfc3961 import Key
-from kink.engine.events import SaSpec, Selector
+from kink.engine.events import SaLifetimes, SaSpec, SaTransform, Selector
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,21 +38,13 @@ class KeyInput:
     aes_prf: AesPrf
 
 
-@dataclass(frozen=True, slots=True)
-class Life:
-    soft_seconds: int
-    hard_seconds: int
-    soft_bytes: int
-    hard_bytes: int
-
-
 def sa_spec(
     inputs: KeyInput,
     protocol: int,
     spi: int,
     params: TransformParams,
     place: SaPlace,
-    life: Life,
+    life: SaLifetimes,
     replay_window: int,
 ) -> SaSpec:
     """The SaSpec of one SA with its keys. UnsupportedTransform (a CryptoError) if the
@@ -89,4 +81,20 @@ def sa_spec(
         soft_bytes=life.soft_bytes,
         hard_bytes=life.hard_bytes,
         replay_window=replay_window,
+    )
+
+
+def sa_transform(protocol: int, params: TransformParams) -> SaTransform:
+    """The names of a negotiated transform, for kinkctl and restart records (no keys)."""
+    alg = sa_algorithms(protocol, params)
+    enc_bits = params.key_length
+    if enc_bits is None and alg.encryption is not None:
+        enc_bits = alg.enc_key_length * 8  # a fixed-length key (no Key Length attribute)
+    return SaTransform(
+        protocol,
+        alg.encryption,
+        enc_bits if alg.encryption is not None else None,
+        alg.aead_icv_bits,
+        alg.authentication,
+        alg.auth_trunc_bits,
     )

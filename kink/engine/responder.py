@@ -31,10 +31,10 @@ from kink.engine.events import (
     Selector,
     SendDatagram,
 )
-from kink.engine.ids import selector_of
+from kink.engine.ids import selector_of, within
 from kink.engine.initiator import Initiator, _delete_payloads, _notify_name, _reaper
 from kink.engine.kerberos import AcceptedRequest, KerberosError, KerberosPort
-from kink.engine.keys import KeyInput, sa_spec
+from kink.engine.keys import KeyInput, sa_spec, sa_transform
 from kink.engine.proposals import Choice, NoProposal, select, with_spis
 from kink.engine.sadb import Child, ChildState, PeerState, SaPair
 from kink.wire import (
@@ -343,7 +343,7 @@ class Responder(Initiator):
         # Narrowing (as strongSwan does): selectors inside a configured policy are granted as
         # asked, under that policy's reqid; anything reaching outside is refused (§10).
         for policy in configured:
-            if _within(ours, policy.local) and _within(theirs, policy.remote):
+            if within(ours, policy.local) and within(theirs, policy.remote):
                 return Policy(ours, theirs, policy.reqid)
         return None
 
@@ -422,6 +422,10 @@ class Responder(Initiator):
             peer.epoch,
             now,
             three_way=three_way,
+            mode=peer.config.mode,
+            transforms=tuple(sa_transform(n.protocol, n.params) for n in choice.protocols),
+            life=life,
+            pfs_group=plan.group if gxy is not None else None,
         )
         plan.child = child
         inbound = self._place(peer, plan.policy, inbound=True)
@@ -573,6 +577,8 @@ class Responder(Initiator):
             self.delete_outbound(child)
             self.schedule(now + self.grace(peer), _reaper(self, child))
         entry.reply = self._send_reply(peer, msg.xid, accepted, (Isakmp(tuple(payloads)),))
+        if found:
+            self.keep_up(peer, now)  # start_action=start: the peer took our SAs down
 
     # -------------------------------------------------------------------------- STATUS
 
@@ -638,17 +644,6 @@ def _group_of(sa: SaPayload) -> int | None:
                 if attr.type == AttributeType.GROUP_DESCRIPTION:
                     return attr.as_int()
     return None
-
-
-def _within(inner: Selector, outer: Selector) -> bool:
-    """`inner` selects a subset of the traffic `outer` does (protocol and port 0 = any)."""
-    net, wide = inner.network, outer.network
-    return (
-        net.version == wide.version
-        and net.subnet_of(wide)  # type: ignore[arg-type]
-        and outer.protocol in (0, inner.protocol)
-        and outer.port in (0, inner.port)
-    )
 
 
 def _host(address: str) -> Selector:

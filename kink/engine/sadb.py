@@ -9,9 +9,14 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import TYPE_CHECKING
 
 from kink.engine.config import PeerConfig, Policy
+from kink.engine.events import SaLifetimes, SaTransform
 from kink.engine.proposals import Lifetime
+
+if TYPE_CHECKING:
+    from kink.engine.core import Timer
 
 
 class ChildState(Enum):
@@ -44,9 +49,14 @@ class Child:
     state: ChildState = ChildState.LARVAL
     rekey_at: float | None = None
     rekeying: bool = False
-    # DPD (§3.7): traffic counters last seen and since when outbound grew without inbound.
-    bytes_in: int = 0
-    bytes_out: int = 0
+    # What was installed, for kinkctl and restart records (no keys).
+    mode: str = "transport"
+    transforms: tuple[SaTransform, ...] = ()
+    life: SaLifetimes | None = None
+    pfs_group: int | None = None  # the KE group when the exchange carried KE (§3.2)
+    # DPD (§3.7): per protocol the (inbound, outbound) byte counters last seen, and since when
+    # outbound grew without inbound.
+    counters: dict[int, tuple[int, int]] = field(default_factory=dict)
     quiet_since: float | None = None
 
     def spis(self) -> tuple[tuple[int, int, int], ...]:
@@ -65,6 +75,11 @@ class PeerState:
     active: int = 0
     rtt: float | None = None
     dpd_pending: bool = False
+    removed: bool = False  # Engine.remove_peer: only its DELETE exchange still runs
+    # start_action=start: the delay of the next retry after a failed renegotiation (0: none
+    # failed since the last success) and the timer of the retry pending.
+    backoff: float = 0.0
+    retry: "Timer | None" = None
 
 
 class Sadb:

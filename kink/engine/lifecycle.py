@@ -1,0 +1,285 @@
+"""Changing a running engine, and taking over SAs after a restart.
+
+Peers (a reload, SIGHUP / `kinkctl reload`, issue 6):
+- add_peer(peer, now): the peer is known from now on; start_action=start negotiates at once.
+- remove_peer(name, now): its commands under way are cancelled, its policies forgotten at once
+  (no ACQUIRE, CREATE or DELETE of it is taken any more), its SAs DELETEd (RFC 4430 §3.3); a
+  PeerRemoved notice follows once that DELETE is over and no SA of it is left.
+- replace_peer(peer, now): new settings for a peer of that name. With another address,
+  principal or mode it is remove_peer + add_peer (the SAs belong to the old ones: §10 binds the
+  selectors to the principal). Otherwise the SAs stay until their rekey, which uses the new
+  proposals, lifetimes, PFS group...; only SAs whose selectors no configured policy covers any
+  more (and CREATEs under way for such selectors) are DELETEd; a policy keeps its reqid when it
+  keeps its selectors (the host-to-host one of a peer without policies always does).
+- reconfigure(config, now): a whole new EngineConfig: host knobs applied, peers added, removed
+  and replaced as above; FIXED_FIELDS may not change (ConfigChangeError, before any change).
+
+Restart (RFC 4430 §3.7, issue 6: a kinkd that finds its SAs still in the kernel keeps its epoch
+and its SAs): child_records(now) in the old process, saved with a wall-clock time; in the new
+one Engine(..., epoch=<the same epoch>), then restore(records, now, elapsed=<wall-clock seconds
+since they were saved>), then start(now). restore sends and installs nothing.
+"""
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+
+from kink.engine.config import FIXED_FIELDS, ConfigChangeError, EngineConfig, PeerConfig, Policy
+from kink.engine.core import effective_policies
+from kink.engine.ids import within
+from kink.engine.proposals import Lifetime
+from kink.engine.records import ChildRecord
+from kink.engine.responder import Responder
+from kink.engine.sadb import Child, ChildState, PeerState, SaPair
+
+
+@dataclass(frozen=True, slots=True)
+class Reconfigured:
+    """What reconfigure() did, by peer name."""
+
+    added: tuple[str, ...]
+    removed: tuple[str, ...]
+    changed: tuple[str, ...]
+    unchanged: tuple[str, ...]
+
+
+class Lifecycle(Responder):
+    # ----------------------------------------------------------------------------- peers
+
+    def add_peer(self, peer: PeerConfig, now: float) -> None:
+        """Know `peer` from now on (ValueError if its name, address or a configured reqid is
+        taken). A peer without policies gets the host-to-host one under the lowest free reqid
+        from config.reqid_base (see peer_policies). start_action=start negotiates at once."""
+        state = PeerState(peer)
+        self.register(state)
+        self.sync_config()
+        self.keep_up(state, now)
+
+    def remove_peer(self, name: str, now: float) -> None:
+        """Forget the peer `name` (ValueError if unknown) and DELETE its SAs (§3.3)."""
+        state = self._peer(name)
+        self.unregister(state)
+        self.cancel_commands(state, now, keep=lambda txn: False)
+        children = [c for c in self.sadb.children.values() if c.peer is state]
+        self.start_delete(children, now)
+        self.forget_if_done(state)
+
+    def replace_peer(self, peer: PeerConfig, now: float) -> None:
+        """New settings for the peer named peer.name (ValueError if unknown, or if the new
+        address or reqids are another peer's); the rule is in the module docstring."""
+        state = self._peer(peer.name)
+        old = state.config
+        if peer == old:
+            return
+        self.check_free(peer, replacing=state)
+        implicit = None if old.policies else self.peer_policies[old.name][0].reqid
+        if _moved(old, peer):
+            self.remove_peer(old.name, now)
+            self.register(PeerState(peer), None if peer.policies else implicit)
+            self.sync_config()
+            self.keep_up(self.peers[peer.name], now)
+            return
+        reqid = implicit if implicit is not None else self.free_reqid()
+        policies = effective_policies(peer, self.config.address, reqid)
+        state.config = peer
+        self.set_policies(state, policies)
+        self.sync_config()
+
+        def stale(policy: Policy) -> bool:
+            return not any(_covers(p, policy) for p in policies)
+
+        self.cancel_commands(
+            state,
+            now,
+            keep=lambda txn: not any(stale(n.policy) for n in txn.negotiations),
+        )
+        gone = [
+            c
+            for c in self.sadb.children.values()
+            if c.peer is state and c.state is not ChildState.DYING and stale(c.policy)
+        ]
+        self.start_delete(gone, now)
+        self.keep_up(state, now)
+
+    def reconfigure(self, config: EngineConfig, now: float) -> Reconfigured:
+        """Apply a new configuration: the host-wide knobs from their next use, and its peers
+        through add_peer, remove_peer and replace_peer (unchanged peers are not touched).
+        ConfigChangeError, with nothing changed, if a FIXED_FIELDS value differs or the peers
+        clash (a name, address or reqid twice)."""
+        fixed = [f for f in FIXED_FIELDS if getattr(config, f) != getattr(self.config, f)]
+        if fixed:
+            raise ConfigChangeError(
+                f"{', '.join(fixed)} cannot change while the engine runs (it needs a restart)"
+            )
+        old = {name: state.config for name, state in self.peers.items()}
+        new = {p.name: p for p in config.peers}
+        removed = [n for n in old if n not in new]
+        added = [n for n in new if n not in old]
+        changed = [n for n in new if n in old and new[n] != old[n]]
+        unchanged = [n for n in new if n in old and new[n] == old[n]]
+        moved = [n for n in changed if _moved(old[n], new[n])]
+        kept_implicit = {
+            self.peer_policies[n][0].reqid
+            for n in unchanged + changed
+            if n not in moved and not old[n].policies and not new[n].policies
+        }
+        _check_peers(config.peers, kept_implicit)
+        self.config = replace(config, peers=self.config.peers)
+        for name in removed + moved:
+            self.remove_peer(name, now)
+        for name in changed:
+            if name not in moved:
+                self.replace_peer(new[name], now)
+        for peer in config.peers:
+            if peer.name in added or peer.name in moved:
+                self.add_peer(peer, now)
+        return Reconfigured(tuple(added), tuple(removed), tuple(changed), tuple(unchanged))
+
+    def _peer(self, name: str) -> PeerState:
+        state = self.peers.get(name)
+        if state is None:
+            raise ValueError(f"no peer {name!r}")
+        return state
+
+    # --------------------------------------------------------------------------- restart
+
+    def child_records(self, now: float) -> list[ChildRecord]:
+        """A record of every installed child (not those being negotiated or deleted, nor a
+        removed peer's), for restore() in the next process. No keys."""
+        records = []
+        for c in self.sadb.children.values():
+            if c.state is not ChildState.INSTALLED or c.peer.removed or c.life is None:
+                continue
+            records.append(
+                ChildRecord(
+                    peer=c.peer.config.name,
+                    initiator=c.initiator,
+                    spis=c.spis(),
+                    mode=c.mode,
+                    reqid=c.policy.reqid,
+                    local=c.policy.local,
+                    remote=c.policy.remote,
+                    send_ids=c.policy.send_ids,
+                    transforms=c.transforms,
+                    life=c.life,
+                    pfs_group=c.pfs_group,
+                    peer_epoch=c.peer_epoch,
+                    age=now - c.created,
+                    rekey_in=None if c.rekey_at is None else c.rekey_at - now,
+                )
+            )
+        return records
+
+    def restore(
+        self, records: Iterable[ChildRecord], now: float, *, elapsed: float = 0.0
+    ) -> list[ChildRecord]:
+        """Know again the children of `records`, whose SAs are still in the kernel: nothing is
+        sent or installed. Pass only records whose SAs the kernel still has (a helper dump);
+        `elapsed`: seconds between child_records() and now (wall clock), which the children
+        aged meanwhile. The children are then matched by kernel events and sa_activity,
+        rekeyed by us at their soft lifetime if we initiated them (at once if it passed), and
+        DELETEd on Terminate or when their peer is removed. A peer's epoch is taken from its
+        newest record, so that a peer that restarted meanwhile is noticed (§3.7).
+
+        Returns the records not restored: their peer is unknown, no configured policy of it
+        covers their selectors any more, or an SPI is known already. The daemon should delete
+        those SAs from the kernel itself."""
+        left: list[ChildRecord] = []
+        newest: dict[str, ChildRecord] = {}
+        for record in records:
+            state = self.peers.get(record.peer)
+            policy = self._restored_policy(state, record) if state is not None else None
+            if state is None or policy is None or self._known(record):
+                left.append(record)
+                continue
+            age = record.age + elapsed
+            child = Child(
+                self.sadb.new_id(),
+                state,
+                policy,
+                record.initiator,
+                [SaPair(p, spi_in, spi_out, True, True) for p, spi_in, spi_out in record.spis],
+                Lifetime(record.life.hard_seconds, record.life.hard_bytes // 1024),
+                record.peer_epoch,
+                now - age,
+                state=ChildState.INSTALLED,
+                mode=record.mode,
+                transforms=record.transforms,
+                life=record.life,
+                pfs_group=record.pfs_group,
+            )
+            self.sadb.add(child)
+            if record.initiator and record.rekey_in is not None:
+                child.rekey_at = now + max(0.0, record.rekey_in - elapsed)
+                self.schedule(child.rekey_at, _rekeyer(self, child))
+            best = newest.get(record.peer)
+            if best is None or record.age < best.age:
+                newest[record.peer] = record
+        for name, record in newest.items():
+            state = self.peers[name]
+            if state.epoch is None:
+                state.epoch = record.peer_epoch
+        return left
+
+    def _known(self, record: ChildRecord) -> bool:
+        return any(
+            self.sadb.by_inbound(p, spi_in) is not None
+            or self.sadb.by_outbound(record.peer, p, spi_out) is not None
+            for p, spi_in, spi_out in record.spis
+        )
+
+    def _restored_policy(self, state: PeerState, record: ChildRecord) -> Policy | None:
+        """The configured policy that covers a record's selectors (§10), as the responder
+        grants narrower ones. The host-to-host policy of a peer without policies takes the
+        record's reqid if free, so that it goes on matching the SAs in the kernel."""
+        for policy in self.peer_policies[state.config.name]:
+            if policy.send_ids != record.send_ids:
+                continue
+            if not (within(record.local, policy.local) and within(record.remote, policy.remote)):
+                continue
+            if (
+                policy.reqid != record.reqid
+                and not state.config.policies
+                and record.reqid not in self.policies
+            ):
+                policy = replace(policy, reqid=record.reqid)
+                self.set_policies(state, (policy,))
+            if (policy.local, policy.remote) == (record.local, record.remote):
+                return policy
+            return Policy(record.local, record.remote, policy.reqid)
+        return None
+
+
+def _rekeyer(engine: Lifecycle, child: Child) -> Callable[[float], None]:
+    return lambda now: engine.rekey(child, now)
+
+
+def _moved(old: PeerConfig, new: PeerConfig) -> bool:
+    """A change its SAs cannot outlive: another address, principal (§10) or mode."""
+    return (old.address, old.principal, old.mode) != (new.address, new.principal, new.mode)
+
+
+def _covers(configured: Policy, policy: Policy) -> bool:
+    """`policy` (a child's) lies within `configured`, under the same reqid and ID use."""
+    return (
+        configured.reqid == policy.reqid
+        and configured.send_ids == policy.send_ids
+        and within(policy.local, configured.local)
+        and within(policy.remote, configured.remote)
+    )
+
+
+def _check_peers(peers: tuple[PeerConfig, ...], implicit: set[int]) -> None:
+    names: set[str] = set()
+    addresses: set[str] = set()
+    reqids: set[int] = set(implicit)
+    for peer in peers:
+        if peer.name in names:
+            raise ConfigChangeError(f"peer {peer.name!r} twice")
+        if peer.address in addresses:
+            raise ConfigChangeError(f"address {peer.address} twice (peer {peer.name!r})")
+        for policy in peer.policies:
+            if policy.reqid in reqids:
+                raise ConfigChangeError(f"reqid {policy.reqid:#x} twice (peer {peer.name!r})")
+            reqids.add(policy.reqid)
+        names.add(peer.name)
+        addresses.add(peer.address)

@@ -1,0 +1,188 @@
+"""ChildRecord: what a restarted daemon needs to take over the SAs it left in the kernel
+(RFC 4430 §3.7: a restart that keeps its SAs keeps its epoch; only losing them starts a new one).
+
+A record is plain data and carries no key: the SAs and their keys stay in the kernel, the
+engine only needs to know them again (to match kernel events, rekey the ones it initiated at
+their soft lifetime and DELETE them on request). Times are relative, since engine time is the
+daemon's clock and that clock starts again with the process: `age` is the child's age and
+`rekey_in` the time left to its rekey when the record was made (Engine.child_records(now)).
+to_dict() gives JSON-safe values; from_dict() reads them back or raises RecordError.
+"""
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from ipaddress import ip_network
+from typing import Any, TypeVar
+
+from kink.engine.events import SaLifetimes, SaTransform, Selector
+
+T = TypeVar("T")
+
+
+class RecordError(ValueError):
+    """A record that cannot be read (a damaged or foreign state file)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChildRecord:
+    """One established child: peer name, role (only the initiator rekeys, §3.6), per protocol
+    (protocol, inbound SPI, outbound SPI), mode, reqid and selectors of its policy (send_ids:
+    whether IDci/IDcr were exchanged, §5.3), algorithm names, installed lifetimes, the KE group
+    if PFS was used, the peer's epoch when it was made (§3.7), its age and the time to its
+    rekey (None: not rekeyed by us)."""
+
+    peer: str
+    initiator: bool
+    spis: tuple[tuple[int, int, int], ...]
+    mode: str
+    reqid: int
+    local: Selector
+    remote: Selector
+    send_ids: bool
+    transforms: tuple[SaTransform, ...]
+    life: SaLifetimes
+    pfs_group: int | None
+    peer_epoch: int | None
+    age: float
+    rekey_in: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "peer": self.peer,
+            "initiator": self.initiator,
+            "spis": [list(s) for s in self.spis],
+            "mode": self.mode,
+            "reqid": self.reqid,
+            "local": _selector_dict(self.local),
+            "remote": _selector_dict(self.remote),
+            "send_ids": self.send_ids,
+            "transforms": [
+                {
+                    "protocol": t.protocol,
+                    "encryption": t.encryption,
+                    "enc_key_bits": t.enc_key_bits,
+                    "aead_icv_bits": t.aead_icv_bits,
+                    "authentication": t.authentication,
+                    "auth_trunc_bits": t.auth_trunc_bits,
+                }
+                for t in self.transforms
+            ],
+            "life": {
+                "soft_seconds": self.life.soft_seconds,
+                "hard_seconds": self.life.hard_seconds,
+                "soft_bytes": self.life.soft_bytes,
+                "hard_bytes": self.life.hard_bytes,
+            },
+            "pfs_group": self.pfs_group,
+            "peer_epoch": self.peer_epoch,
+            "age": self.age,
+            "rekey_in": self.rekey_in,
+        }
+
+    @classmethod
+    def from_dict(cls, data: object) -> "ChildRecord":
+        """The record to_dict() made; RecordError for anything else."""
+        d = _mapping(data, "record")
+        try:
+            spis = tuple(_spi_triple(s) for s in _list(d["spis"], "spis"))
+            life = _mapping(d["life"], "life")
+            record = cls(
+                peer=_typed(d["peer"], str, "peer"),
+                initiator=_typed(d["initiator"], bool, "initiator"),
+                spis=spis,
+                mode=_typed(d["mode"], str, "mode"),
+                reqid=_int(d["reqid"], "reqid"),
+                local=_selector(d["local"], "local"),
+                remote=_selector(d["remote"], "remote"),
+                send_ids=_typed(d["send_ids"], bool, "send_ids"),
+                transforms=tuple(_transform(t) for t in _list(d["transforms"], "transforms")),
+                life=SaLifetimes(
+                    _int(life["soft_seconds"], "soft_seconds"),
+                    _int(life["hard_seconds"], "hard_seconds"),
+                    _int(life["soft_bytes"], "soft_bytes"),
+                    _int(life["hard_bytes"], "hard_bytes"),
+                ),
+                pfs_group=_optional(d["pfs_group"], _int, "pfs_group"),
+                peer_epoch=_optional(d["peer_epoch"], _int, "peer_epoch"),
+                age=_number(d["age"], "age"),
+                rekey_in=_optional(d["rekey_in"], _number, "rekey_in"),
+            )
+        except KeyError as exc:
+            raise RecordError(f"record without {exc.args[0]!r}") from None
+        if not record.spis or record.mode not in ("transport", "tunnel"):
+            raise RecordError("record without SPIs or with an unknown mode")
+        return record
+
+
+def _selector_dict(selector: Selector) -> dict[str, Any]:
+    return {"network": str(selector.network), "protocol": selector.protocol, "port": selector.port}
+
+
+def _mapping(value: object, what: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise RecordError(f"{what}: not a mapping")
+    return value
+
+
+def _list(value: object, what: str) -> list[Any]:
+    if not isinstance(value, list | tuple):
+        raise RecordError(f"{what}: not a list")
+    return list(value)
+
+
+def _typed(value: object, kind: type[T], what: str) -> T:
+    if not isinstance(value, kind):
+        raise RecordError(f"{what}: not a {kind.__name__}")
+    return value
+
+
+def _int(value: object, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise RecordError(f"{what}: not a non-negative integer")
+    return value
+
+
+def _number(value: object, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise RecordError(f"{what}: not a number")
+    return float(value)
+
+
+def _optional(value: object, read: Callable[[object, str], T], what: str) -> T | None:
+    return None if value is None else read(value, what)
+
+
+def _optional_str(value: object, what: str) -> str | None:
+    return None if value is None else _typed(value, str, what)
+
+
+def _spi_triple(value: object) -> tuple[int, int, int]:
+    items = _list(value, "spis")
+    if len(items) != 3:
+        raise RecordError("spis: not (protocol, inbound SPI, outbound SPI)")
+    protocol, spi_in, spi_out = (_int(v, "spis") for v in items)
+    return protocol, spi_in, spi_out
+
+
+def _selector(value: object, what: str) -> Selector:
+    d = _mapping(value, what)
+    try:
+        network = ip_network(_typed(d["network"], str, what))
+    except (KeyError, ValueError):
+        raise RecordError(f"{what}: no valid network") from None
+    return Selector(network, _int(d.get("protocol", 0), what), _int(d.get("port", 0), what))
+
+
+def _transform(value: object) -> SaTransform:
+    d = _mapping(value, "transforms")
+    try:
+        return SaTransform(
+            _int(d["protocol"], "protocol"),
+            _optional_str(d["encryption"], "encryption"),
+            _optional(d["enc_key_bits"], _int, "enc_key_bits"),
+            _optional(d["aead_icv_bits"], _int, "aead_icv_bits"),
+            _optional_str(d["authentication"], "authentication"),
+            _optional(d["auth_trunc_bits"], _int, "auth_trunc_bits"),
+        )
+    except KeyError as exc:
+        raise RecordError(f"transform without {exc.args[0]!r}") from None
