@@ -28,6 +28,7 @@ from kink.engine.events import (
     UpdateSa,
 )
 from kink.engine.kerberos import KerberosPort
+from kink.engine.ratelimit import ReplyLimiter
 from kink.engine.sadb import Child, ChildState, PeerState, Sadb
 
 # The old name of the default EngineConfig.reqid_base, still imported by kink.daemon.engine_peers.
@@ -97,6 +98,8 @@ class EngineCore(ABC):
         self.waiting: dict[int, HelperCallback] = {}
         self.ticket_waiting: dict[int, Callable[[TicketResult, float], None]] = {}
         self.counters: dict[str, int] = {}
+        # Lone replies (KINK_ERROR, KRB_ERROR, TGT_REP) answer what nobody authenticated.
+        self.reply_limiter = ReplyLimiter()
         self.created = now
 
     # ------------------------------------------------------------------------- plumbing
@@ -116,6 +119,16 @@ class EngineCore(ABC):
 
     def count(self, name: str) -> None:
         self.counters[name] = self.counters.get(name, 0) + 1
+
+    def may_answer_unauthenticated(self, peer: Address, now: float) -> bool:
+        """Whether a lone reply to a message nobody authenticated may go to `peer` now; if
+        `peer` or all sources together are over their limit (kink.engine.ratelimit) it is
+        counted and must be dropped. Ask before building the reply: that is the work saved."""
+        refused = self.reply_limiter.refusal(peer[0], now)
+        if refused is None:
+            return True
+        self.count(f"rate-limited.lone-reply.{refused}")
+        return False
 
     def drop(self, cause: str, peer: Address) -> None:
         self.count(f"dropped.{cause}")

@@ -104,6 +104,7 @@ class Engine(Lifecycle):
                 and header.type in _COMMANDS
                 and header.type != MessageType.ACK
                 and exc.kink_error in _UNSUPPORTED
+                and self.may_answer_unauthenticated(self.address(peer), now)
             ):
                 # §4.2.8: "A responder SHOULD return a KINK error with KINK_INVMAJ ...".
                 reply = messages.lone_reply(header.xid, ErrorPayload(exc.kink_error))

@@ -9,6 +9,7 @@ the initiator's order and takes the first it supports; lifetimes are the shorter
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from itertools import groupby
 
 from kink.crypto.algorithms import TransformParams
@@ -125,6 +126,12 @@ def _bundles(sa: SaPayload) -> Iterator[tuple[int, tuple[Proposal, ...]]]:
         yield number, tuple(group)
 
 
+# Transforms are frozen values and an exchange meets the same few again and again (the offer,
+# the pick, the reply): their analysis is cached. Bounded, as transforms come from the wire.
+_TRANSFORM_CACHE = 1024
+
+
+@lru_cache(maxsize=_TRANSFORM_CACHE)
 def _split(transform: Transform) -> tuple[Lifetime, frozenset[tuple[int, int | bytes]]]:
     """(lifetime, the other attributes) of a transform; ProtocolError if lifetimes conflict."""
     seconds = kilobytes = 0
@@ -141,6 +148,7 @@ def _split(transform: Transform) -> tuple[Lifetime, frozenset[tuple[int, int | b
     return Lifetime(seconds, kilobytes), rest
 
 
+@lru_cache(maxsize=_TRANSFORM_CACHE)
 def params_of(transform: Transform) -> TransformParams:
     auth = key_length = None
     for attr in transform.attributes:
@@ -175,7 +183,6 @@ def select(sa: SaPayload, peer: PeerConfig, group: int | None) -> tuple[Choice, 
                     Negotiated(proposal.protocol, peer_spi, transform, params_of(transform))
                 )
             for proposal, (_, transform) in zip(bundle, picked, strict=True):
-                _, _rest = _split(transform)
                 attrs = life_attributes(life) + tuple(
                     a for a in transform.attributes if a.type not in _LIFE
                 )
@@ -212,7 +219,7 @@ def _match_bundle(
     for proposal, ours in zip(bundle, spec.transforms, strict=True):
         if proposal.protocol != ours.protocol or len(proposal.spi) != 4:
             return None
-        wanted = frozenset((a.type, a.value) for a in _attributes(ours, mode, group))
+        wanted = _wanted(ours, mode, group)
         for index, transform in enumerate(proposal.transforms):
             if transform.transform_id != ours.transform_id:
                 continue
@@ -226,6 +233,14 @@ def _match_bundle(
         else:
             return None
     return picked
+
+
+@lru_cache(maxsize=256)  # keyed by configuration: a handful of entries
+def _wanted(
+    spec: TransformSpec, mode: str, group: int | None
+) -> frozenset[tuple[int, int | bytes]]:
+    """What _split leaves of a transform matching `spec`: every attribute but lifetimes."""
+    return frozenset((a.type, a.value) for a in _attributes(spec, mode, group))
 
 
 def check_reply(offered: SaPayload, reply: SaPayload) -> Choice:

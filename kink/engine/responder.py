@@ -125,7 +125,7 @@ class Responder(Initiator):
         ap_req = next((p for p in msg.payloads if isinstance(p, ApReq)), None)
         if ap_req is None:
             # §6: a command without AP_REQ cannot be authenticated; answer without crypto.
-            if msg.type is not MessageType.ACK:
+            if msg.type is not MessageType.ACK and self.may_answer_unauthenticated(addr, now):
                 err = ErrorPayload(KinkErrorCode.PROTOERR)
                 self.emit(SendDatagram(messages.lone_reply(msg.xid, err), addr))
             self.drop("command-without-ap-req", addr)
@@ -231,6 +231,8 @@ class Responder(Initiator):
                 return
             krb_error = self.kerberos.make_krb_error(exc.code, accepted)
             self._send_reply(peer, msg.xid, accepted, (KrbError(krb_error),))
+            return
+        if not self.may_answer_unauthenticated(addr, now):
             return
         u2u_lost = exc.code in (KRB_AP_ERR_BAD_INTEGRITY, KRB_AP_ERR_NO_TGT)
         # §3.7.1: a user-to-user ticket under a TGT we no longer have: our current TGT.
@@ -601,6 +603,8 @@ class Responder(Initiator):
             check_message(msg)
         except DecodeError:
             self.drop("malformed-gettgt", addr)
+            return
+        if not self.may_answer_unauthenticated(addr, now):
             return
         payload: KinkPayload
         if peer.config.give_tgt:

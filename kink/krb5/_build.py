@@ -68,8 +68,9 @@ typedef struct _krb5_error {
     krb5_data e_data; ...;
 } krb5_error;
 typedef struct krb5_keytab_entry_st {
-    krb5_principal principal; krb5_keyblock key; ...;
+    krb5_principal principal; krb5_kvno vno; krb5_keyblock key; ...;
 } krb5_keytab_entry;
+typedef void *krb5_kt_cursor;
 
 #define AP_OPTS_USE_SESSION_KEY ...
 #define AP_OPTS_MUTUAL_REQUIRED ...
@@ -106,6 +107,15 @@ krb5_error_code krb5_kt_resolve(krb5_context context, const char *name, krb5_key
 krb5_error_code krb5_kt_close(krb5_context context, krb5_keytab keytab);
 krb5_error_code krb5_kt_add_entry(krb5_context context, krb5_keytab id,
                                   krb5_keytab_entry *entry);
+krb5_error_code krb5_kt_start_seq_get(krb5_context context, krb5_keytab keytab,
+                                      krb5_kt_cursor *cursor);
+krb5_error_code krb5_kt_next_entry(krb5_context context, krb5_keytab keytab,
+                                   krb5_keytab_entry *entry, krb5_kt_cursor *cursor);
+krb5_error_code krb5_kt_end_seq_get(krb5_context context, krb5_keytab keytab,
+                                    krb5_kt_cursor *cursor);
+krb5_error_code krb5_free_keytab_entry_contents(krb5_context context,
+                                                krb5_keytab_entry *entry);
+#define KRB5_KT_END ...
 
 krb5_error_code krb5_cc_resolve(krb5_context context, const char *name, krb5_ccache *cache);
 krb5_error_code krb5_cc_initialize(krb5_context context, krb5_ccache cache,

@@ -262,6 +262,27 @@ class RawContext:
                 block.wipe()
         return keytab
 
+    def memory_copy(self, source: Keytab) -> Keytab:
+        """A private MEMORY: keytab holding every entry of `source` (principal, kvno, key),
+        destroyed with the handle. rd_req then finds its key without file I/O."""
+        copy = self.keytab(f"MEMORY:kink-{id(self):x}-{next(_memory_keytab_ids)}")
+        cursor = _ffi.new("krb5_kt_cursor *")
+        self._check(_c.krb5_kt_start_seq_get(self._ctx, source._ptr, cursor))
+        entry = _ffi.new("krb5_keytab_entry *")
+        try:
+            while True:
+                code = _c.krb5_kt_next_entry(self._ctx, source._ptr, entry, cursor)
+                if code == _c.KRB5_KT_END:
+                    break
+                self._check(code)
+                try:
+                    self._check(_c.krb5_kt_add_entry(self._ctx, copy._ptr, entry))
+                finally:
+                    _c.krb5_free_keytab_entry_contents(self._ctx, entry)
+        finally:
+            _c.krb5_kt_end_seq_get(self._ctx, source._ptr, cursor)
+        return copy
+
     def ccache(self, name: str) -> CCache:
         """Resolve a private credential cache; one handle per name, or the first destroys it."""
         out = _ffi.new("krb5_ccache *")

@@ -3,6 +3,7 @@
 None of these calls contacts the KDC; they run with the Context of the daemon's trio thread.
 """
 
+import os
 from dataclasses import dataclass, field
 
 from kink.krb5 import _der, _lib
@@ -79,9 +80,38 @@ class Acceptor:
             raise ValueError("an Acceptor needs a keytab, credentials for user-to-user, or both")
         self._raw = context.raw
         self._principal = self._raw.parse_principal(principal)
-        self._keytab = None if keytab is None else self._raw.keytab(keytab)
+        self._keytab_name = keytab
+        self._keytab_stamp: tuple[int, int, int, int] | None = None
+        self._keytab: _lib.Keytab | None = None
+        if keytab is not None:
+            self._load_keytab(keytab)
         self._credentials = credentials
         self._rcache = self._raw.server_rcache()
+
+    def _load_keytab(self, name: str) -> None:
+        """Copy the keytab into a MEMORY: one when it changed (or first).
+
+        A FILE: keytab is re-opened, locked and parsed by every krb5_rd_req; the copy saves
+        that. Rotation (kadmin ktadd, a new kvno) must still take effect at once: the file's
+        (inode, size, mtime, ctime) is compared before each accept, a stat() instead of an open
+        and a parse. Other keytab types (MEMORY:, ...) are used as they are.
+        """
+        prefix, sep, path = name.partition(":")
+        if sep and prefix.upper() != "FILE":
+            if self._keytab is None:
+                self._keytab = self._raw.keytab(name)
+            return
+        path = path if sep else name
+        try:
+            st = os.stat(path)
+        except OSError:
+            # Missing or unreadable: let libkrb5 report it at rd_req as it would have.
+            self._keytab, self._keytab_stamp = self._raw.keytab(name), None
+            return
+        stamp = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        if stamp != self._keytab_stamp:
+            self._keytab = self._raw.memory_copy(self._raw.keytab(name))
+            self._keytab_stamp = stamp
 
     @property
     def principal(self) -> str:
@@ -102,10 +132,11 @@ class Acceptor:
             keys = list(credentials.user_to_user_keys())
             if not keys:
                 raise _error(KRB_AP_ERR_NO_TGT, "no TGT to decrypt a user-to-user ticket")
-        elif self._keytab is None:
+        elif self._keytab_name is None:
             # RFC 4430 §3.1: this error sends the initiator to GETTGT.
             raise _error(KRB_AP_ERR_USER_TO_USER_REQUIRED, "this host accepts user-to-user only")
         else:
+            self._load_keytab(self._keytab_name)
             keys = [None]
         # A user-to-user ticket may be under one of our older TGTs: try each key in turn
         # (a failed decryption stores nothing in the replay cache).

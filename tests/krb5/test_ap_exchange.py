@@ -338,3 +338,31 @@ def test_krb_error_fields(
         acceptor.make_krb_error(1000)
     with pytest.raises(Krb5Error):
         Initiator(context).parse_krb_error(data[:-3])
+
+
+@pytest.mark.parametrize("how", ["append", "replace"])
+def test_keytab_rotation_reaches_a_running_acceptor(
+    how: str,
+    realm: Realm,
+    new_host: Callable[..., Host],
+    new_context: Callable[[], Context],
+    credentials_for: Callable[[Host], Credentials],
+) -> None:
+    """The Acceptor keeps the keytab in memory, yet a new key written to its file (kadmin ktadd
+    appending, or a new file renamed over it) is used by the next accept."""
+    a, b = new_host(), new_host()
+    acceptor = Acceptor(new_context(), b.principal, keytab=str(b.keytab))
+    initiator = Initiator(new_context())
+    ticket = credentials_for(a).get_ticket(b.principal)
+    assert acceptor.accept(initiator.make_ap_req(ticket)[0]).session_key == ticket.session_key
+    realm.rekey(b.principal)
+    ticket = credentials_for(a).get_ticket(b.principal)  # kvno 2
+    with pytest.raises(Krb5Error) as e:
+        acceptor.accept(initiator.make_ap_req(ticket)[0])
+    assert e.value.protocol_code == KRB_AP_ERR_BADKEYVER
+    if how == "append":
+        realm.keytab(b.principal, b.keytab)
+    else:
+        staged = realm.keytab(b.principal, Path(str(b.keytab) + ".new"))
+        staged.replace(b.keytab)
+    assert acceptor.accept(initiator.make_ap_req(ticket)[0]).session_key == ticket.session_key
