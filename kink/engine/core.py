@@ -44,7 +44,20 @@ class Timer:
     cancelled: bool = field(default=False, compare=False)
 
     def cancel(self) -> None:
+        # A cancelled timer waits in the heap until it is due or pruned; dropping its callback
+        # lets go at once of what the callback holds (a transaction, a child, a cache entry).
         self.cancelled = True
+        self.fn = _never_called
+
+
+def _never_called(now: float) -> None:
+    raise AssertionError("a cancelled timer fired")
+
+
+# The heap is pruned of cancelled timers when it has doubled since the last pruning, so that
+# cancelled retransmission timers (one per exchange, due seconds later) cost O(1) amortised
+# and do not pile up under a high exchange rate.
+_MIN_PRUNE = 64
 
 
 class Join:
@@ -92,6 +105,7 @@ class EngineCore(ABC):
             self.register(PeerState(peer))
         self.actions: deque[Action] = deque()
         self.timers: list[Timer] = []
+        self._prune_at = _MIN_PRUNE
         self._timer_seq = itertools.count()
         self._tokens = itertools.count(1)
         self._ticket_tokens = self._tokens
@@ -114,6 +128,10 @@ class EngineCore(ABC):
 
     def schedule(self, when: float, fn: Callable[[float], None]) -> Timer:
         timer = Timer(when, next(self._timer_seq), fn)
+        if len(self.timers) >= self._prune_at:
+            self.timers = [t for t in self.timers if not t.cancelled]
+            heapq.heapify(self.timers)
+            self._prune_at = max(_MIN_PRUNE, 2 * len(self.timers))
         heapq.heappush(self.timers, timer)
         return timer
 

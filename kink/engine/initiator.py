@@ -960,7 +960,7 @@ class Initiator(EngineCore):
         else:
             soft = seconds * self.rng.uniform(0.75, 0.9)
         child.rekey_at = now + soft
-        self.schedule(child.rekey_at, lambda t: self.rekey(child, t))
+        child.rekey_timer = self.schedule(child.rekey_at, lambda t: self.rekey(child, t))
 
     def rekey(self, child: Child, now: float) -> None:
         if (

@@ -210,7 +210,7 @@ class Lifecycle(Responder):
             self.sadb.add(child)
             if record.initiator and record.rekey_in is not None:
                 child.rekey_at = now + max(0.0, record.rekey_in - elapsed)
-                self.schedule(child.rekey_at, _rekeyer(self, child))
+                child.rekey_timer = self.schedule(child.rekey_at, _rekeyer(self, child))
             best = newest.get(record.peer)
             if best is None or record.age < best.age:
                 newest[record.peer] = record

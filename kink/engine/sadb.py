@@ -48,6 +48,7 @@ class Child:
     rekey_of: int | None = None
     state: ChildState = ChildState.LARVAL
     rekey_at: float | None = None
+    rekey_timer: "Timer | None" = None  # cancelled when the child is forgotten
     rekeying: bool = False
     # What was installed, for kinkctl and restart records (no keys).
     mode: str = "transport"
@@ -102,6 +103,9 @@ class Sadb:
             self._outbound[(child.peer.config.name, sa.protocol, sa.outbound_spi)] = child
 
     def remove(self, child: Child) -> None:
+        if child.rekey_timer is not None:
+            child.rekey_timer.cancel()  # a forgotten child is never rekeyed
+            child.rekey_timer = None
         self.children.pop(child.id, None)
         for sa in child.sas:
             if self._inbound.get((sa.protocol, sa.inbound_spi)) is child:
