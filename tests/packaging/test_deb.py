@@ -1,11 +1,6 @@
 """`make deb`'s package: built with dpkg-buildpackage, checked by lintian, its dependencies
-resolved against this Debian's archive, and its programs run from the unpacked files.
-
-Installing it for real would change this host (user-mode Linux shares its root file system),
-and a debootstrap chroot takes minutes to fetch; so the package is unpacked with `dpkg -x`
-into a directory and its programs run from there with the host's Debian Python packages
-(python3-trio, python3-cryptography, ... the versions it depends on), while `apt-get -s`
-shows that its Depends are installable. Not exercised: the maintainer scripts."""
+resolved against this Debian's archive, and its programs run from the unpacked files with the
+host's Debian Python packages. test_install.py installs it for real, in a chroot."""
 
 import os
 import shutil
@@ -15,24 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.packaging.conftest import PACKAGING
+from tests.packaging.conftest import needs_build_tools
 
-pytestmark = [
-    pytest.mark.deb,
-    pytest.mark.skipif(
-        shutil.which("dpkg-buildpackage") is None or shutil.which("dh") is None,
-        reason="dpkg-dev and debhelper are not installed",
-    ),
-]
+pytestmark = [pytest.mark.deb, needs_build_tools]
 SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
-
-
-@pytest.fixture(scope="module")
-def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("deb")
-    subprocess.run([str(PACKAGING / "build-deb"), str(out)], check=True, capture_output=True)
-    (package,) = out.glob("kink_*.deb")
-    return package
 
 
 @pytest.fixture(scope="module")
