@@ -1,7 +1,8 @@
-"""`./scripts/demo`: a throwaway Kerberos realm, two hosts, KINK SAs negotiated, ESP traffic.
+"""`./scripts/demo`: a throwaway Kerberos realm, two hosts running kinkd and kink-privsep, SAs
+negotiated over UDP 910, ESP traffic, and what `kinkctl` shows on both hosts.
 
-The host side (__main__) boots a user-mode Linux kernel (tests/support/uml.py) and prints what
-the inside (inside.py) reports while it runs. Inside UML everything is real: an MIT KDC, two
-kink protocol engines exchanging KINK datagrams, one kink_privsep helper per host programming
-XFRM, and UDP datagrams between two network namespaces protected by ESP.
+The host side (__main__) picks the machine: the running kernel, inside a private network and
+mount namespace, when it has ESP (machine.py probes it); a user-mode Linux kernel otherwise
+(tests/support/uml.py). The inside (inside.py) is the same on both: the topology of the
+end-to-end suite (tests/support/e2e.py), both daemons per host, traffic, kinkctl.
 """

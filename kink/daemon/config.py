@@ -39,7 +39,7 @@ from kink.daemon.config_fields import (
     text,
     unknown_key,
 )
-from kink.daemon.config_peers import REQIDS, principal, read_peers
+from kink.daemon.config_peers import IMPLICIT_REQIDS, REQIDS, principal, read_peers
 from kink.daemon.toml_lines import key_lines
 from kink.engine.config import EngineConfig
 
@@ -198,6 +198,7 @@ def _engine(ctx: Collector, daemon: Values, settings: DaemonSettings) -> EngineC
         address=str(local),
         principal=settings.principal or "",
         port=settings.port,
+        reqid_base=settings.helper_reqid_base + IMPLICIT_REQIDS,
         **daemon.kwargs(_ENGINE),
     )
     if settings.listen and str(local) not in settings.listen:

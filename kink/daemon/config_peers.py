@@ -48,12 +48,15 @@ _PRINCIPAL = re.compile(r"[^\s@/]+(/[^\s@/]+)*@[^\s@]+")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
 # Reqids: the helper owns 0x10000 of them from helper_reqid_base (kink_privsep.model.Config);
-# each peer gets a block of 64, picked from a hash of its name so that its reqids survive
-# reloads that add or remove other peers (a collision moves the later name, in sorted order, to
-# the next free block).
+# each peer gets a block of 64 below IMPLICIT_REQIDS, picked from a hash of its name so that its
+# reqids survive reloads that add or remove other peers (a collision moves the later name, in
+# sorted order, to the next free block). From IMPLICIT_REQIDS on, the engine numbers the
+# host-to-host policies of peers without configured ones (EngineConfig.reqid_base), so that no
+# reload can make a configured reqid clash with one of those.
 REQIDS = 0x10000
+IMPLICIT_REQIDS = 0xB000
 POLICIES_PER_PEER = 64
-_BLOCKS = REQIDS // POLICIES_PER_PEER
+_BLOCKS = IMPLICIT_REQIDS // POLICIES_PER_PEER
 
 
 def principal(value: object) -> str:

@@ -2,13 +2,13 @@
 events as engine inputs. Pure functions: the protocol itself is kink_privsep.protocol.
 
 Reqids: the helper only lets kink touch SAs and policies whose reqid lies in its range (given in
-its hello). The engine numbers policies on its own (configured reqids, or its implicit
-host-to-host ones), so the daemon folds them into the helper's range: same engine reqid, same
-helper reqid, across restarts (SAs a restarted kinkd finds in the kernel still match its
-policies' templates).
+its hello). The configuration numbers every policy inside that range (configured ones per peer,
+the engine's implicit host-to-host ones from EngineConfig.reqid_base), so engine and kernel
+reqids are the same numbers: SAs a restarted kinkd finds in the kernel still match its policies'
+templates, and an ACQUIRE names the engine's reqid.
 """
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,9 +64,14 @@ class HelperRanges:
         (rlo, rhi), (plo, phi) = hello["reqid_range"], hello["priority_band"]
         return cls(int(rlo), int(rhi), int(plo), int(phi))
 
-    def reqid(self, engine_reqid: int) -> int:
-        """The helper reqid of an engine reqid (stable; distinct within a range's span)."""
-        return self.reqid_lo + engine_reqid % (self.reqid_hi - self.reqid_lo + 1)
+    def covers(self, first_reqid: int, last_reqid: int) -> bool:
+        """Whether kink may use every reqid from first to last."""
+        return self.reqid_lo <= first_reqid and last_reqid <= self.reqid_hi
+
+    @property
+    def bypass_priority(self) -> int:
+        """The best priority of the band: bypass policies win over every SA policy."""
+        return self.priority_lo
 
     def priority(self, policy: Policy) -> int:
         """Longer prefixes first (XFRM: the lowest priority value wins)."""
@@ -100,16 +105,17 @@ def alloc_spi(action: AllocateSpi, ranges: HelperRanges) -> dict[str, Any]:
     }
 
 
-def sa(spec: SaSpec, ranges: HelperRanges) -> dict[str, Any]:
+def sa(spec: SaSpec, acquire_seq: int | None = None) -> dict[str, Any]:
     """add_sa / update_sa arguments. The keys are copied into the request (bytes): the engine
-    may zero its bytearrays once the helper has them."""
+    may zero its bytearrays once the helper has them. `acquire_seq`: the kernel ACQUIRE this
+    (outbound) SA answers, so that XFRM replaces the ACQUIRE's larval state with it."""
     args: dict[str, Any] = {
         "proto": PROTOCOL_NAMES[spec.protocol],
         "mode": spec.mode,
         "src": spec.src,
         "dst": spec.dst,
         "spi": spec.spi,
-        "reqid": ranges.reqid(spec.reqid),
+        "reqid": spec.reqid,
         "replay_window": min(spec.replay_window, 32),
         "selector": selector(spec.src_selector, spec.dst_selector),
     }
@@ -129,6 +135,8 @@ def sa(spec: SaSpec, ranges: HelperRanges) -> dict[str, Any]:
     lifetime = {wire: getattr(spec, ours) for ours, wire in _LIFETIMES if getattr(spec, ours)}
     if lifetime:
         args["lifetime"] = lifetime
+    if acquire_seq is not None:
+        args["seq"] = acquire_seq
     return args
 
 
@@ -151,7 +159,7 @@ def policies(
     protocols.sort(key=lambda name: name != "esp")
     out: list[dict[str, Any]] = []
     for policy in peer_policies:
-        reqid = ranges.reqid(policy.reqid)
+        reqid = policy.reqid
         priority = ranges.priority(policy)
         for direction, src, dst, a, b in (
             ("out", policy.local, policy.remote, local, peer.address),
@@ -177,19 +185,41 @@ def policies(
     return out
 
 
+# ICMPv6 neighbour discovery (RFC 4861 §4: router solicitation and advertisement, neighbour
+# solicitation and advertisement, redirect) must pass in the clear: a host-to-host policy of any
+# protocol would otherwise take the peer's neighbour advertisements, and no SA can come up
+# without the peer's link-layer address (RFC 4301 §4.4.1.1 lets ICMP bypass by type).
+ICMPV6 = 58
+ND_TYPES = range(133, 138)
+
+
+def nd_bypass(ranges: HelperRanges) -> list[dict[str, Any]]:
+    """Policies letting neighbour discovery through both ways (XFRM takes an ICMP type as the
+    source port and the code as the destination port), at the band's best priority."""
+    return [
+        {
+            "dir": direction,
+            "selector": {"src": "::/0", "dst": "::/0", "proto": ICMPV6, "sport": kind, "dport": 0},
+            "priority": ranges.bypass_priority,
+            "action": "allow",
+        }
+        for kind in ND_TYPES
+        for direction in ("out", "in", "fwd")
+    ]
+
+
 def policy_id(policy: Mapping[str, Any]) -> dict[str, Any]:
     return {"dir": policy["dir"], "selector": policy["selector"]}
 
 
-def kernel_event(event: protocol.Event, reqids: Mapping[int, int]) -> KernelEvent | None:
-    """The engine input for a helper event (None: not one the engine takes). `reqids` maps
-    helper reqids back to the engine's."""
+def kernel_event(event: protocol.Event, reqids: Container[int]) -> KernelEvent | None:
+    """The engine input for a helper event (None: not one the engine takes). `reqids`: those
+    of the engine's policies."""
     data = event.data
     if event.kind == protocol.EVENT_ACQUIRE:
         for template in data["policy"].get("templates", ()):
-            engine_reqid = reqids.get(template["reqid"])
-            if engine_reqid is not None:
-                return Acquire(engine_reqid)
+            if template["reqid"] in reqids:
+                return Acquire(template["reqid"], data.get("seq") or None)
         return None
     if event.kind in (protocol.EVENT_EXPIRE, protocol.EVENT_SA_DELETED):
         info = data["sa"]

@@ -7,6 +7,9 @@ or may not have carried them out: the daemon re-reads the kernel's state with a 
 back, which is what on_reconnect is for).
 """
 
+# Annotations stay strings: trio.TaskStatus only exists from trio 0.23 (Debian 12 has 0.22).
+from __future__ import annotations
+
 import logging
 import socket
 from collections.abc import Awaitable, Callable

@@ -23,8 +23,8 @@ from kink.daemon.privileges import (
     prepare_directory,
     systemd_sockets,
 )
-from kink.daemon.runner import Daemon
-from kink.daemon.transport import open_sockets
+from kink.daemon.runner import Daemon, StartError
+from kink.daemon.transport import bypass_ipsec, open_sockets
 
 DEFAULT_CONFIG = "/etc/kink/kink.toml"
 EXIT_CONFIG = 2  # the configuration is invalid
@@ -57,7 +57,11 @@ def main(argv: list[str] | None = None) -> None:
     except (OSError, PrivilegeError) as exc:
         log.error("cannot start: %s", exc)
         raise SystemExit(EXIT_START) from None
-    trio.run(daemon.run)
+    try:
+        trio.run(daemon.run)
+    except StartError as exc:
+        log.error("cannot start: %s", exc)
+        raise SystemExit(EXIT_START) from None
 
 
 def prepare(config: KinkConfig) -> Daemon:
@@ -66,6 +70,8 @@ def prepare(config: KinkConfig) -> Daemon:
     sockets = systemd_sockets()
     if sockets is None:
         sockets = open_sockets(settings.listen, settings.port)
+    else:
+        bypass_ipsec(sockets)
     uid, gid = lookup(settings.user, settings.group)
     prepare_directory(settings.state_dir, uid, gid)
     prepare_directory(settings.runtime_dir, uid, gid)

@@ -10,6 +10,9 @@ optimistic inbound SA is in place before CREATE is sent). Ticket fetches (blocki
 run as their own tasks and answer through engine.ticket_result.
 """
 
+# Annotations stay strings: trio.TaskStatus only exists from trio 0.23 (Debian 12 has 0.22).
+from __future__ import annotations
+
 import dataclasses
 import errno
 import logging
@@ -18,30 +21,30 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import trio
 
 from kink.daemon import control_protocol as cp
-from kink.daemon import engine_peers, helper_args
+from kink.daemon import helper_args
 from kink.daemon.config import ConfigError, KinkConfig, load
+from kink.daemon.config_peers import REQIDS
 from kink.daemon.control import ControlServer, bind
 from kink.daemon.helper_client import HelperClient, HelperError, HelperGone
 from kink.daemon.kerberos_worker import KerberosWorker
 from kink.daemon.logs import NOTICE, current_level, set_level
 from kink.daemon.notify import Notifier
 from kink.daemon.privileges import identity
-from kink.daemon.state import SaId, StateError, StateStore, choose_epoch
+from kink.daemon.state import SaId, Saved, SavedChild, StateError, StateStore, choose_epoch
 from kink.daemon.transport import Transport
-from kink.engine import Engine, PeerConfig, StartAction
+from kink.engine import ConfigChangeError, Engine, PeerConfig, StartAction
 from kink.engine.events import (
     Action,
     Address,
     AllocateSpi,
     DeleteSa,
     Dropped,
-    Expire,
     FetchTicket,
     FetchU2uTicket,
     HelperResult,
@@ -49,6 +52,7 @@ from kink.engine.events import (
     InstallSa,
     NegotiationFailed,
     PeerEpochChanged,
+    PeerRemoved,
     Rekey,
     SaDeleted,
     SaEstablished,
@@ -64,9 +68,16 @@ log = logging.getLogger("kinkd")
 
 VERSION = "0.1.0"
 STOP_DELETE_TIMEOUT = 10.0  # delete_on_stop: how long DELETE exchanges may take at SIGTERM
-DROP_PEER_TIMEOUT = 60.0  # reload: a removed peer's DELETE must be done by then
+# How often the kernel's SA counters are read for dead peer detection: a third of dpd_delay,
+# within these bounds (a dump per poll; DPD fires between dpd_delay and dpd_delay + poll).
+TRAFFIC_POLL_MIN = 0.5
+TRAFFIC_POLL_MAX = 10.0
 _HELPER_ERRNO = {hp.ERR_EXISTS: "EEXIST", hp.ERR_NOT_FOUND: "ENOENT"}
 _POLICY_ACTIONS = (StartAction.TRAP, StartAction.START)
+
+
+class StartError(Exception):
+    """kinkd cannot run with what it found (the helper's ranges)."""
 
 
 def _errno_name(exc: HelperError | HelperGone) -> str:
@@ -112,13 +123,14 @@ class Daemon:
         self._control: ControlServer | None = None
         self._ranges: helper_args.HelperRanges | None = None
         self._policies: dict[str, list[dict[str, Any]]] = {}  # installed, per peer
+        # Policies of peers removed by a reload, kept until their DELETE is over (PeerRemoved).
+        self._retired: dict[str, list[dict[str, Any]]] = {}
+        self._bypass: list[dict[str, Any]] = []  # ICMPv6 neighbour discovery, installed
         self._wakeup = trio.Event()
         self._stop = trio.Event()
         self._state_dirty = trio.Event()
         self._save_lock = trio.Lock()
         self._children_changed = trio.Event()
-        self._leaving: set[str] = set()  # removed by a reload, DELETE in progress
-        self._inherited: set[SaId] = set()  # from before a restart, still in the kernel
         self._started = 0.0
         self._nursery: trio.Nursery | None = None
 
@@ -153,6 +165,13 @@ class Daemon:
             self._nursery = nursery
             await nursery.start(self.helper.run)
             self._ranges = helper_args.HelperRanges.from_hello(self.helper.hello)
+            base = settings.helper_reqid_base
+            if not self._ranges.covers(base, base + REQIDS - 1):
+                raise StartError(
+                    f"the helper's reqid range {self._ranges.reqid_lo:#x}-"
+                    f"{self._ranges.reqid_hi:#x} does not hold helper_reqid_base {base:#x} "
+                    f"+ {REQIDS:#x}",
+                )
             await self.kerberos.refresh()
             kernel = await self._kernel_sas()
             try:
@@ -161,18 +180,17 @@ class Daemon:
                 log.warning("%s: starting a new epoch", exc)
                 saved = None
             epoch, why = choose_epoch(saved, kernel, time.time())
-            if saved is not None and epoch == saved.epoch:
-                # SAs of this epoch still in the kernel stay part of our state (a restart
-                # after this one must keep the epoch too) until the kernel drops them.
-                self._inherited = set(saved.sas & kernel)
             log.log(NOTICE, "epoch %#010x (%s)", epoch, why)
             self._started = trio.current_time()
             self._engine = Engine(
                 self.config.engine, self.kerberos.port, epoch=epoch, now=self._started
             )
+            if saved is not None and epoch == saved.epoch:
+                await self._adopt(saved, kernel)
             await self._save()
+            await self._install_bypass()
             for peer in self.config.engine.peers:
-                if peer.start_action in _POLICY_ACTIONS:
+                if self._wants_policies(peer):
                     await self._install_policies(peer)
             self._transport = Transport(self._sockets, self.config.engine.address)
             self._control = ControlServer(
@@ -185,6 +203,7 @@ class Daemon:
             nursery.start_soon(self.kerberos.keep_fresh)
             nursery.start_soon(self._execute)
             nursery.start_soon(self._write_state)
+            nursery.start_soon(self._watch_traffic)
             if self._handle_signals:
                 nursery.start_soon(self._signals)
             if self.notifier.watchdog_interval is not None:
@@ -212,6 +231,9 @@ class Daemon:
                     await self._children_changed.wait()
         for name in list(self._policies):
             await self._remove_policies(name)
+        for name in list(self._retired):
+            await self._remove_policies(name, retired=True)
+        await self._remove_bypass()
         await self._save()
 
     async def _signals(self) -> None:
@@ -261,6 +283,8 @@ class Daemon:
             assert self._nursery is not None
             self._nursery.start_soon(self._fetch, action)
         elif isinstance(action, AllocateSpi | InstallSa | UpdateSa | DeleteSa):
+            if isinstance(action, InstallSa):
+                await self._responder_policies(action.spec.reqid)
             result = await self._sa_action(action)
             self.engine.helper_result(result, trio.current_time())
         else:
@@ -278,8 +302,9 @@ class Daemon:
                 await call("delete_sa", helper_args.delete_sa(action))
                 return HelperResult(action.token)
             spec = action.spec
+            seq = action.acquire_seq if isinstance(action, InstallSa) else None
             try:
-                args = helper_args.sa(spec, self.ranges)
+                args = helper_args.sa(spec, seq)
             except helper_args.Unsupported as exc:
                 log.error("cannot install SA %#x: %s", spec.spi, exc)
                 return HelperResult(action.token, error="EINVAL")
@@ -324,10 +349,6 @@ class Daemon:
                     "rekey_of": notice.rekey_of,
                 },
             )
-            peer = self.engine.peers.get(notice.peer)
-            if peer is not None and notice.peer not in self._policies:
-                assert self._nursery is not None
-                self._nursery.start_soon(self._install_policies, peer.config)
             self._sas_changed()
         elif isinstance(notice, SaDeleted):
             log.log(NOTICE, "%s: SA %d down: %s", notice.peer, notice.child, notice.reason)
@@ -341,6 +362,11 @@ class Daemon:
             log.log(NOTICE, "%s: epoch %#x -> %#x", notice.peer, notice.old, notice.new)
             data = {"peer": notice.peer, "old": notice.old, "new": notice.new}
             publish(cp.EVENT_PEER_EPOCH, data)
+        elif isinstance(notice, PeerRemoved):
+            log.log(NOTICE, "%s: removed", notice.peer)
+            assert self._nursery is not None
+            self._nursery.start_soon(self._drop_retired, notice.peer)
+            self._sas_changed()
         elif isinstance(notice, NegotiationFailed):
             code = f" ({notice.code})" if notice.code else ""
             log.warning("%s: %s failed: %s%s", notice.peer, notice.command, notice.reason, code)
@@ -353,6 +379,7 @@ class Daemon:
                     "code": notice.code,
                 },
             )
+            self._maybe_remove_responder_policies(notice.peer)
         elif isinstance(notice, Dropped):
             log.debug("dropped a datagram from %s: %s", notice.peer[0], notice.cause)
             publish(cp.EVENT_DROPPED, {"cause": notice.cause, "from": list(notice.peer)})
@@ -372,26 +399,61 @@ class Daemon:
     async def _save(self) -> None:
         """Write the state file (one writer at a time: they share the temporary file)."""
         async with self._save_lock:
-            await trio.to_thread.run_sync(self.store.save, self.engine.epoch, self._our_sas())
+            children = self._saved_children()
+            await trio.to_thread.run_sync(self.store.save, self.engine.epoch, time.time(), children)
 
-    def _our_sas(self) -> list[SaId]:
-        """Our SAs in the kernel: the engine's, and those inherited from before a restart."""
-        local = self.engine.config.address
-        out: list[SaId] = sorted(self._inherited)
-        for child in self.engine.snapshot().children:
-            peer = self.engine.peers.get(child.peer)
-            if peer is None or child.state != "installed":
-                continue
-            for protocol, spi_in, spi_out in child.spis:
-                name = helper_args.PROTOCOL_NAMES[protocol]
-                out += [(name, spi_in, local), (name, spi_out, peer.config.address)]
+    def _saved_children(self) -> list[SavedChild]:
+        """The engine's installed children with their kernel SAs, for a restart (state.py)."""
+        return [
+            SavedChild(record, frozenset(self._sa_ids(record.peer, record.spis)))
+            for record in self.engine.child_records(trio.current_time())
+        ]
+
+    def _sa_ids(self, peer_name: str, spis: Iterable[tuple[int, int, int]]) -> list[SaId]:
+        """The kernel SAs of a child: inbound to us, outbound to the peer."""
+        peer = self.engine.peers.get(peer_name)
+        if peer is None:
+            return []
+        local, remote = self.engine.config.address, peer.config.address
+        out: list[SaId] = []
+        for protocol, spi_in, spi_out in spis:
+            name = helper_args.PROTOCOL_NAMES[protocol]
+            out += [(name, spi_in, local), (name, spi_out, remote)]
         return out
 
-    # ---------------------------------------------------------------- helper and kernel
+    def _our_sas(self) -> list[SaId]:
+        """The engine's installed SAs in the kernel."""
+        out: list[SaId] = []
+        for child in self.engine.snapshot().children:
+            if child.state == "installed":
+                out += self._sa_ids(child.peer, child.spis)
+        return out
 
-    def _reqids(self) -> dict[int, int]:
-        """Helper reqid -> engine reqid, for ACQUIREs."""
-        return {self.ranges.reqid(reqid): reqid for reqid in self.engine.policies}
+    async def _adopt(self, saved: Saved, kernel: set[SaId]) -> None:
+        """A restart that kept the epoch: the engine takes back the children whose SAs the
+        kernel still has all of (RFC 4430 §3.7, Engine.restore); the SAs of the others, and
+        of those it refuses, are deleted (nothing would rekey or DELETE them otherwise)."""
+        whole = [c for c in saved.children if c.sas <= kernel]
+        broken = [c for c in saved.children if not c.sas <= kernel]
+        elapsed = max(0.0, time.time() - saved.saved_at)
+        left = self.engine.restore([c.record for c in whole], trio.current_time(), elapsed=elapsed)
+        refused = {id(record) for record in left}
+        stale = broken + [c for c in whole if id(c.record) in refused]
+        log.log(
+            NOTICE,
+            "%d children (SA pairs or bundles) taken over from before the restart",
+            len(whole) - len(left),
+        )
+        for child in stale:
+            spis = ", ".join(f"{i:#010x}/{o:#010x}" for _, i, o in child.record.spis)
+            log.warning("%s: SAs %s not taken over: deleting them", child.record.peer, spis)
+            for protocol, spi, dst in sorted(child.sas & kernel):
+                try:
+                    await self.helper.call("delete_sa", {"proto": protocol, "spi": spi, "dst": dst})
+                except HelperError as exc:
+                    log.warning("cannot delete SA %#x: %s", spi, exc)
+
+    # ---------------------------------------------------------------- helper and kernel
 
     def _helper_event(self, event: hp.Event) -> None:
         if self._engine is None:
@@ -406,16 +468,42 @@ class Daemon:
             assert self._nursery is not None
             self._nursery.start_soon(self._reinstall_policies)
             return
-        kernel_event = helper_args.kernel_event(event, self._reqids())
-        gone = isinstance(kernel_event, SaGone) or (
-            isinstance(kernel_event, Expire) and kernel_event.hard
-        )
-        if gone and isinstance(kernel_event, SaGone | Expire) and self._inherited:
-            name = helper_args.PROTOCOL_NAMES[kernel_event.protocol]
-            self._inherited.discard((name, kernel_event.spi, kernel_event.dst))
-            self._state_dirty.set()
+        kernel_event = helper_args.kernel_event(event, self.engine.policies)
         if kernel_event is not None:
             self.engine.kernel_event(kernel_event, trio.current_time())
+            self._wake()
+
+    async def _watch_traffic(self) -> None:
+        """Feed the engine the kernel's byte counters of its SAs: RFC 4430 §3.7 dead peer
+        detection starts from outbound traffic that gets nothing back (engine.sa_activity)."""
+        delay = self.config.engine.dpd_delay / 3
+        interval = min(max(delay, TRAFFIC_POLL_MIN), TRAFFIC_POLL_MAX)
+        while True:
+            await trio.sleep(interval)
+            children = [c for c in self.engine.snapshot().children if c.state == "installed"]
+            if not children:
+                continue
+            try:
+                dump = await self.helper.call("dump", {"what": "sa"})
+            except (HelperError, HelperGone):
+                continue  # the helper's return triggers a resync; counters can wait
+            octets = {
+                (sa["proto"], int(sa["spi"]), str(sa["dst"])): int(sa["counters"]["bytes"])
+                for sa in dump.get("sas", [])
+                if "counters" in sa
+            }
+            local = self.engine.config.address
+            now = trio.current_time()
+            for child in children:
+                peer = self.engine.peers.get(child.peer)
+                if peer is None:
+                    continue
+                for protocol, spi_in, spi_out in child.spis:
+                    name = helper_args.PROTOCOL_NAMES[protocol]
+                    got = octets.get((name, spi_in, local))
+                    sent = octets.get((name, spi_out, peer.config.address))
+                    if got is not None and sent is not None:
+                        self.engine.sa_activity(protocol, spi_in, got, sent, now)
             self._wake()
 
     async def _kernel_sas(self) -> set[SaId]:
@@ -434,8 +522,6 @@ class Daemon:
         except (HelperError, HelperGone) as exc:
             log.warning("dump after reconnect failed: %s", exc)
             return
-        self._inherited &= kernel
-        self._state_dirty.set()
         now = trio.current_time()
         gone = 0
         for protocol_name, spi, dst in self._our_sas():
@@ -449,10 +535,18 @@ class Daemon:
         await self._reinstall_policies()
 
     async def _reinstall_policies(self) -> None:
+        await self._install_bypass()
         for name in list(self._policies):
             peer = self.engine.peers.get(name)
             if peer is not None:
                 await self._install_policies(peer.config)
+
+    def _wants_policies(self, peer: PeerConfig) -> bool:
+        """trap and start peers have their policies all the time; respond-only peers while
+        they have SAs (an ACQUIRE must not make us initiate to them)."""
+        if peer.start_action in _POLICY_ACTIONS:
+            return True
+        return any(c.peer == peer.name for c in self.engine.snapshot().children)
 
     async def _install_policies(self, peer: PeerConfig) -> None:
         policies = helper_args.policies(
@@ -461,6 +555,7 @@ class Daemon:
             self.config.engine.address,
             self.ranges,
         )
+        before = self._policies.get(peer.name, [])
         self._policies[peer.name] = policies
         for policy in policies:
             try:
@@ -468,9 +563,30 @@ class Daemon:
             except (HelperError, HelperGone) as exc:
                 log.error("%s: cannot install policy %s: %s", peer.name, policy["dir"], exc)
         log.info("%s: %d policies installed", peer.name, len(policies))
+        keys = {_policy_key(p) for p in policies}
+        await self._delete_policies(peer.name, [p for p in before if _policy_key(p) not in keys])
 
-    async def _remove_policies(self, name: str) -> None:
-        for policy in self._policies.pop(name, []):
+    async def _responder_policies(self, reqid: int) -> None:
+        """A respond-only peer gets its policies with its first SA, before the SA is filled
+        and before the reply that lets the initiator use it (RFC 4430 §3.2): the peer's
+        traffic must never meet our SAs without our policies (it would go out in the clear)."""
+        for name, policies in self.engine.peer_policies.items():
+            if name not in self._policies and any(p.reqid == reqid for p in policies):
+                await self._install_policies(self.engine.peers[name].config)
+                return
+
+    async def _remove_policies(self, name: str, *, retired: bool = False) -> None:
+        """Remove the policies of `name` (retired: those of a peer removed by a reload, but
+        not those its successor of the same name has now)."""
+        if retired:
+            keep = {_policy_key(p) for p in self._policies.get(name, [])}
+            policies = [p for p in self._retired.pop(name, []) if _policy_key(p) not in keep]
+        else:
+            policies = self._policies.pop(name, [])
+        await self._delete_policies(name, policies)
+
+    async def _delete_policies(self, name: str, policies: list[dict[str, Any]]) -> None:
+        for policy in policies:
             try:
                 await self.helper.call("delete_policy", helper_args.policy_id(policy))
             except HelperError as exc:
@@ -480,46 +596,75 @@ class Daemon:
                 log.warning("%s: helper gone while removing policies", name)
                 return
 
+    async def _drop_retired(self, name: str) -> None:
+        await self._remove_policies(name, retired=True)
+
     def _maybe_remove_responder_policies(self, name: str) -> None:
         """A respond-only peer's policies exist while it has SAs."""
         peer = self.engine.peers.get(name)
-        if peer is None or peer.config.start_action in _POLICY_ACTIONS:
-            return
-        if any(c.peer == name for c in self.engine.snapshot().children):
+        if peer is None or name not in self._policies or self._wants_policies(peer.config):
             return
         assert self._nursery is not None
         self._nursery.start_soon(self._remove_policies, name)
 
+    async def _install_bypass(self) -> None:
+        """ICMPv6 neighbour discovery in the clear, when we speak IPv6 (helper_args.nd_bypass)."""
+        if ":" not in self.config.engine.address:
+            return
+        self._bypass = helper_args.nd_bypass(self.ranges)
+        for policy in self._bypass:
+            try:
+                await self.helper.call("update_policy", policy)
+            except (HelperError, HelperGone) as exc:
+                log.error("cannot install the neighbour discovery bypass: %s", exc)
+                return
+
+    async def _remove_bypass(self) -> None:
+        for policy in self._bypass:
+            try:
+                await self.helper.call("delete_policy", helper_args.policy_id(policy))
+            except HelperError as exc:
+                if exc.code != hp.ERR_NOT_FOUND:
+                    log.warning("cannot remove the neighbour discovery bypass: %s", exc)
+            except HelperGone:
+                return
+        self._bypass = []
+
     # ----------------------------------------------------------------------------- reload
 
     async def reload(self) -> dict[str, list[str]]:
-        """Re-read the configuration: new peers added, removed peers' SAs deleted with DELETE,
-        changed peers deleted and added again, unchanged peers untouched."""
+        """Re-read the configuration and apply it with Engine.reconfigure: new peers added,
+        removed peers' SAs deleted with DELETE (their policies go once that is over:
+        PeerRemoved), changed peers updated, unchanged peers untouched."""
         self.notifier.reloading()
         try:
             try:
                 new = with_principal(await trio.to_thread.run_sync(self._loader))
             except ConfigError as exc:
                 raise cp.ControlError(cp.ERR_CONFIG, str(exc)) from None
-            if not engine_peers.same_host_settings(self.config.engine, new.engine):
+            before = {name: state.config for name, state in self.engine.peers.items()}
+            try:
+                done = self.engine.reconfigure(new.engine, trio.current_time())
+            except ConfigChangeError as exc:
                 raise cp.ControlError(
-                    cp.ERR_CONFIG, "only peers can change on reload; restart kinkd for the rest"
-                )
-            old = {p.name: p for p in self.engine.config.peers if p.name not in self._leaving}
-            fresh = {p.name: p for p in new.engine.peers}
-            removed = sorted(set(old) - set(fresh))
-            added = sorted(set(fresh) - set(old))
-            changed = sorted(n for n in set(old) & set(fresh) if old[n] != fresh[n])
-            unchanged = sorted(n for n in set(old) & set(fresh) if old[n] == fresh[n])
+                    cp.ERR_CONFIG, f"{exc}; restart kinkd for that change"
+                ) from None
             self.config = new
-            assert self._nursery is not None
-            positions = {p.name: i for i, p in enumerate(new.engine.peers)}
-            for name in removed + changed:
-                replacement = fresh.get(name)
-                self._leaving.add(name)
-                self._nursery.start_soon(self._retire, name, replacement, positions.get(name, 0))
-            for name in added:
-                await self._admit(fresh[name], positions[name])
+            self._wake()
+            for name in done.removed + done.changed:
+                if name not in self.engine.peers or _moved(
+                    before[name], self.engine.peers[name].config
+                ):
+                    # Gone, or replaced by a new peer of that name (remove + add): the old
+                    # policies stay until PeerRemoved says its DELETE is over.
+                    self._retired[name] = self._policies.pop(name, [])
+            for name in done.added + done.changed:
+                peer = self.engine.peers[name].config
+                if self._wants_policies(peer):
+                    await self._install_policies(peer)
+                elif name in self._policies:
+                    await self._remove_policies(name)
+            added, removed, changed = sorted(done.added), sorted(done.removed), sorted(done.changed)
             log.log(
                 NOTICE,
                 "reloaded: added %s, removed %s, changed %s",
@@ -530,33 +675,9 @@ class Daemon:
             result = {"added": added, "removed": removed, "changed": changed}
             if self._control is not None:
                 self._control.publish(cp.EVENT_RELOAD, result)
-            return {**result, "unchanged": unchanged}
+            return {**result, "unchanged": sorted(done.unchanged)}
         finally:
             self.notifier.ready("reloaded")
-
-    async def _admit(self, peer: PeerConfig, position: int) -> None:
-        engine_peers.add_peer(self.engine, peer, position)
-        if peer.start_action in _POLICY_ACTIONS:
-            await self._install_policies(peer)
-        if peer.start_action is StartAction.START:
-            self.engine.request(Initiate(peer.name), trio.current_time())
-            self._wake()
-
-    async def _retire(self, name: str, replacement: PeerConfig | None, position: int) -> None:
-        """DELETE the SAs of a removed (or changed) peer, then forget it (and re-add it with its
-        new settings)."""
-        self.engine.request(Terminate(peer=name), trio.current_time())
-        self._wake()
-        with trio.move_on_after(DROP_PEER_TIMEOUT):
-            while engine_peers.busy(self.engine, name):
-                await self._children_changed.wait()
-        for child in [c for c in self.engine.snapshot().children if c.peer == name]:
-            log.warning("%s: SA %d still up after DELETE: removing it locally", name, child.id)
-        await self._remove_policies(name)
-        engine_peers.drop_peer(self.engine, name)
-        self._leaving.discard(name)
-        if replacement is not None:
-            await self._admit(replacement, position)
 
     # ---------------------------------------------------------------------------- control
 
@@ -609,7 +730,7 @@ class Daemon:
             return None
         if type(name) is not str:
             raise cp.ControlError(cp.ERR_INVALID, "a peer name is required")
-        if name not in self.engine.peers or name in self._leaving:
+        if name not in self.engine.peers:
             raise cp.ControlError(cp.ERR_UNKNOWN_PEER, f"no peer {name!r}")
         return name
 
@@ -660,8 +781,6 @@ class Daemon:
         snapshot = self.engine.snapshot()
         out = []
         for view in snapshot.peers:
-            if view.name in self._leaving:
-                continue  # removed by a reload, its DELETE under way
             peer = self.engine.peers[view.name].config
             out.append(
                 {
@@ -744,6 +863,17 @@ def with_principal(config: KinkConfig) -> KinkConfig:
     return dataclasses.replace(
         config, engine=dataclasses.replace(config.engine, principal=principal)
     )
+
+
+def _moved(old: PeerConfig, new: PeerConfig) -> bool:
+    """Engine.replace_peer removes and adds a peer whose address, principal or mode changed:
+    its old SAs and policies go with a DELETE, PeerRemoved coming once it is over."""
+    return (old.address, old.principal, old.mode) != (new.address, new.principal, new.mode)
+
+
+def _policy_key(policy: dict[str, Any]) -> tuple[str, tuple[tuple[str, Any], ...]]:
+    """A kernel policy's identity (XFRM: direction and selector)."""
+    return policy["dir"], tuple(sorted(policy["selector"].items()))
 
 
 def hp_name(protocol: int) -> str:

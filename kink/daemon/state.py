@@ -1,9 +1,10 @@
-"""The state kinkd keeps across restarts: its epoch and the SAs it had in the kernel.
+"""The state kinkd keeps across restarts: its epoch and the SAs it has in the kernel.
 
 RFC 4430 §3.7: the epoch tells peers whether we lost our SAs. A restart or upgrade of kinkd that
-finds its SAs still in the kernel is no loss, so it keeps the epoch; a reboot or a flush is, so
-a new epoch starts. The file is written atomically (temporary file, fsync, rename) each time the
-set of SAs changes.
+finds its SAs still in the kernel is no loss, so it keeps the epoch and takes the SAs over
+(Engine.restore, from the engine's ChildRecords saved here with their kernel SAs and the wall
+clock time of the save); a reboot or a flush is a loss, so a new epoch starts. The file is
+written atomically (temporary file, fsync, rename) each time the set of SAs changes.
 """
 
 import contextlib
@@ -13,19 +14,35 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from kink.engine import ChildRecord
 
 log = logging.getLogger("kinkd")
 
 STATE_FILE = "state.json"
-_VERSION = 1
+_VERSION = 2
 
 SaId = tuple[str, int, str]  # ("esp" | "ah", spi, destination address): an SA in the kernel
 
 
 @dataclass(frozen=True)
+class SavedChild:
+    """An engine child and the kernel SAs (both directions) that make it up."""
+
+    record: ChildRecord
+    sas: frozenset[SaId]
+
+
+@dataclass(frozen=True)
 class Saved:
     epoch: int
-    sas: frozenset[SaId]
+    saved_at: float  # time.time() of the save: the children aged since
+    children: tuple[SavedChild, ...]
+
+    @property
+    def sas(self) -> frozenset[SaId]:
+        return frozenset(sa for child in self.children for sa in child.sas)
 
 
 class StateError(Exception):
@@ -48,16 +65,31 @@ class StateStore:
             doc = json.loads(raw)
             if doc["version"] != _VERSION:
                 raise StateError(f"{self.path}: unknown version {doc['version']!r}")
-            epoch = doc["epoch"]
+            epoch, saved_at = doc["epoch"], doc["saved_at"]
             if type(epoch) is not int or not 0 <= epoch <= 0xFFFF_FFFF:
                 raise StateError(f"{self.path}: bad epoch")
-            sas = frozenset((str(p), int(spi), str(dst)) for p, spi, dst in doc["sas"])
-        except (ValueError, KeyError, TypeError) as exc:
+            if type(saved_at) not in (int, float):
+                raise StateError(f"{self.path}: bad saved_at")
+            children = tuple(
+                SavedChild(
+                    ChildRecord.from_dict(item["record"]),
+                    frozenset((str(p), int(spi), str(dst)) for p, spi, dst in item["sas"]),
+                )
+                for item in doc["children"]
+            )
+        except (ValueError, KeyError, TypeError) as exc:  # RecordError is a ValueError
             raise StateError(f"{self.path}: not a kinkd state file ({exc})") from None
-        return Saved(epoch, sas)
+        return Saved(epoch, float(saved_at), children)
 
-    def save(self, epoch: int, sas: Iterable[SaId]) -> None:
-        doc = {"version": _VERSION, "epoch": epoch, "sas": sorted(sas)}
+    def save(self, epoch: int, saved_at: float, children: Iterable[SavedChild]) -> None:
+        doc: dict[str, Any] = {
+            "version": _VERSION,
+            "epoch": epoch,
+            "saved_at": saved_at,
+            "children": [
+                {"record": child.record.to_dict(), "sas": sorted(child.sas)} for child in children
+            ],
+        }
         tmp = self.path.with_name(self.path.name + ".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:

@@ -1,15 +1,16 @@
 """KINK's UDP transport (RFC 4430 §9: port 910, IPv4 and IPv6).
 
 Sockets are opened before the privilege drop (port 910 is privileged) or received from systemd
-(privileges.systemd_sockets), then handed to Transport, which only moves bytes: every datagram
-goes to the daemon's callback, every send goes out of the socket of the right family (the one
-bound to the engine's address when there are several).
+(privileges.systemd_sockets), exempted from IPsec (bypass_ipsec), then handed to Transport,
+which only moves bytes: every datagram goes to the daemon's callback, every send goes out of the
+socket of the right family (the one bound to the engine's address when there are several).
 """
 
 import errno
 import ipaddress
 import logging
 import socket
+import struct
 from collections.abc import Callable, Sequence
 
 import trio
@@ -19,6 +20,16 @@ from kink.engine.events import Address
 log = logging.getLogger("kinkd.transport")
 
 MAX_DATAGRAM = 65535
+
+# <linux/in.h>, <linux/in6.h>, <linux/xfrm.h>: a socket policy is one struct
+# xfrm_userpolicy_info (168 octets on every ABI kinkd runs on); sel.family is at offset 40,
+# dir at 160 and action at 161 (XFRM_POLICY_ALLOW = 0, so zero bytes there).
+_IP_XFRM_POLICY = 17
+_IPV6_XFRM_POLICY = 35
+_POLICY_SIZE = 168
+_SEL_FAMILY = 40
+_DIR = 160
+_XFRM_POLICY_IN, _XFRM_POLICY_OUT = 0, 1
 
 
 def open_sockets(addresses: Sequence[str], port: int) -> list[socket.socket]:
@@ -49,7 +60,34 @@ def open_sockets(addresses: Sequence[str], port: int) -> list[socket.socket]:
         for sock in out:
             sock.close()
         raise
+    bypass_ipsec(out)
     return out
+
+
+def bypass_ipsec(sockets: Sequence[socket.socket]) -> None:
+    """Per-socket "allow" policies in both directions, as IKE daemons set on theirs: KINK's
+    own datagrams must not need the SAs they negotiate (a host-to-host policy covers port 910
+    too: its first CREATE would only trigger another ACQUIRE). Needs CAP_NET_ADMIN, so it is
+    done before the privilege drop; without it a warning says what will not work."""
+    for sock in sockets:
+        if sock.family == socket.AF_INET:
+            level, option = socket.IPPROTO_IP, _IP_XFRM_POLICY
+        else:
+            level, option = socket.IPPROTO_IPV6, _IPV6_XFRM_POLICY
+        policy = bytearray(_POLICY_SIZE)
+        struct.pack_into("=H", policy, _SEL_FAMILY, sock.family)
+        try:
+            for direction in (_XFRM_POLICY_OUT, _XFRM_POLICY_IN):
+                policy[_DIR] = direction
+                sock.setsockopt(level, option, bytes(policy))
+        except OSError as exc:
+            log.warning(
+                "KINK socket %s not exempt from IPsec policies (%s): policies covering the "
+                "peers' port %d will block negotiation",
+                _host(sock.getsockname())[0],
+                exc.strerror,
+                _host(sock.getsockname())[1],
+            )
 
 
 def _host(address: object) -> tuple[str, int]:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from ipaddress import ip_network
 
-from kink.engine.config import DEFAULT_REQID_BASE, EngineConfig, PeerConfig, Policy
+from kink.engine.config import EngineConfig, PeerConfig, Policy
 from kink.engine.events import (
     Action,
     Address,
@@ -31,8 +31,6 @@ from kink.engine.kerberos import KerberosPort
 from kink.engine.ratelimit import ReplyLimiter
 from kink.engine.sadb import Child, ChildState, PeerState, Sadb
 
-# The old name of the default EngineConfig.reqid_base, still imported by kink.daemon.engine_peers.
-_DEFAULT_REQID = DEFAULT_REQID_BASE
 HelperCallback = Callable[[HelperResult, float], None]
 
 

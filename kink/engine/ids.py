@@ -27,11 +27,21 @@ def selector_of(payload: IdPayload) -> Selector:
     elif payload.id_type in (IdType.IPV4_ADDR_SUBNET, IdType.IPV6_ADDR_SUBNET):
         half = len(data) // 2
         address: IPv4Address | IPv6Address = ip_address(data[:half])
-        mask = ip_address(data[half:])
-        network = ip_network(f"{address}/{mask}")
+        network = ip_network((address, _prefix_length(data[half:])))
     else:
         raise ValueError(f"ID type {payload.id_type} is not a single address or subnet")
     return Selector(network, payload.protocol, payload.port)
+
+
+def _prefix_length(mask: bytes) -> int:
+    """The prefix length of a contiguous netmask (ip_network takes "a/255.255.0.0" for IPv4
+    only, so both families go through a length). ValueError if the mask has holes."""
+    bits = int.from_bytes(mask, "big")
+    width = 8 * len(mask)
+    length = width - (~bits & ((1 << width) - 1)).bit_length()
+    if bits != ((1 << width) - 1) ^ ((1 << (width - length)) - 1):
+        raise ValueError(f"non-contiguous netmask {mask.hex()}")
+    return length
 
 
 def within(inner: Selector, outer: Selector) -> bool:

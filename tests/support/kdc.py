@@ -32,19 +32,19 @@ _START_TIMEOUT = 10.0
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
-def _free_port() -> int:
-    """A loopback port free for both TCP and UDP right now."""
+def _free_port(address: str) -> int:
+    """A port on the IPv4 `address` free for both TCP and UDP right now."""
     for _ in range(50):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind(("127.0.0.1", 0))
+            tcp.bind((address, 0))
             port = int(tcp.getsockname()[1])
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
                 try:
-                    udp.bind(("127.0.0.1", port))
+                    udp.bind((address, port))
                 except OSError:
                     continue
                 return port
-    raise RuntimeError("no free loopback port for the KDC")
+    raise RuntimeError(f"no free port on {address} for the KDC")
 
 
 def _die_with_parent() -> None:
@@ -57,8 +57,8 @@ def _enctype_list(enctypes: Iterable[int]) -> str:
     return " ".join(ENCTYPE_NAMES[e] for e in enctypes)
 
 
-def _krb5_conf(realm: str, port: int) -> str:
-    """A client krb5.conf for `realm` served on 127.0.0.1:`port`."""
+def _krb5_conf(realm: str, address: str, port: int) -> str:
+    """A client krb5.conf for `realm` served on `address`:`port`."""
     settings = {
         "default_realm": realm,
         "dns_lookup_kdc": "false",
@@ -70,16 +70,19 @@ def _krb5_conf(realm: str, port: int) -> str:
         "default_tgs_enctypes": _enctype_list(DEFAULT_ENCTYPES),
     }
     lines = ["[libdefaults]", *(f"\t{k} = {v}" for k, v in settings.items())]
-    lines += ["", "[realms]", f"\t{realm} = {{", f"\t\tkdc = 127.0.0.1:{port}", "\t}", ""]
+    lines += ["", "[realms]", f"\t{realm} = {{", f"\t\tkdc = {address}:{port}", "\t}", ""]
     return "\n".join(lines)
 
 
 class Realm:
     """A running test realm. Use `Realm.start(directory)`; `stop()` (or `with`) ends it."""
 
-    def __init__(self, directory: Path, name: str, port: int, max_life: str) -> None:
+    def __init__(
+        self, directory: Path, name: str, port: int, max_life: str, address: str = "127.0.0.1"
+    ) -> None:
         self.name = name
         self.directory = directory
+        self.address = address
         self.port = port
         self.kdc_conf = directory / "kdc.conf"
         self.krb5_conf = directory / "krb5.conf"
@@ -94,9 +97,18 @@ class Realm:
         self._process: subprocess.Popen[bytes] | None = None
 
     @classmethod
-    def start(cls, directory: Path, name: str = "KINK.TEST", *, max_life: str = "10h") -> "Realm":
+    def start(
+        cls,
+        directory: Path,
+        name: str = "KINK.TEST",
+        *,
+        max_life: str = "10h",
+        address: str = "127.0.0.1",
+    ) -> "Realm":
+        """`address`: the IPv4 address krb5kdc listens on (and krb5.conf names), e.g. one
+        that other network namespaces reach."""
         directory.mkdir(parents=True, exist_ok=True)
-        realm = cls(directory, name, _free_port(), max_life)
+        realm = cls(directory, name, _free_port(address), max_life, address)
         realm._write_config()
         realm._run("kdb5_util", "create", "-s", "-r", name, "-P", _MASTER_PASSWORD)
         realm._start_kdc()
@@ -107,8 +119,8 @@ class Realm:
         supported = " ".join(f"{ENCTYPE_NAMES[e]}:normal" for e in DEFAULT_ENCTYPES)
         self.kdc_conf.write_text(
             "[kdcdefaults]\n"
-            f"\tkdc_listen = 127.0.0.1:{self.port}\n"
-            f"\tkdc_tcp_listen = 127.0.0.1:{self.port}\n\n"
+            f"\tkdc_listen = {self.address}:{self.port}\n"
+            f"\tkdc_tcp_listen = {self.address}:{self.port}\n\n"
             "[realms]\n"
             f"\t{self.name} = {{\n"
             f"\t\tdatabase_name = {d / 'principal'}\n"
@@ -123,7 +135,7 @@ class Realm:
             f"\tkdc = FILE:{d / 'kdc.log'}\n"
             f"\tdefault = FILE:{d / 'krb5lib.log'}\n"
         )
-        self.krb5_conf.write_text(_krb5_conf(self.name, self.port))
+        self.krb5_conf.write_text(_krb5_conf(self.name, self.address, self.port))
 
     def _run(self, *argv: str) -> str:
         done = subprocess.run(argv, env=self.env, capture_output=True, text=True, check=False)
@@ -153,7 +165,7 @@ class Realm:
                 output = (self.directory / "krb5kdc.out").read_text(errors="replace")
                 raise RuntimeError(f"krb5kdc exited with {self._process.returncode}: {output}")
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                with socket.create_connection((self.address, self.port), timeout=0.2):
                     return
             except OSError:
                 time.sleep(0.02)

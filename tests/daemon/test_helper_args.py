@@ -1,0 +1,46 @@
+"""kink.daemon.helper_args: requests the helper's schema accepts, ACQUIREs with their seq."""
+
+from ipaddress import ip_network
+
+from kink.daemon import helper_args
+from kink.engine.events import Acquire, SaSpec, Selector
+from kink_privsep import protocol
+from kink_privsep.schema import check
+
+RANGES = helper_args.HelperRanges(0x4B49_0000, 0x4B49_FFFF, 0x4B49_0000, 0x4B49_FFFF)
+REQID = 0x4B49_B000
+
+
+def _spec() -> SaSpec:
+    host_a, host_b = (
+        Selector(ip_network("10.0.0.1/32"), 0, 0),
+        Selector(ip_network("10.0.0.2/32"), 0, 0),
+    )
+    return SaSpec(
+        "10.0.0.1", "10.0.0.2", 3, 0x1234, False, "transport", REQID, host_a, host_b,
+        "rfc4106(gcm(aes))", bytearray(20), 128, None, bytearray(), None, 0, 0, 0, 0, 32,
+    )  # fmt: skip
+
+
+def test_outbound_sa_answering_an_acquire_carries_its_seq() -> None:
+    args = helper_args.sa(_spec(), 77)
+    assert check(protocol.REQUESTS["add_sa"], args, "args")["seq"] == 77
+    assert args["reqid"] == REQID  # engine reqids are kernel reqids
+    assert "seq" not in helper_args.sa(_spec())
+
+
+def test_acquire_event_gives_the_engine_reqid_and_seq() -> None:
+    policy = {"templates": [{"proto": "esp", "mode": "transport", "reqid": REQID}]}
+    event = protocol.Event(protocol.EVENT_ACQUIRE, {"seq": 9, "policy": policy})
+    assert helper_args.kernel_event(event, {REQID}) == Acquire(REQID, 9)
+    assert helper_args.kernel_event(event, {REQID + 1}) is None
+
+
+def test_nd_bypass_lets_every_nd_type_through_at_the_best_priority() -> None:
+    policies = helper_args.nd_bypass(RANGES)
+    for policy in policies:
+        checked = check(protocol.REQUESTS["update_policy"], policy, "args")
+        assert checked["action"] == "allow" and not checked["templates"]
+        assert policy["priority"] == RANGES.priority_lo
+    kinds = {(p["dir"], p["selector"]["proto"], p["selector"]["sport"]) for p in policies}
+    assert kinds == {(d, 58, t) for d in ("in", "out", "fwd") for t in range(133, 138)}
