@@ -22,7 +22,8 @@ from kink.ctl.commands import (
     status,
     terminate,
 )
-from kink.ctl.connect import DEFAULT_SOCKET, EXIT_CODES_HELP
+from kink.ctl.connect import EXIT_CODES_HELP
+from kink.daemon.control_protocol import DEFAULT_CONTROL_SOCKET
 
 COMMANDS: tuple[Command, ...] = (
     status.COMMAND,
@@ -54,7 +55,7 @@ def build_parser(commands: Sequence[Command] = COMMANDS) -> argparse.ArgumentPar
     parser.add_argument(
         "--socket",
         metavar="PATH",
-        default=DEFAULT_SOCKET,
+        default=DEFAULT_CONTROL_SOCKET,
         help="kinkd's control socket ([daemon] control_socket); default: %(default)s",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

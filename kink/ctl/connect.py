@@ -21,9 +21,6 @@ from typing import Any
 from kink.ctl.command import EXIT_DENIED, EXIT_FAILURE, EXIT_NOT_RUNNING, EXIT_OK
 from kink.daemon.control_protocol import ControlClient, ControlError
 
-# DaemonSettings.control_socket's default (kink.daemon.config; not imported: that pulls in the
-# whole configuration loader, a third of a second on every kinkctl run).
-DEFAULT_SOCKET = "/run/kink/kinkd.sock"
 TIMEOUT = 30.0  # seconds a command waits for kinkd's answer
 
 

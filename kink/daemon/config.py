@@ -40,6 +40,7 @@ from kink.daemon.config_fields import (
     unknown_key,
 )
 from kink.daemon.config_peers import IMPLICIT_REQIDS, REQIDS, principal, read_peers
+from kink.daemon.control_protocol import DEFAULT_CONTROL_SOCKET
 from kink.daemon.toml_lines import key_lines
 from kink.engine.config import EngineConfig
 
@@ -64,7 +65,7 @@ class DaemonSettings:
     group: str = "kink"
     state_dir: Path = Path("/var/lib/kink")  # epoch + SA state persisted here
     runtime_dir: Path = Path("/run/kink")
-    control_socket: Path = Path("/run/kink/kinkd.sock")
+    control_socket: Path = Path(DEFAULT_CONTROL_SOCKET)
     control_group: str | None = None  # group allowed to use kinkctl (socket mode 0660)
     helper_socket: Path = Path("/run/kink-privsep/privsep.sock")
     keytab: Path = Path("/etc/krb5.keytab")

@@ -25,13 +25,14 @@ from kink.daemon.config_fields import (
     text,
 )
 from kink.daemon.config_proposals import DEFAULT_PROPOSALS, proposals
+from kink.daemon.control_protocol import IP_PROTOCOL_NAMES
 from kink.daemon.toml_lines import format_path
 from kink.engine.config import EngineConfig, PeerConfig, Policy, StartAction, U2u
 from kink.engine.events import Selector
 from kink.wire.ipsec_doi import GroupDescription
 
-# Selectors: IP protocols by name (IANA protocol numbers); any number 0-255 is accepted too.
-PROTOCOLS = {"any": 0, "icmp": 1, "tcp": 6, "udp": 17, "gre": 47, "icmpv6": 58, "sctp": 132}
+# Selectors: IP protocols by name (the names kinkctl shows); any number 0-255 is accepted too.
+PROTOCOLS = {name: number for number, name in IP_PROTOCOL_NAMES.items()}
 _PORTED = frozenset({6, 17, 132})  # protocols with ports a selector can name (RFC 2407 §4.6.2)
 
 # PFS groups by name: the MODP groups kink.crypto.dh implements (RFC 2409 §6, RFC 3526).

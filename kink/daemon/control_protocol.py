@@ -20,9 +20,21 @@ Commands (args -> result). SPIs are integers; times are seconds; absent values a
                     "kerberos": {"fetches", "failures"}}
   peers      {} -> {"peers": [{"name", "address", "port", "principal", "start_action", "mode",
                     "epoch", "sas", "transactions", "queued", "rtt"}]}
-  sas        {} -> {"sas": [{"child", "peer", "state", "initiator", "mode", "peer_epoch",
-                    "rekey_in", "age", "sas": [{"protocol": "esp"|"ah", "spi_in", "spi_out",
-                    "enc", "auth", "bytes_in", "packets_in", "bytes_out", "packets_out"}]}]}
+  sas        {} -> {"sas": [{"child", "peer", "state", "initiator", "mode", "reqid",
+                    "peer_epoch", "rekey_in", "expires_in", "age",
+                    "local": SELECTOR, "remote": SELECTOR, "pfs_group": "modp2048" | null,
+                    "life": {"soft_seconds", "hard_seconds", "soft_bytes", "hard_bytes"},
+                    "sas": [{"protocol": "esp"|"ah", "spi_in", "spi_out",
+                             "enc", "enc_key_bits", "icv_bits", "auth", "auth_trunc_bits",
+                             "bytes_in", "packets_in", "bytes_out", "packets_out"}]}]}
+             SELECTOR (RFC 4430 §5.3 IDci/IDcr): {"subnet": "10.1.0.0/24", "protocol": int
+             (IANA number, 0 any; IP_PROTOCOL_NAMES names the common ones), "port": int (0 any)}.
+             rekey_in / expires_in: seconds until we rekey (null: the peer rekeys, §3.6) / until
+             the hard lifetime ends the SAs (null: none). life: what the SAs were installed
+             with (null: no limit). enc: "aes-cbc" | "aes-gcm" (AEAD, icv_bits its ICV) |
+             "null" | null (AH); enc_key_bits without GCM's salt; auth: "hmac-sha1" |
+             "hmac-sha256" | "hmac-sha384" | "hmac-sha512" | null, truncated to auth_trunc_bits.
+             Counters are the kernel's (null when it has no such SA).
   initiate   {"peer": name} -> {}                 negotiates the peer's policies now
   terminate  {"peer": name} | {"spi": int} -> {"children": n}   DELETE (RFC 4430 §3.3)
   rekey      {"peer": name} | {"spi": int} -> {"children": n}
@@ -30,7 +42,7 @@ Commands (args -> result). SPIs are integers; times are seconds; absent values a
                     "unchanged": [names]}         as SIGHUP; ERR_CONFIG with the loader's text
   log-level  {} | {"level": LEVEL} -> {"level"}   LEVEL: debug|info|notice|warning|error
   monitor    {} -> {} then events, until the client closes the connection
-Events (monitor): sa-up {"peer", "child", "initiator", "spis": [[protocol, in, out]],
+Events (monitor): sa-up {"peer", "child", "initiator", "spis": [["esp"|"ah", in, out]],
   "three_way", "rekey_of"}, sa-down {"peer", "child", "reason"}, peer-epoch {"peer", "old",
   "new"}, negotiation-failed {"peer", "command", "reason", "code"}, dropped {"cause", "from"},
   helper {"connected"}, reload {"added", "removed", "changed"}, log-level {"level"}.
@@ -43,6 +55,10 @@ from dataclasses import dataclass
 from typing import Any
 
 VERSION = 1
+# Where kinkd listens unless [daemon] control_socket says otherwise, and where kinkctl looks.
+DEFAULT_CONTROL_SOCKET = "/run/kink/kinkd.sock"
+# Selector protocols by IANA number: the names kink.toml accepts and kinkctl shows.
+IP_PROTOCOL_NAMES = {0: "any", 1: "icmp", 6: "tcp", 17: "udp", 47: "gre", 58: "icmpv6", 132: "sctp"}
 MAX_LINE = 1 << 20  # a `sas` answer for thousands of SAs fits
 
 COMMANDS = (
@@ -191,9 +207,15 @@ class ControlClient:
                 return result
             raise ControlError(str(reply.get("error")), str(reply.get("message")), reply.get("id"))
 
-    def monitor(self) -> Iterator[Event]:
-        """Subscribe and yield events until the daemon stops (ConnectionError)."""
+    def subscribe(self) -> Iterator[Event]:
+        """Subscribe to the events (the `monitor` command) and return them as an iterator.
+
+        Returns once kinkd has answered `{}`: every event from then on is in the iterator, which
+        ends with ConnectionError when the daemon stops. ControlError if kinkd refused."""
         self.request("monitor")
+        return self._events()
+
+    def _events(self) -> Iterator[Event]:
         while True:
             msg = self._read()
             if "event" in msg:

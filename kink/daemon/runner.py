@@ -36,6 +36,7 @@ from kink.daemon.kerberos_worker import KerberosWorker
 from kink.daemon.logs import NOTICE, current_level, set_level
 from kink.daemon.notify import Notifier
 from kink.daemon.privileges import identity
+from kink.daemon.sa_report import child_entry
 from kink.daemon.state import SaId, Saved, SavedChild, StateError, StateStore, choose_epoch
 from kink.daemon.transport import Transport
 from kink.engine import ConfigChangeError, Engine, PeerConfig, StartAction
@@ -344,7 +345,7 @@ class Daemon:
                     "peer": notice.peer,
                     "child": notice.child,
                     "initiator": notice.initiator,
-                    "spis": [list(s) for s in notice.spis],
+                    "spis": [[hp_name(p), i, o] for p, i, o in notice.spis],
                     "three_way": notice.three_way,
                     "rekey_of": notice.rekey_of,
                 },
@@ -809,47 +810,12 @@ class Daemon:
         except (HelperError, HelperGone):
             dump = {"sas": []}
         kernel = {(sa["proto"], sa["spi"], sa["dst"]): sa for sa in dump.get("sas", [])}
-        local = self.engine.config.address
-        out = []
-        for child in self.engine.snapshot().children:
-            peer = self.engine.peers.get(child.peer)
-            if peer is None:
-                continue
-            sas = []
-            added: list[int] = []
-            for protocol, spi_in, spi_out in child.spis:
-                name = helper_args.PROTOCOL_NAMES[protocol]
-                k_in = kernel.get((name, spi_in, local), {})
-                k_out = kernel.get((name, spi_out, peer.config.address), {})
-                c_in, c_out = k_in.get("counters", {}), k_out.get("counters", {})
-                added += [c["add_time"] for c in (c_in, c_out) if c.get("add_time")]
-                sas.append(
-                    {
-                        "protocol": name,
-                        "spi_in": spi_in,
-                        "spi_out": spi_out,
-                        "enc": k_in.get("enc") or k_out.get("enc"),
-                        "auth": k_in.get("auth") or k_out.get("auth"),
-                        "bytes_in": c_in.get("bytes"),
-                        "packets_in": c_in.get("packets"),
-                        "bytes_out": c_out.get("bytes"),
-                        "packets_out": c_out.get("packets"),
-                    }
-                )
-            out.append(
-                {
-                    "child": child.id,
-                    "peer": child.peer,
-                    "state": child.state,
-                    "initiator": child.initiator,
-                    "mode": peer.config.mode,
-                    "peer_epoch": child.peer_epoch,
-                    "rekey_in": None if child.rekey_at is None else child.rekey_at - now,
-                    "age": time.time() - min(added) if added else None,
-                    "sas": sas,
-                }
-            )
-        return out
+        local, wall = self.engine.config.address, time.time()
+        return [
+            child_entry(child, local, peer.config.address, kernel, now, wall)
+            for child in self.engine.snapshot().children
+            if (peer := self.engine.peers.get(child.peer)) is not None
+        ]
 
 
 def with_principal(config: KinkConfig) -> KinkConfig:

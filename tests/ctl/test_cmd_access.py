@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 import trio
 
-from kink.ctl.connect import DEFAULT_SOCKET
+from kink.ctl.cli import build_parser
 from kink.daemon.config import DaemonSettings
+from kink.daemon.control_protocol import DEFAULT_CONTROL_SOCKET
 from tests.ctl.conftest import Pair, kinkctl, socket_of
 from tests.ctl.helpers import run
 from tests.daemon.harness import short_dir
@@ -26,7 +27,8 @@ _NO_DAC = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--inh-ca
 
 
 def test_default_socket_is_the_daemons() -> None:
-    assert Path(DEFAULT_SOCKET) == DaemonSettings().control_socket
+    default = build_parser().parse_args(["status"]).socket
+    assert Path(default) == Path(DEFAULT_CONTROL_SOCKET) == DaemonSettings().control_socket
 
 
 @pytest.mark.parametrize("command", ["status", "peers", "sas", "reload", "log-level", "monitor"])

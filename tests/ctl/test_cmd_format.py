@@ -1,11 +1,20 @@
-"""kinkctl's human units, tables and PEER|SPI arguments."""
+"""kinkctl's human units, tables, PEER|SPI arguments, and the SELECTORS and ALGORITHMS of
+`kinkctl sas` from what kinkd reports (kink.daemon.sa_report)."""
 
 import argparse
+from ipaddress import ip_network
+from typing import Any
 
 import pytest
 
 from kink.ctl import target, units
+from kink.ctl.commands import sas
 from kink.ctl.table import fields, table
+from kink.daemon.sa_report import selector, transform
+from kink.engine.events import SaTransform, Selector
+from kink.wire.ipsec_doi import ProtocolId
+
+ESP, AH = ProtocolId.ESP, ProtocolId.AH
 
 
 @pytest.mark.parametrize(
@@ -79,3 +88,58 @@ def test_target(text: str, parsed: tuple[str, str | int]) -> None:
 def test_target_out_of_range(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError, match="is not an SPI"):
         target.parse(text)
+
+
+@pytest.mark.parametrize(
+    ("t", "text"),
+    [
+        (SaTransform(ESP, "rfc4106(gcm(aes))", 256, 128, None, None), "aes-gcm-256"),
+        (SaTransform(ESP, "rfc4106(gcm(aes))", 128, 96, None, None), "aes-gcm-128/icv96"),
+        (
+            SaTransform(ESP, "cbc(aes)", 128, None, "hmac(sha256)", 128),
+            "aes-cbc-128/hmac-sha256-128",
+        ),
+        (SaTransform(ESP, "ecb(cipher_null)", 0, None, "hmac(sha1)", 96), "null/hmac-sha1-96"),
+        (SaTransform(AH, None, 0, None, "hmac(sha512)", 256), "hmac-sha512-256"),
+    ],
+)
+def test_sas_algorithms(t: SaTransform, text: str) -> None:
+    assert sas.algorithms(transform(t)) == text  # as kinkd reports it
+
+
+def test_sas_algorithms_unknown_transform() -> None:
+    assert sas.algorithms(transform(None)) == "-"
+
+
+def _child(local: Selector | None, remote: Selector | None) -> dict[str, Any]:
+    return {"local": selector(local), "remote": selector(remote)}
+
+
+@pytest.mark.parametrize(
+    ("local", "remote", "text"),
+    [
+        (
+            Selector(ip_network("10.1.0.0/24"), 17),
+            Selector(ip_network("10.2.0.0/24"), 17),
+            "10.1.0.0/24 <-> 10.2.0.0/24 udp",
+        ),
+        (
+            Selector(ip_network("192.0.2.1/32")),
+            Selector(ip_network("192.0.2.2/32")),
+            "192.0.2.1/32 <-> 192.0.2.2/32",
+        ),
+        (
+            Selector(ip_network("2001:db8:1::/64"), 6, 443),
+            Selector(ip_network("2001:db8:2::/64"), 6),
+            "2001:db8:1::/64[443] <-> 2001:db8:2::/64 tcp",
+        ),
+        (
+            Selector(ip_network("10.1.0.0/24"), 99),
+            Selector(ip_network("10.2.0.0/24"), 99, 7),
+            "10.1.0.0/24 <-> 10.2.0.0/24[7] 99",
+        ),
+        (None, None, "-"),
+    ],
+)
+def test_sas_selectors(local: Selector | None, remote: Selector | None, text: str) -> None:
+    assert sas.selectors(_child(local, remote)) == text

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,7 @@ _SPI = r"0x[0-9a-f]{8}"
 
 
 class Lines:
-    """The lines of a byte stream (a monitor's stdout)."""
+    """The lines of a byte stream (a monitor's stdout or stderr)."""
 
     def __init__(self, stream: trio.abc.ReceiveStream) -> None:
         self._stream = stream
@@ -42,19 +43,37 @@ class Lines:
         del self._buffer[: end + 1]
         return line
 
+    async def rest(self) -> str:
+        """Everything until the stream ends."""
+        while chunk := await self._stream.receive_some():
+            self._buffer += chunk
+        return bytes(self._buffer).decode()
+
+
+@dataclass
+class Monitor:
+    process: trio.Process
+    stdout: Lines
+    stderr: Lines
+
 
 @contextlib.asynccontextmanager
-async def _monitor(pair: Pair, *argv: str) -> AsyncIterator[tuple[trio.Process, Lines]]:
-    """`kinkctl monitor argv...` in its own process, killed if the test leaves it running."""
+async def _monitor(pair: Pair, *argv: str) -> AsyncIterator[Monitor]:
+    """`kinkctl monitor argv...` in its own process, killed if the test leaves it running;
+    subscribed once this returns: kinkctl says it monitors only once kinkd said so."""
     process = await trio.lowlevel.open_process(
         [sys.executable, "-m", "kink.ctl", "--socket", socket_of(pair.a), "monitor", *argv],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         cwd=REPO,
     )
-    assert process.stdout is not None
+    assert process.stdout is not None and process.stderr is not None
+    monitor = Monitor(process, Lines(process.stdout), Lines(process.stderr))
     try:
-        yield process, Lines(process.stdout)
+        with trio.fail_after(WAIT):
+            subscribed = await monitor.stderr.next()
+        assert subscribed == f"kinkctl: monitoring kinkd at {socket_of(pair.a)} (Ctrl-C to stop)"
+        yield monitor
     finally:
         if process.returncode is None:
             process.kill()
@@ -62,41 +81,12 @@ async def _monitor(pair: Pair, *argv: str) -> AsyncIterator[tuple[trio.Process, 
             await process.wait()
 
 
-async def _subscribed(pair: Pair, lines: Lines, is_log_level: re.Pattern[str]) -> None:
-    """Wait until the monitor gets events: set the log level (an event) until one shows.
-    (The subscription is made after the process starts; only an event proves it.)"""
-    with trio.fail_after(WAIT):
-        while True:
-            await pair.a.request("log-level", level="debug")
-            with trio.move_on_after(0.2):
-                line = await lines.next()
-                assert is_log_level.fullmatch(line), line
-                return
-
-
-async def _after_pokes(lines: Lines, is_log_level: re.Pattern[str]) -> str:
-    """The next line that is not the event of a log-level poke (late ones may still come)."""
-    with trio.fail_after(WAIT):
-        while is_log_level.fullmatch(line := await lines.next()):
-            pass
-    return line
-
-
-async def _stderr(process: trio.Process) -> str:
-    assert process.stderr is not None
-    data = bytearray()
-    while chunk := await process.stderr.receive_some():
-        data += chunk
-    return data.decode()
-
-
 async def test_monitor_human_until_ctrl_c(capsys: pytest.CaptureFixture[str], pair: Pair) -> None:
-    async with _monitor(pair) as (process, lines):
-        poke = re.compile(rf"{_STAMP}  log-level {8 * ' '}  log level now debug")
-        await _subscribed(pair, lines, poke)
+    async with _monitor(pair) as monitor:
         run = await kinkctl(capsys, pair.a, "initiate", "b")
         assert run.code == 0
-        line = await _after_pokes(lines, poke)
+        with trio.fail_after(WAIT):
+            line = await monitor.stdout.next()
         up = re.fullmatch(
             rf"{_STAMP}  sa-up {12 * ' '}  b: SA (\d+) up \(initiator\): esp in ({_SPI}) "
             rf"out ({_SPI})",
@@ -111,21 +101,22 @@ async def test_monitor_human_until_ctrl_c(capsys: pytest.CaptureFixture[str], pa
             f"{sa['spi_out']:#010x}",
         )
 
-        process.send_signal(signal.SIGINT)
+        monitor.process.send_signal(signal.SIGINT)
         with trio.fail_after(WAIT):
-            assert await process.wait() == 0
-            stderr = await _stderr(process)
-    assert stderr == f"kinkctl: monitoring kinkd at {socket_of(pair.a)} (Ctrl-C to stop)\n"
+            assert await monitor.process.wait() == 0
+            assert await monitor.stderr.rest() == ""
 
 
 async def test_monitor_json_until_kinkd_stops(
     capsys: pytest.CaptureFixture[str], pair: Pair
 ) -> None:
-    async with _monitor(pair, "--json") as (process, lines):
-        poke = re.compile(r'\{"data": \{"level": "debug"\}, "event": "log-level", .*')
-        await _subscribed(pair, lines, poke)
+    async with _monitor(pair, "--json") as monitor:
+        assert (await kinkctl(capsys, pair.a, "log-level", "debug")).code == 0
         assert (await kinkctl(capsys, pair.a, "initiate", "b")).code == 0
-        event = json.loads(await _after_pokes(lines, poke))
+        with trio.fail_after(WAIT):
+            level = json.loads(await monitor.stdout.next())
+            event = json.loads(await monitor.stdout.next())
+        assert (level["event"], level["data"]) == (cp.EVENT_LOG_LEVEL, {"level": "debug"})
         assert sorted(event) == ["data", "event", "time"]
         assert isinstance(event["time"], float)
         assert event["event"] == cp.EVENT_SA_UP
@@ -133,10 +124,10 @@ async def test_monitor_json_until_kinkd_stops(
         assert (data["peer"], data["initiator"], data["rekey_of"]) == ("b", True, None)
         (child,) = json.loads((await kinkctl(capsys, pair.a, "sas", "--json")).out)["sas"]
         sa = child["sas"][0]
-        assert data["spis"] == [[3, sa["spi_in"], sa["spi_out"]]]  # ESP: 3 (RFC 2407 §4.4.1)
+        assert data["spis"] == [["esp", sa["spi_in"], sa["spi_out"]]]  # as `sas` names them
 
         await pair.a.stop()
         with trio.fail_after(WAIT):
-            assert await process.wait() == 0
-            stderr = await _stderr(process)
+            assert await monitor.process.wait() == 0
+            stderr = await monitor.stderr.rest()
     assert stderr.splitlines()[-1] == "kinkctl: kinkd closed the connection"

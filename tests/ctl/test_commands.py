@@ -102,7 +102,19 @@ async def test_initiate_then_sas_on_both_sides(
     assert {sa_a["spi_in"], sa_a["spi_out"]} == _kernel_spis(pair.a) == _kernel_spis(pair.b)
     assert (child_a["peer"], child_a["initiator"], child_a["state"]) == ("b", True, "installed")
     assert (child_b["peer"], child_b["initiator"], child_b["state"]) == ("a", False, "installed")
-    assert (sa_a["enc"], sa_a["auth"]) == (sa_b["enc"], sa_b["auth"]) == ("aes-cbc", "hmac-sha1-96")
+    algorithms = ("aes-cbc", 128, None, "hmac-sha1", 96)
+    for sa in (sa_a, sa_b):
+        keys = ("enc", "enc_key_bits", "icv_bits", "auth", "auth_trunc_bits")
+        assert tuple(sa[k] for k in keys) == algorithms
+    # No configured policies: the host-to-host selectors of the two addresses (RFC 4430 §5.3).
+    host_a = {"subnet": "127.0.0.1/32", "protocol": 0, "port": 0}
+    host_b = {"subnet": "127.0.0.2/32", "protocol": 0, "port": 0}
+    assert (child_a["local"], child_a["remote"]) == (child_b["remote"], child_b["local"])
+    assert (child_a["local"], child_a["remote"]) == (host_a, host_b)
+    assert child_a["reqid"] == child_b["reqid"]
+    assert child_a["pfs_group"] is None and child_a["mode"] == "transport"
+    assert child_a["life"]["hard_seconds"] == child_b["life"]["hard_seconds"] > 0
+    assert 0 < child_a["rekey_in"] < child_a["expires_in"]
 
     # Human: the same SPIs, as 8 hex digits, crossed between the two tables.
     rows = {}
@@ -111,14 +123,16 @@ async def test_initiate_then_sas_on_both_sides(
         assert (run.code, run.err) == (0, "")
         header, row = run.out.splitlines()
         assert header.split() == [
-            "PEER", "SA", "STATE", "ROLE", "MODE", "PROTO", "SPI-IN", "SPI-OUT", "ALGORITHMS",
-            "AGE", "REKEY-IN", "IN", "OUT",
+            "PEER", "SA", "STATE", "ROLE", "MODE", "PROTO", "SPI-IN", "SPI-OUT", "SELECTORS",
+            "ALGORITHMS", "PFS", "AGE", "REKEY-IN", "EXPIRES-IN", "IN", "OUT",
         ]  # fmt: skip
         rows[node.name] = row
     pattern = (
         rf"(?P<peer>[ab])\s+\d+\s+installed\s+(?P<role>initiator|responder)\s+transport\s+esp\s+"
-        rf"(?P<spi_in>{_SPI})\s+(?P<spi_out>{_SPI})\s+aes-cbc/hmac-sha1-96\s+\d+s\s+"
-        r"(?P<rekey>\S+)\s+0 B, 0 pkts\s+0 B, 0 pkts"
+        rf"(?P<spi_in>{_SPI})\s+(?P<spi_out>{_SPI})\s+"
+        r"(?P<selectors>127\.0\.0\.[12]/32 <-> 127\.0\.0\.[12]/32)\s+"
+        r"aes-cbc-128/hmac-sha1-96\s+-\s+\d+s\s+(?P<rekey>\S+)\s+(?P<expires>\S+)\s+"
+        r"0 B, 0 pkts\s+0 B, 0 pkts"
     )
     a_row, b_row = (re.fullmatch(pattern, rows[n]) for n in "ab")
     assert a_row is not None and b_row is not None, rows
@@ -129,6 +143,9 @@ async def test_initiate_then_sas_on_both_sides(
     assert a_row["spi_out"] == f"{sa_a['spi_out']:#010x}" == b_row["spi_in"]
     assert re.fullmatch(r"\d+m\d\ds|\d+h\d\dm", a_row["rekey"])  # only the initiator rekeys
     assert b_row["rekey"] == "-"
+    assert a_row["selectors"] == "127.0.0.1/32 <-> 127.0.0.2/32"
+    assert b_row["selectors"] == "127.0.0.2/32 <-> 127.0.0.1/32"
+    assert re.fullmatch(r"\d+m\d\ds|\d+h\d\dm", b_row["expires"])  # both sides' SAs expire
 
 
 async def test_terminate_by_peer_and_by_spi(capsys: pytest.CaptureFixture[str], pair: Pair) -> None:

@@ -148,3 +148,21 @@ async def test_sd_notify_ready_watchdog_stopping(make_hosts: HostsFactory) -> No
         await until("STOPPING=1")
     assert got.index("READY=1") < got.index("STOPPING=1")
     sock.close()
+
+
+async def test_delete_on_stop_deletes_every_sa_on_both_sides(make_hosts: HostsFactory) -> None:
+    hosts = make_hosts(a={"b": START}, b={"a": NONE})
+    a, b = hosts["a"], hosts["b"]
+    a.config = replace(a.config, daemon=replace(a.config.daemon, delete_on_stop=True))
+    async with trio.open_nursery() as nursery:
+        await b.start(nursery)
+        await a.start(nursery)
+        await wait_for(lambda: len(a.sas()) == 2 and len(b.sas()) == 2, "an SA pair each")
+        assert matching_pairs(a, b) == 2
+        await a.stop()
+        # SIGTERM waited for the DELETE exchange (RFC 4430 §3.3): a's SAs are gone when it
+        # exits, and b deleted its own on the DELETE (its inbound one after the grace time).
+        assert a.sas() == [] and a.policies() == []
+        await wait_for(lambda: b.sas() == [], "b's SAs deleted")
+        assert [p["sas"] for p in (await b.request("peers"))["peers"]] == [0]
+        await b.stop()

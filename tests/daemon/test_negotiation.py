@@ -32,7 +32,13 @@ async def test_start_action_start_negotiates_and_both_helpers_match(
         assert len(sas["sas"]) == 1 and sas["sas"][0]["peer"] == "b"
         child = sas["sas"][0]
         assert child["initiator"] is True and child["state"] == "installed"
-        assert child["sas"][0]["enc"] == "aes-cbc" and child["sas"][0]["auth"] == "hmac-sha1-96"
+        sa = child["sas"][0]
+        assert (sa["enc"], sa["enc_key_bits"], sa["auth"], sa["auth_trunc_bits"]) == (
+            "aes-cbc",
+            128,
+            "hmac-sha1",
+            96,
+        )
         spis = {sa["spi"] for sa in a.sas()}
         assert {child["sas"][0]["spi_in"], child["sas"][0]["spi_out"]} == spis
         status = await a.request("status")
@@ -114,11 +120,16 @@ async def test_monitor_streams_events(make_hosts: HostsFactory) -> None:
         await a.start(nursery)
         await b.start(nursery)
         client = a.control()
-        events = client.monitor()
-        await trio.to_thread.run_sync(lambda: client.request("initiate", peer="b"))
+        # Subscribed once subscribe() returns: the SA that comes up after is in the stream.
+        events = await trio.to_thread.run_sync(client.subscribe)
+        await a.request("initiate", peer="b")
         first = await trio.to_thread.run_sync(next, events)
         assert first.kind == cp.EVENT_SA_UP and first.data["peer"] == "b"
         assert first.data["initiator"] is True
+        (child,) = (await a.request("sas"))["sas"]
+        sa = child["sas"][0]
+        # Protocols by name in events as in `sas` (not the IPsec DOI number, RFC 2407 §4.4.1).
+        assert first.data["spis"] == [["esp", sa["spi_in"], sa["spi_out"]]]
         client.close()
         await a.stop()
         await b.stop()

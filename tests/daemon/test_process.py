@@ -1,5 +1,5 @@
 """kinkd as a process: --check-config, the drop from root to `nobody`, sd_notify through
-$NOTIFY_SOCKET, SIGHUP (reload) and SIGTERM (clean exit)."""
+$NOTIFY_SOCKET, SIGHUP (reload), SIGTERM (clean exit), systemd socket activation."""
 
 import os
 import pwd
@@ -8,8 +8,11 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+import tomllib
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -158,3 +161,88 @@ def test_root_drops_to_nobody_notifies_reloads_and_stops(
     assert "<5>kinkd: kinkd 0.1.0 ready on 127.0.0.1:" in output  # journal form, no timestamp
     assert f"uid {nobody.pw_uid}" in output
     assert helper.backend.dump_policies() == []
+
+
+# systemd's side of socket activation (sd_listen_fds(3)): the sockets on fds 3, 4, ...,
+# $LISTEN_FDS their count and $LISTEN_PID the pid of the process that gets them (known only
+# in the child: this sets it, then becomes kinkd). argv: the fds to pass, then kinkd's args.
+_ACTIVATE = """\
+import os, sys
+fds = [int(fd) for fd in sys.argv[1].split(",")]
+for index, fd in enumerate(fds):
+    os.dup2(fd, 3 + index)
+for fd in set(fds) - set(range(3, 3 + len(fds))):
+    os.close(fd)
+os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS=str(len(fds)))
+os.execv(sys.executable, [sys.executable, "-m", "kink.daemon", *sys.argv[2:]])
+"""
+
+
+def _activated(sockets: list[socket.socket], *args: str) -> subprocess.Popen[str]:
+    fds = [s.fileno() for s in sockets]
+    assert min(fds) >= 3 + len(fds)  # not overwritten by the dup2 of another
+    return subprocess.Popen(
+        [sys.executable, "-c", _ACTIVATE, ",".join(map(str, fds)), *args],
+        cwd=REPO,
+        pass_fds=fds,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _status_until(path: Path, done: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    """kinkd's status once `done` holds (its socket may not exist yet)."""
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        try:
+            with ControlClient(str(path), timeout=WAIT) as client:
+                status = client.request("status")
+        except (FileNotFoundError, ConnectionRefusedError):
+            status = None
+        if status is not None and done(status):
+            return status
+        time.sleep(0.05)
+    raise AssertionError(f"kinkd's status never satisfied the test (last: {status})")
+
+
+def test_systemd_socket_activation(node: tuple[Path, ThreadHelper]) -> None:
+    d, _ = node
+    configured = int(tomllib.loads((d / "kink.toml").read_text())["daemon"]["port"])
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+    passed = udp.getsockname()[1]
+    assert passed != configured
+    process = _activated([udp], "--config", str(d / "kink.toml"))
+    udp.close()  # kinkd has its own copy
+    try:
+        path = d / "run" / "kinkd.sock"
+        status = _status_until(path, lambda s: True)
+        # kinkd listens on the socket it was given, not on the configured port.
+        assert status["listening"] == [["127.0.0.1", passed]]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as free:
+            free.bind(("127.0.0.1", configured))
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            sender.sendto(b"not KINK", ("127.0.0.1", passed))
+        _status_until(path, lambda s: s["transport"]["received"] == 1)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=WAIT) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        output = process.stdout.read() if process.stdout else ""
+        print(output)
+    assert f"ready on 127.0.0.1:{passed} as uid {pwd.getpwnam('nobody').pw_uid}" in output
+
+
+def test_systemd_socket_activation_refuses_a_stream_socket(
+    node: tuple[Path, ThreadHelper],
+) -> None:
+    d, _ = node
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+        tcp.bind(("127.0.0.1", 0))
+        process = _activated([tcp], "--config", str(d / "kink.toml"))
+    output, _ = process.communicate(timeout=WAIT)
+    assert process.returncode == 1
+    assert "cannot start: systemd passed fd 3, which is not a UDP socket" in output

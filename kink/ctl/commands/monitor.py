@@ -10,7 +10,6 @@ from kink.ctl import units
 from kink.ctl.command import EXIT_FAILURE, EXIT_OK, Command
 from kink.ctl.connect import EXIT_CODES_HELP, Failure, add_common, fail, open_client
 from kink.daemon import control_protocol as cp
-from kink.wire.ipsec_doi import ProtocolId
 
 _DESCRIPTION = f"""\
 Print kinkd's events as they happen, one line each with the local time: SAs up (and rekeyed)
@@ -46,15 +45,9 @@ def _names(names: list[str]) -> str:
 def _sa_up(d: dict[str, Any]) -> str:
     role = "initiator" if d["initiator"] else "responder"
     how = f"rekeyed SA {d['rekey_of']}" if d["rekey_of"] is not None else "up"
-    spis = "; ".join(f"{p} in {units.spi(i)} out {units.spi(o)}" for p, i, o in _spis(d))
+    spis = "; ".join(f"{p} in {units.spi(i)} out {units.spi(o)}" for p, i, o in d["spis"])
     three_way = ", 3-way" if d["three_way"] else ""
     return f"{d['peer']}: SA {d['child']} {how} ({role}{three_way}): {spis}"
-
-
-def _spis(d: dict[str, Any]) -> list[tuple[str, int, int]]:
-    """The event names protocols by their IPsec DOI number (RFC 2407 §4.4.1: ESP 3, AH 2)."""
-    names = {p.value: p.name.lower() for p in ProtocolId}
-    return [(names.get(p, str(p)), i, o) for p, i, o in d["spis"]]
 
 
 def _failed(d: dict[str, Any]) -> str:
@@ -98,9 +91,10 @@ def _run(args: argparse.Namespace) -> int:
         client = open_client(args.socket, timeout=None)  # events may be hours apart
     except Failure as failure:
         return fail(args, failure)
-    print(f"kinkctl: monitoring kinkd at {args.socket} (Ctrl-C to stop)", file=sys.stderr)
     try:
-        for event in client.monitor():
+        events = client.subscribe()
+        print(f"kinkctl: monitoring kinkd at {args.socket} (Ctrl-C to stop)", file=sys.stderr)
+        for event in events:
             if args.json:
                 document = {"time": event.time, "event": event.kind, "data": event.data}
                 print(json.dumps(document, sort_keys=True), flush=True)
