@@ -24,3 +24,9 @@ fuzz:
 .PHONY: deb
 deb:
 	./packaging/build-deb build/deb
+
+# The 60 s flood of issue 10 against two kinkd processes (opt-in: it needs a quiet machine).
+.PHONY: flood
+flood:
+	./scripts/bootstrap
+	KINK_LONG_TESTS=1 .venv/bin/pytest tests/robustness/test_flood.py -rP
