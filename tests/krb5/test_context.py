@@ -8,7 +8,7 @@ from kink.krb5.context import Context, kink_principal
 from kink.krb5.errors import KRB5_PARSE_MALFORMED, Krb5Error
 from kink.krb5.initiator import Initiator
 
-CONF = Path("/work/shared/interop/racoon2-captures/kerberos/krb5.conf")
+CONF = Path(__file__).with_name("data") / "krb5.conf"  # the racoon2 realm's krb5.conf
 
 
 def test_explicit_config() -> None:

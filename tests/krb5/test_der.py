@@ -11,7 +11,8 @@ from kink.krb5 import _der
 from kink.krb5.errors import Krb5Error
 from tests.krb5.pcap import kink_ap_req
 
-CAPTURE = Path("/work/shared/interop/racoon2-captures/basic/a.pcap")
+# racoon2 basic/a.pcap (shared/interop), copied to tests/wire/data.
+CAPTURE = Path(__file__).resolve().parents[1] / "wire" / "data" / "basic-a.pcap"
 
 
 def tlv(tag: int, content: bytes) -> bytes:

@@ -11,8 +11,12 @@ from kink.krb5.initiator import Initiator
 from kink.krb5.offline import decrypt_ticket_offline
 from tests.krb5.pcap import KINK_KRB_ERROR, first_payload, kink_ap_req
 
-CAPTURES = Path("/work/shared/interop/racoon2-captures")
-KERBEROS = CAPTURES / "kerberos"
+# Copies of the racoon2 interop data (shared/interop/racoon2-captures): the a.pcap of each scenario
+# in tests/wire/data, the host keytabs in tests/ctl/data, the rest here.
+TESTS = Path(__file__).resolve().parents[1]
+PCAPS = TESTS / "wire" / "data"
+KEYTABS = TESTS / "ctl" / "data"
+DATA = Path(__file__).with_name("data")
 # From the captures' README.md / decoded-a.txt.
 BASIC_SESSION_KEY = "6f6e273c227eaace58145a81907c0bf8e0dcc0623079893dc4ee0d916c81e346"
 KRBERR_SESSION_KEY = "062464bb0eca39c618d6e5d148e7f0a1ea2e47e23dd30b23f77b03863ef4f377"
@@ -26,7 +30,7 @@ def _posix(generalized_time: str) -> int:
 
 @pytest.fixture
 def context() -> Context:
-    return Context(KERBEROS / "krb5.conf")
+    return Context(DATA / "krb5.conf")
 
 
 @pytest.mark.parametrize(
@@ -40,8 +44,8 @@ def context() -> Context:
     ],
 )
 def test_basic_capture_ap_reqs(context: Context, frame: int, ctime: str, cusec: int) -> None:
-    ap_req = kink_ap_req(CAPTURES / "basic/a.pcap", frame)
-    t = decrypt_ticket_offline(context, ap_req, str(KERBEROS / "host-b.keytab"))
+    ap_req = kink_ap_req(PCAPS / "basic-a.pcap", frame)
+    t = decrypt_ticket_offline(context, ap_req, str(KEYTABS / "host-b.keytab"))
     assert t.session_key.enctype == 18
     assert t.session_key.material.hex() == BASIC_SESSION_KEY
     assert (t.client_principal, t.server_principal) == (HOST_A, HOST_B)
@@ -56,21 +60,21 @@ def test_basic_capture_ap_reqs(context: Context, frame: int, ctime: str, cusec: 
 
 
 def test_krberr_capture_needs_the_right_key(context: Context) -> None:
-    ap_req = kink_ap_req(CAPTURES / "krberr/a.pcap", 5)
-    t = decrypt_ticket_offline(context, ap_req, str(KERBEROS / "host-b.keytab"))
+    ap_req = kink_ap_req(PCAPS / "krberr-a.pcap", 5)
+    t = decrypt_ticket_offline(context, ap_req, str(KEYTABS / "host-b.keytab"))
     assert t.session_key.material.hex() == KRBERR_SESSION_KEY
     assert (t.ctime, t.cusec) == (_posix("20261127062521Z"), 864402)
     # The responder of that capture only had the aes128 key; the ticket is under aes256.
     with pytest.raises(Krb5Error) as e:
-        decrypt_ticket_offline(context, ap_req, str(KERBEROS / "host-b-aes128only.keytab"))
+        decrypt_ticket_offline(context, ap_req, str(DATA / "host-b-aes128only.keytab"))
     assert e.value.code == KRB5KRB_AP_WRONG_PRINC
     with pytest.raises(Krb5Error):
-        decrypt_ticket_offline(context, ap_req, str(KERBEROS / "host-a.keytab"))
+        decrypt_ticket_offline(context, ap_req, str(KEYTABS / "host-a.keytab"))
 
 
 def test_captured_krb_error(context: Context) -> None:
     """The unauthenticated KRB-ERROR kinkd sent for KRB_AP_ERR_BADKEYVER (krberr frame 6)."""
-    payload_type, krb_error = first_payload(CAPTURES / "krberr/a.pcap", 6)
+    payload_type, krb_error = first_payload(PCAPS / "krberr-a.pcap", 6)
     assert payload_type == KINK_KRB_ERROR
     info = Initiator(context).parse_krb_error(krb_error)
     assert info.error_code == KRB_AP_ERR_BADKEYVER
@@ -82,8 +86,8 @@ def test_captured_krb_error(context: Context) -> None:
 
 
 def test_truncated_or_damaged_capture_is_a_krb5_error(context: Context) -> None:
-    ap_req = kink_ap_req(CAPTURES / "basic/a.pcap", 5)
-    keytab = str(KERBEROS / "host-b.keytab")
+    ap_req = kink_ap_req(PCAPS / "basic-a.pcap", 5)
+    keytab = str(KEYTABS / "host-b.keytab")
     for cut in (0, 1, 10, 100, len(ap_req) - 1):
         with pytest.raises(Krb5Error):
             decrypt_ticket_offline(context, ap_req[:cut], keytab)
