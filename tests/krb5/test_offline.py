@@ -9,7 +9,7 @@ from kink.krb5.context import Context
 from kink.krb5.errors import KRB5KRB_AP_WRONG_PRINC, KRB_AP_ERR_BADKEYVER, Krb5Error
 from kink.krb5.initiator import Initiator
 from kink.krb5.offline import decrypt_ticket_offline
-from tests.krb5.pcap import KINK_KRB_ERROR, first_payload, kink_ap_req
+from tests.krb5.pcap import kink_ap_req, kink_krb_error
 
 # Copies of the racoon2 interop data (shared/interop/racoon2-captures): the a.pcap of each scenario
 # in tests/wire/data, the host keytabs in tests/ctl/data, the rest here.
@@ -74,8 +74,7 @@ def test_krberr_capture_needs_the_right_key(context: Context) -> None:
 
 def test_captured_krb_error(context: Context) -> None:
     """The unauthenticated KRB-ERROR kinkd sent for KRB_AP_ERR_BADKEYVER (krberr frame 6)."""
-    payload_type, krb_error = first_payload(PCAPS / "krberr-a.pcap", 6)
-    assert payload_type == KINK_KRB_ERROR
+    krb_error = kink_krb_error(PCAPS / "krberr-a.pcap", 6)
     info = Initiator(context).parse_krb_error(krb_error)
     assert info.error_code == KRB_AP_ERR_BADKEYVER
     assert info.name == "KRB_AP_ERR_BADKEYVER"
