@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import select
 import selectors
 import socket
 import struct
@@ -104,6 +105,8 @@ class Server:
                 sock.close()
                 continue
             if len(self._clients) >= MAX_CLIENTS:
+                self._drop_hung_up()
+            if len(self._clients) >= MAX_CLIENTS:
                 log.warning("refused connection from pid %d: %d clients", pid, MAX_CLIENTS)
                 sock.close()
                 continue
@@ -112,6 +115,20 @@ class Server:
             self._clients.add(client)
             self._update(client)
             log.info("client pid %d connected", pid)
+
+    def _drop_hung_up(self) -> None:
+        """Drop clients that have closed their end but whose requests are still queued here.
+
+        Why: a daemon that restarts quickly reconnects before this loop has read its old
+        connection to the end; that connection can never read a reply, so it must not hold
+        one of the MAX_CLIENTS places (its unread requests are abandoned with it)."""
+        poller = select.poll()
+        for client in self._clients:
+            poller.register(client.sock, 0)  # POLLHUP and POLLERR are always reported
+        hung_up = {fd for fd, mask in poller.poll(0) if mask & (select.POLLHUP | select.POLLERR)}
+        for client in list(self._clients):
+            if client.sock.fileno() in hung_up:
+                self._drop(client, "closed, requests abandoned")
 
     def _drop(self, client: _Client, why: str) -> None:
         self._clients.discard(client)

@@ -10,6 +10,7 @@ import os
 import random
 import socket
 import subprocess
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -29,12 +30,16 @@ from kink_privsep.model import (
     SaInfo,
     Selector,
 )
+from kink_privsep.main import listening_socket
 from kink_privsep.recording import RecordingBackend
+from kink_privsep.service import Service
 from tests.privsep.harness import (
+    TEST_CONFIG,
     TEST_PRIORITIES,
     TEST_RANGES,
     TEST_REQIDS,
     process_helper,
+    short_dir,
     thread_helper,
 )
 
@@ -372,6 +377,33 @@ def test_disconnect_mid_request(target: Target) -> None:
         dump = c.call("dump")
         assert hello["owned_policies"] == len(dump["policies"]) <= MAX_POLICIES
         c.call("flush")
+
+
+def test_closed_clients_do_not_hold_places() -> None:
+    """All places taken by clients that closed with requests still unread, then a new client:
+    it is served (a quickly restarted daemon must not be refused). The connections wait in the
+    listen backlog before the loop starts, so the helper meets them all in one accept burst."""
+    with short_dir() as d:
+        path = str(d / "privsep.sock")
+        listener, _ = listening_socket(path, os.getuid())
+        backend = RecordingBackend()
+        helper = server.Server(listener, Service(backend, TEST_CONFIG), os.getuid())
+        for _ in range(server.MAX_CLIENTS):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            s.connect(path)
+            s.send(protocol.encode_request(1, "hello", {}))
+            s.close()
+        late = Client(path)
+        thread = threading.Thread(target=helper.run, daemon=True)
+        thread.start()
+        try:
+            assert late.call("hello")["owned_policies"] == 0
+        finally:
+            late.close()
+            helper.stop()
+            thread.join()
+            listener.close()
+            backend.close()
 
 
 def policy_id(selector: dict[str, Any]) -> dict[str, Any]:
