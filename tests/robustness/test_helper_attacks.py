@@ -20,6 +20,7 @@ import pytest
 
 from kink_privsep import protocol, server
 from kink_privsep.client import Client, PrivsepError
+from kink_privsep.main import listening_socket
 from kink_privsep.model import (
     IPPROTO_ESP,
     MODE_TRANSPORT,
@@ -30,7 +31,6 @@ from kink_privsep.model import (
     SaInfo,
     Selector,
 )
-from kink_privsep.main import listening_socket
 from kink_privsep.recording import RecordingBackend
 from kink_privsep.service import Service
 from tests.privsep.harness import (
