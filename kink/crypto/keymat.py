@@ -40,11 +40,11 @@ def keymat(
         raise CryptoError(f"KEYMAT length {length} is out of range (1..{MAX_KEYMAT})")
     src = b"".join((gxy or b"", bytes((protocol,)), spi, ni, nr or b""))
     out = bytearray(length)  # sized once: no reallocation leaves key copies behind
-    filled = 0
-    block = b""
+    block = prf(key, src, aes_prf=aes_prf)
+    filled = len(block)
+    out[:filled] = block[:length]
     while filled < length:
         block = prf(key, block + src, aes_prf=aes_prf)
-        take = min(len(block), length - filled)
-        out[filled : filled + take] = block[:take]
-        filled += take
+        out[filled : filled + len(block)] = block[: length - filled]
+        filled += len(block)
     return out

@@ -8,8 +8,6 @@ message has been verified by Kerberos:
     msg = open_message(msg, datagram, key, request=...)   # Cksum, decryption, §6 rules
 """
 
-import dataclasses
-
 from kink.crypto.errors import CryptoError
 from kink.crypto.rfc3961 import (
     KEY_USAGE_KINK_CKSUM,
@@ -68,6 +66,18 @@ def open_message(msg: Message, datagram: bytes, key: Key, *, request: int | None
     verify_cksum(datagram, key)
     if msg.ciphertext is not None:
         plaintext = decrypt(key, KEY_USAGE_KINK_ENCRYPT, msg.ciphertext)
-        msg = dataclasses.replace(msg, encrypted=decode_inner(plaintext))
+        # Field by field rather than dataclasses.replace, which introspects the class on
+        # every call: this runs for every authenticated message.
+        msg = Message(
+            msg.type,
+            msg.xid,
+            msg.payloads,
+            decode_inner(plaintext),
+            msg.ciphertext,
+            msg.ackreq,
+            msg.doi,
+            msg.mjver,
+            msg.cksum,
+        )
     check_message(msg, request)
     return msg

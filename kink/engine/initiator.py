@@ -27,6 +27,7 @@ from kink.engine.events import (
     FetchTicket,
     FetchU2uTicket,
     HelperResult,
+    InstallSa,
     NegotiationFailed,
     SaDeleted,
     SaLifetimes,
@@ -382,7 +383,8 @@ class Initiator(EngineCore):
             # proposal, KEYMAT without Nr) is in place before CREATE goes out.
             assert txn.key is not None
             inputs = KeyInput(txn.key, neg.ni, None, None, self.config.aes_prf)
-            life = self._life(configured_life(peer).seconds, configured_life(peer).kilobytes)
+            configured = configured_life(peer)
+            life = self._life(configured.seconds, configured.kilobytes)
             for proposal in neg.offered.proposals:
                 if proposal.number != neg.offered.proposals[0].number:
                     break
@@ -404,8 +406,6 @@ class Initiator(EngineCore):
         def done(result: HelperResult, now: float) -> None:
             if result.error is not None and not txn.done:
                 self._fail(txn, f"optimistic SA install failed: {result.error}", None, now)
-
-        from kink.engine.events import InstallSa
 
         self.emit(InstallSa(self.token(done), spec))
 

@@ -7,6 +7,7 @@ payloads were exchanged.
 """
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from kink.crypto.algorithms import TransformParams, derive_sa_keys, sa_algorithms
 from kink.crypto.profiles import AesPrf
@@ -60,30 +61,35 @@ def sa_spec(
         aes_prf=inputs.aes_prf,
     )
     alg = keys.algorithms
+    # Positional: SaSpec has twenty fields, and binding them by keyword costs more than the
+    # rest of this function but the KEYMAT.
     return SaSpec(
-        src=place.src,
-        dst=place.dst,
-        protocol=protocol,
-        spi=spi,
-        inbound=place.inbound,
-        mode=place.mode,
-        reqid=place.reqid,
-        src_selector=place.src_selector,
-        dst_selector=place.dst_selector,
-        encryption=alg.encryption,
-        enc_key=keys.enc_key,
-        aead_icv_bits=alg.aead_icv_bits,
-        authentication=alg.authentication,
-        auth_key=keys.auth_key,
-        auth_trunc_bits=alg.auth_trunc_bits,
-        soft_seconds=life.soft_seconds,
-        hard_seconds=life.hard_seconds,
-        soft_bytes=life.soft_bytes,
-        hard_bytes=life.hard_bytes,
-        replay_window=replay_window,
+        place.src,
+        place.dst,
+        protocol,
+        spi,
+        place.inbound,
+        place.mode,
+        place.reqid,
+        place.src_selector,
+        place.dst_selector,
+        alg.encryption,
+        keys.enc_key,
+        alg.aead_icv_bits,
+        alg.authentication,
+        keys.auth_key,
+        alg.auth_trunc_bits,
+        life.soft_seconds,
+        life.hard_seconds,
+        life.soft_bytes,
+        life.hard_bytes,
+        replay_window,
     )
 
 
+# Every child records its transforms, and a configuration has a handful: the (immutable)
+# answers are kept. Failures (UnsupportedTransform) are not cached.
+@lru_cache(maxsize=256)
 def sa_transform(protocol: int, params: TransformParams) -> SaTransform:
     """The names of a negotiated transform, for kinkctl and restart records (no keys)."""
     alg = sa_algorithms(protocol, params)

@@ -101,15 +101,42 @@ def configured_life(peer: PeerConfig) -> Lifetime:
 def offer(peer: PeerConfig, spis: dict[int, int], group: int | None) -> SaPayload:
     """The initiator's SA payload: every configured bundle, numbered from 1, with our inbound
     SPI of each protocol (one SPI per protocol across the proposals, as racoon does)."""
+    return SaPayload(
+        tuple(
+            Proposal(number, protocol, spis[protocol].to_bytes(4, "big"), (transform,))
+            for number, protocol, transform in _offered(peer, group)
+        )
+    )
+
+
+_Offered = tuple[tuple[int, int, Transform], ...]  # (proposal number, protocol, transform)
+# Every CREATE offers the same transforms for a peer configuration: they are built once per
+# (configuration, group). Keyed by the configuration's identity (a PeerConfig is a large value
+# to hash): the entry holds the configuration itself, so its id cannot be reused meanwhile.
+# Room for two entries (with and without KE) for each of a large configuration's peers.
+_OFFER_CACHE = 2048
+_offers: dict[tuple[int, int | None], tuple[PeerConfig, _Offered]] = {}
+
+
+def _offered(peer: PeerConfig, group: int | None) -> _Offered:
+    key = (id(peer), group)
+    hit = _offers.get(key)
+    if hit is not None:
+        return hit[1]
     life = life_attributes(configured_life(peer))
-    proposals = []
-    for number, bundle in enumerate(peer.proposals, start=1):
-        for spec in bundle.transforms:
-            attrs = life + _attributes(spec, peer.mode, group)
-            transform = Transform(1, spec.transform_id, attrs)
-            spi = spis[spec.protocol].to_bytes(4, "big")
-            proposals.append(Proposal(number, spec.protocol, spi, (transform,)))
-    return SaPayload(tuple(proposals))
+    offered = tuple(
+        (
+            number,
+            spec.protocol,
+            Transform(1, spec.transform_id, life + _attributes(spec, peer.mode, group)),
+        )
+        for number, bundle in enumerate(peer.proposals, start=1)
+        for spec in bundle.transforms
+    )
+    if len(_offers) >= _OFFER_CACHE:
+        _offers.clear()
+    _offers[key] = (peer, offered)
+    return offered
 
 
 def protocols_of(peer: PeerConfig) -> list[int]:
@@ -183,20 +210,19 @@ def select(sa: SaPayload, peer: PeerConfig, group: int | None) -> tuple[Choice, 
                     Negotiated(proposal.protocol, peer_spi, transform, params_of(transform))
                 )
             for proposal, (_, transform) in zip(bundle, picked, strict=True):
-                attrs = life_attributes(life) + tuple(
-                    a for a in transform.attributes if a.type not in _LIFE
-                )
                 reply.append(
-                    Proposal(
-                        number,
-                        proposal.protocol,
-                        bytes(4),
-                        (Transform(transform.number, transform.transform_id, attrs),),
-                    )
+                    Proposal(number, proposal.protocol, bytes(4), (_picked(transform, life),))
                 )
             return Choice(number, tuple(chosen), life, optimistic), SaPayload(tuple(reply))
         first = False
     raise NoProposal("no proposal matches the configuration")
+
+
+@lru_cache(maxsize=_TRANSFORM_CACHE)
+def _picked(transform: Transform, life: Lifetime) -> Transform:
+    """The reply's copy of a chosen transform: its attributes with the lifetime in force."""
+    attrs = life_attributes(life) + tuple(a for a in transform.attributes if a.type not in _LIFE)
+    return Transform(transform.number, transform.transform_id, attrs)
 
 
 def with_spis(sa: SaPayload, spis: dict[int, int]) -> SaPayload:

@@ -21,7 +21,7 @@ from kink.crypto.errors import CryptoError
 from kink.crypto.seal import open_message, verify_cksum
 from kink.engine import messages
 from kink.engine.config import EngineConfig, Policy
-from kink.engine.core import Timer
+from kink.engine.core import HelperCallback, Timer
 from kink.engine.events import (
     AllocateSpi,
     HelperResult,
@@ -264,7 +264,7 @@ class Responder(Initiator):
         left = [len(needed)]
         here, there = self.config.address, peer.config.address
 
-        def got(plan: _Plan, protocol: int) -> Callable[[HelperResult, float], None]:
+        def got(plan: _Plan, protocol: int) -> HelperCallback:
             def done(result: HelperResult, now: float) -> None:
                 if result.spi is None:
                     plan.errors.append(result.error or "no SPI")
@@ -375,7 +375,7 @@ class Responder(Initiator):
             return
         left = [len(tokens)]
 
-        def done_for(plan: _Plan) -> Callable[[HelperResult, float], None]:
+        def done_for(plan: _Plan) -> HelperCallback:
             def done(result: HelperResult, now: float) -> None:
                 if result.error is not None:
                     plan.errors.append(result.error)

@@ -153,10 +153,19 @@ def _ap_req_body(data: bytes, what: str) -> tuple[int, int]:
     return _expect(data, start, stop, _TAG_SEQUENCE, what)
 
 
+# pvno [0] INTEGER 5, msg-type [1] INTEGER 14, ap-options [2] BIT STRING of 32 bits with no
+# unused bits: the DER every AP-REQ starts its SEQUENCE with (RFC 4120 §5.5.1).
+_AP_REQ_HEAD = bytes.fromhex("a003020105a10302010ea207030500")
+_AP_REQ_HEAD_END = len(_AP_REQ_HEAD) + 4
+
+
 def ap_options(data: bytes) -> int:
     """Only the ap-options of an AP-REQ: the responder reads use-session-key on every request
     (RFC 4120 §3.7), so this stops before the ticket instead of parsing all of it."""
     start, stop = _ap_req_body(data, "AP-REQ")
+    if stop - start >= _AP_REQ_HEAD_END and data.startswith(_AP_REQ_HEAD, start):
+        # The usual encoding, which _ap_options would read to the same value field by field.
+        return int.from_bytes(data[start + len(_AP_REQ_HEAD) : start + _AP_REQ_HEAD_END], "big")
     return _ap_options(data, start, stop, "AP-REQ")[0]
 
 

@@ -427,14 +427,15 @@ class RawContext:
 
     def _decrypted_ticket(self, ticket: Any) -> DecryptedTicket:
         enc = ticket.enc_part2
-        return DecryptedTicket(
-            client=self._unparse(enc.client),
-            server=self._unparse(ticket.server),
-            session_key=_session_key(enc.session[0]),
-            times=_times(enc.times),
-            flags=int(enc.flags) & 0xFFFFFFFF,
-            enctype=int(ticket.enc_part.enctype),
-            kvno=int(ticket.enc_part.kvno),
+        enc_part = ticket.enc_part
+        return DecryptedTicket(  # client, server, session key, times, flags, enctype, kvno
+            self._unparse(enc.client),
+            self._unparse(ticket.server),
+            _session_key(enc.session[0]),
+            _times(enc.times),
+            int(enc.flags) & 0xFFFFFFFF,
+            int(enc_part.enctype),
+            int(enc_part.kvno),
         )
 
     def authenticator_time(self, ac: AuthContext) -> tuple[int, int]:

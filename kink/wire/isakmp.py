@@ -14,7 +14,8 @@ PAYLOAD-MALFORMED, the answer RFC 4430 §5.5 gives for a bad KINK_ISAKMP payload
 
 import struct
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import ClassVar
 
 from kink.wire.constants import IsakmpPayloadType
@@ -39,6 +40,12 @@ _DOI_PROTO_SPI = struct.Struct(">IBBH")  # Notify / Delete: DOI, Protocol-Id, SP
 _AF_TV = 0x8000  # RFC 2408 §3.3: Attribute Format bit set = Type/Value (basic) form
 _NO_MORE = 0
 _PAYLOAD_TYPES = {int(t): t for t in IsakmpPayloadType}
+# The same few transforms come and go message after message (the offer, the pick): decoded
+# ones are kept by their octets and handed out again (they are immutable), and encoded ones
+# by value. Sharing the objects also lets caches keyed by Transform (kink.wire.rules,
+# kink.engine.proposals) hit on identity. Bounded, as the octets come from the wire.
+TRANSFORM_CACHE_SIZE = 1024
+_decoded_transforms: dict[bytes, "Transform"] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +80,21 @@ class Transform:
     number: int
     transform_id: int
     attributes: tuple[Attribute, ...] = ()
+    # Transforms key the caches of kink.wire and kink.engine.proposals, and hashing one means
+    # hashing each of its attributes: the hash is computed once per object.
+    _hash: int | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __hash__(self) -> int:
+        h = self._hash
+        if h is None:
+            h = hash((self.number, self.transform_id, self.attributes))
+            object.__setattr__(self, "_hash", h)
+        return h
+
+    def __reduce__(self) -> tuple[type["Transform"], tuple[int, int, tuple[Attribute, ...]]]:
+        # Copies and pickles are built anew: a bytes attribute hashes differently in another
+        # process (PYTHONHASHSEED), so the cached hash must not travel.
+        return Transform, (self.number, self.transform_id, self.attributes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,9 +260,16 @@ def _decode_transforms(data: bytes, off: int, end: int, count: int) -> tuple[Tra
             raise _malformed(off, f"Transform payload length {length}")
         if nxt not in (IsakmpPayloadType.T, _NO_MORE):
             raise _malformed(off, f"Transform Next Payload {nxt} is neither 3 nor 0")
-        number, transform_id, _ = _TRANSFORM_HEAD.unpack_from(data, off + 4)
-        attrs = _decode_attributes(data, off + 8, off + length)
-        transforms.append(Transform(number, transform_id, attrs))
+        raw = bytes(data[off + 4 : off + length])
+        transform = _decoded_transforms.get(raw)
+        if transform is None:
+            number, transform_id, _ = _TRANSFORM_HEAD.unpack_from(data, off + 4)
+            attrs = _decode_attributes(data, off + 8, off + length)
+            transform = Transform(number, transform_id, attrs)
+            if len(_decoded_transforms) >= TRANSFORM_CACHE_SIZE:
+                _decoded_transforms.clear()
+            _decoded_transforms[raw] = transform
+        transforms.append(transform)
         more = nxt != _NO_MORE
         off += length
     if more and transforms:
@@ -384,15 +413,22 @@ def _encode_attributes(attributes: tuple[Attribute, ...]) -> bytes:
     return b"".join(parts)
 
 
+@lru_cache(maxsize=TRANSFORM_CACHE_SIZE)
+def _encode_transform(transform: Transform) -> bytes:
+    """A Transform payload after its generic header (whose Next Payload depends on where the
+    transform stands)."""
+    head = _TRANSFORM_HEAD.pack(transform.number, transform.transform_id, 0)
+    return head + _encode_attributes(transform.attributes)
+
+
 def _encode_proposal(proposal: Proposal, last: bool) -> bytes:
     transforms: list[bytes] = []
     count = len(proposal.transforms)
     for i, transform in enumerate(proposal.transforms):
-        attrs = _encode_attributes(transform.attributes)
+        body = _encode_transform(transform)
         nxt = _NO_MORE if i == count - 1 else IsakmpPayloadType.T
-        transforms.append(_GENERIC.pack(nxt, 0, 8 + len(attrs)))
-        transforms.append(_TRANSFORM_HEAD.pack(transform.number, transform.transform_id, 0))
-        transforms.append(attrs)
+        transforms.append(_GENERIC.pack(nxt, 0, 4 + len(body)))
+        transforms.append(body)
     body = b"".join(transforms)
     head = _PROPOSAL_HEAD.pack(proposal.number, proposal.protocol, len(proposal.spi), count)
     nxt = _NO_MORE if last else IsakmpPayloadType.P

@@ -15,6 +15,7 @@ senders to set (§4) but gives receivers no rule for: it is ignored.
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from itertools import pairwise
 
 from kink.wire.constants import (
@@ -34,6 +35,7 @@ from kink.wire.ipsec_doi import (
     NotifyType,
 )
 from kink.wire.isakmp import (
+    TRANSFORM_CACHE_SIZE,
     DeletePayload,
     IdPayload,
     IsakmpPayload,
@@ -41,6 +43,7 @@ from kink.wire.isakmp import (
     NoncePayload,
     NotifyPayload,
     SaPayload,
+    Transform,
     lifetimes,
 )
 from kink.wire.message import Message
@@ -99,6 +102,9 @@ _ANY_REPLY = _QuickMode(
 )
 
 
+_AUTH_TYPES = (ApReq, ApRep)  # a tuple: `ApReq | ApRep` would be built at every check
+
+
 def check_message(msg: Message, request: int | None = None) -> None:
     """Raise ProtocolError unless msg carries the payloads RFC 4430 allows for its type.
 
@@ -118,16 +124,16 @@ def check_message(msg: Message, request: int | None = None) -> None:
     for payload in msg.payloads + inner:
         if isinstance(payload, RawPayload):
             raise ProtocolError(f"unknown KINK payload type {payload.payload_type} (§4.2)")
-    if any(isinstance(p, ApReq | ApRep) for p in inner):
+    if any(isinstance(p, _AUTH_TYPES) for p in inner):
         raise ProtocolError("KINK_AP_REQ/KINK_AP_REP inside KINK_ENCRYPT (§6)")
-    auth = [p for p in msg.payloads if isinstance(p, ApReq | ApRep)]
+    auth = [p for p in msg.payloads if isinstance(p, _AUTH_TYPES)]
     if len(auth) > 1:
         raise ProtocolError("more than one KINK_AP_REQ/KINK_AP_REP")
     if msg.encrypted is not None and not auth:
         raise ProtocolError("KINK_ENCRYPT without KINK_AP_REQ or KINK_AP_REP (§6)")
     if auth and not msg.cksum:
         raise ProtocolError("no Cksum although KINK_AP_REQ/KINK_AP_REP gives a key (§4)")
-    rest = tuple(p for p in msg.payloads if not isinstance(p, ApReq | ApRep)) + inner
+    rest = tuple(p for p in msg.payloads if not isinstance(p, _AUTH_TYPES)) + inner
     check = _BY_TYPE.get(msg.type)
     if check is None:
         raise ProtocolError(f"unknown message type {msg.type} (§4)")
@@ -361,9 +367,15 @@ def _check_sa(sa: SaPayload, form: _QuickMode, doi: int) -> None:
         if any(b <= a for a, b in pairwise(numbers)):
             raise _malformed("Transform numbers do not increase (RFC 2408 §4.2)")
         for transform in proposal.transforms:
-            for attr in transform.attributes:
-                if attr.type in BASIC_ATTRIBUTES and not attr.tv:
-                    raise _malformed(
-                        f"basic attribute {attr.type} sent as variable (RFC 2407 §4.5)"
-                    )
-            lifetimes(transform.attributes)
+            _check_transform(transform)
+
+
+# A transform's verdict depends on the transform alone, and the same ones recur (see
+# kink.wire.isakmp.TRANSFORM_CACHE_SIZE): the accepted ones are remembered (a refusal raises,
+# so it is never cached and is found again each time).
+@lru_cache(maxsize=TRANSFORM_CACHE_SIZE)
+def _check_transform(transform: Transform) -> None:
+    for attr in transform.attributes:
+        if attr.type in BASIC_ATTRIBUTES and not attr.tv:
+            raise _malformed(f"basic attribute {attr.type} sent as variable (RFC 2407 §4.5)")
+    lifetimes(transform.attributes)

@@ -103,3 +103,15 @@ def test_bit_flips_never_escape_as_another_error(index: int, bit: int) -> None:
         _der.parse_ap_req(bytes(damaged))
     with contextlib.suppress(Krb5Error):
         _der.ap_options(bytes(damaged))
+
+
+def test_ap_options_reads_other_encodings_field_by_field() -> None:
+    # The usual DER prefix is read at once; anything else goes through the field-by-field
+    # reading and must give the same options. Here pvno gets a long-form length (BER).
+    ap_req = kink_ap_req(CAPTURE, 5)
+    body = ap_req[ap_req.index(bytes.fromhex("a003020105")) :]  # the SEQUENCE contents
+    longer = bytes.fromhex("a08103020105") + body[5:]
+    assert _der.ap_options(tlv(0x6E, tlv(0x30, longer))) == _der.ap_options(ap_req)
+    # Five octets of flags: not the usual form either; the first 32 bits count.
+    flags = bytes.fromhex("a003020105a10302010ea20803060012345678ff")
+    assert _der.ap_options(tlv(0x6E, tlv(0x30, flags))) == 0x12345678

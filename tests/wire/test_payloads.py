@@ -2,6 +2,10 @@
 forms, bundles, ID types, PrincName quoting, alignment, and what encode() refuses."""
 
 import dataclasses
+import os
+import pickle
+import subprocess
+import sys
 
 import pytest
 
@@ -41,6 +45,7 @@ from kink.wire import (
     encode_inner,
     encode_qm,
     format_principal_name,
+    isakmp,
     lifetimes,
     parse_principal_name,
 )
@@ -471,3 +476,51 @@ def test_known_values_come_back_as_enums() -> None:
     assert isinstance(isakmp, Isakmp) and isakmp.payloads[0].payload_type is IsakmpPayloadType.VID
     unknown = decode(encode(Message(99, 1, (ErrorPayload(4),))))
     assert type(unknown.type) is int and type(unknown.payloads[0].code) is int  # type: ignore[union-attr]
+
+
+def test_decoded_transforms_are_shared_and_the_cache_is_bounded() -> None:
+    # kink.wire.isakmp keeps decoded transforms by their octets (they recur message after
+    # message); the cache must stay bounded whatever arrives and never hold a refused one.
+    sa = SaPayload((_esp(1, Attribute(AttributeType.KEY_LENGTH, 128, True)),))
+    chain = encode_qm([sa])
+    (first,) = decode_qm(chain, sa.payload_type)
+    (again,) = decode_qm(bytes(chain), sa.payload_type)
+    assert isinstance(first, SaPayload) and isinstance(again, SaPayload)
+    assert first == again == sa
+    assert first.proposals[0].transforms[0] is again.proposals[0].transforms[0]
+    for length in range(isakmp.TRANSFORM_CACHE_SIZE + 10):
+        other = SaPayload((_esp(1, Attribute(AttributeType.KEY_LENGTH, length, True)),))
+        assert decode_qm(encode_qm([other]), other.payload_type) == (other,)
+        assert len(isakmp._decoded_transforms) <= isakmp.TRANSFORM_CACHE_SIZE
+    # A transform whose attribute overruns it is refused every time, never remembered.
+    bad = bytearray(encode_qm([sa]))
+    bad[-4:-2] = (AttributeType.COMPRESS_PRIVATE_ALGORITHM).to_bytes(2, "big")  # TLV form
+    for _ in range(2):
+        with pytest.raises(DecodeError):
+            decode_qm(bytes(bad), sa.payload_type)
+
+
+def test_a_transform_hashes_by_value_in_every_process() -> None:
+    # Transform keeps its hash once computed; a copy made elsewhere (here: pickled in a
+    # process with another hash seed) must not bring that hash along.
+    attrs = (
+        Attribute(AttributeType.SA_LIFE_TYPE, LifeType.SECONDS, True),
+        Attribute(AttributeType.SA_LIFE_DURATION, bytes.fromhex("00015180"), False),
+    )
+    transform = Transform(1, 12, attrs)
+    assert hash(transform) == hash(Transform(1, 12, attrs))
+    assert {transform: 1}[Transform(1, 12, attrs)] == 1
+    script = (
+        "import pickle, sys\n"
+        "from kink.wire import Attribute, Transform\n"
+        "t = Transform(1, 12, (Attribute(1, 1, True), Attribute(2, bytes.fromhex('00015180'), "
+        "False)))\n"
+        "hash(t)\n"
+        "sys.stdout.buffer.write(pickle.dumps(t))\n"
+    )
+    seed = "2" if os.environ.get("PYTHONHASHSEED") == "1" else "1"  # another seed than ours
+    env = {**os.environ, "PYTHONHASHSEED": seed}
+    made = subprocess.run([sys.executable, "-c", script], capture_output=True, env=env, check=True)
+    travelled = pickle.loads(made.stdout)
+    assert travelled == transform
+    assert {transform: 1}[travelled] == 1

@@ -1,0 +1,54 @@
+"""The SA proposals of kink.engine.proposals as values: what is offered, picked and checked
+follows the configuration in force, however the offer and the pick are cached."""
+
+import dataclasses
+
+from kink.engine.config import PeerConfig, ProposalSpec, TransformSpec
+from kink.engine.proposals import Lifetime, check_reply, offer, select, with_spis
+from kink.wire import SaPayload, decode_qm, encode_qm
+from kink.wire.ipsec_doi import AuthAlgorithm, EspTransform, GroupDescription, ProtocolId
+
+ESP_AES128_SHA1 = ProposalSpec(
+    (TransformSpec(ProtocolId.ESP, EspTransform.AES_CBC, AuthAlgorithm.HMAC_SHA1, 128),)
+)
+PEER = PeerConfig("b", "192.0.2.2", "host/b@KINK.TEST", (), (ESP_AES128_SHA1,))
+
+
+def _wire(sa: SaPayload) -> SaPayload:
+    """What the other side reads of `sa`."""
+    (decoded,) = decode_qm(encode_qm([sa]), sa.payload_type)
+    assert isinstance(decoded, SaPayload)
+    return decoded
+
+
+def test_a_changed_configuration_changes_the_offer() -> None:
+    first = offer(PEER, {ProtocolId.ESP: 0x1000}, None)
+    shorter = dataclasses.replace(PEER, lifetime_seconds=600)
+    changed = offer(shorter, {ProtocolId.ESP: 0x1000}, None)
+    assert first != changed
+    assert select(_wire(changed), PEER, None)[0].lifetime == Lifetime(600, 0)
+    assert select(_wire(first), PEER, None)[0].lifetime == Lifetime(PEER.lifetime_seconds, 0)
+    # The same configuration offers the same transforms, with this CREATE's SPIs.
+    again = offer(PEER, {ProtocolId.ESP: 0x2000}, None)
+    assert again.proposals[0].transforms == first.proposals[0].transforms
+    assert again.proposals[0].spi == (0x2000).to_bytes(4, "big")
+
+
+def test_the_group_is_part_of_the_offer() -> None:
+    group = GroupDescription.MODP_2048
+    plain = offer(PEER, {ProtocolId.ESP: 1}, None)
+    with_ke = offer(PEER, {ProtocolId.ESP: 1}, group)
+    assert plain != with_ke
+    pfs = dataclasses.replace(PEER, pfs_group=group)
+    assert select(_wire(with_ke), pfs, group)[0].protocols[0].peer_spi == 1
+
+
+def test_the_pick_carries_the_lifetime_in_force() -> None:
+    shorter = dataclasses.replace(PEER, lifetime_seconds=300)
+    offered = offer(PEER, {ProtocolId.ESP: 7}, None)
+    for responder, seconds in ((PEER, PEER.lifetime_seconds), (shorter, 300)):
+        choice, reply = select(_wire(offered), responder, None)
+        reply = with_spis(reply, {ProtocolId.ESP: 9})
+        checked = check_reply(offered, _wire(reply))
+        assert checked.lifetime == choice.lifetime == Lifetime(seconds, 0)
+        assert checked.protocols[0].peer_spi == 9
