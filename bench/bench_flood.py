@@ -1,18 +1,36 @@
 """Flood cost: CPU time kinkd spends per unauthenticated datagram an attacker sends it, measured
-on a running kinkd process (bench.harness host b) from /proc: random garbage, and a datagram with
-a valid KINK header (RFC 4430 §4) and a garbage body. Target (issue 9): <= 20 us CPU per
-garbage datagram.
+on a running kinkd process (bench.harness host b) from /proc, for each kind of flood datagram:
+  - garbage: random octets from the peer's address (another port);
+  - kink_header: a valid KINK header (RFC 4430 §4) and a garbage body, from the peer's address;
+  - non_peer: random octets from an address that is no configured peer;
+  - forged_create: a structurally valid CREATE whose AP-REQ carries a real ticket for b with one
+    octet flipped (bench.bench_flood_load), so that libkrb5 has to try it; its figure is set
+    against one ticket decryption (kink.krb5 Acceptor.accept of the same AP-REQ, in this
+    process), which is all such a datagram may cost (issue 10).
+Targets (issues 9 and 10): <= 20 us CPU per garbage datagram; a forged CREATE <= one ticket
+decryption. The sender paces itself to stay under b's socket buffer, so every figure is per
+datagram b really read.
 """
 
+import contextlib
 import os
+import random
 import socket
 import struct
+import threading
 import time
+from collections.abc import Callable, Iterator
 
-from bench.common import emit, quick
-from bench.harness import ADDRESS_A, cpu_seconds, hosts
+from bench.bench_flood_load import bad_ticket_ap_req, flood_pool
+from bench.common import emit, quick, rate
+from bench.harness import ADDRESS_A, Host, cpu_seconds, hosts
+from kink.krb5.acceptor import Acceptor
+from kink.krb5.context import Context
+from kink.krb5.errors import Krb5Error
 
 DATAGRAMS = 20_000
+FORGED = 5_000  # a forged CREATE costs ~5 garbage datagrams: fewer give the same precision
+NON_PEER = "127.0.0.3"
 
 
 def _kink_header(body: bytes) -> bytes:
@@ -21,46 +39,115 @@ def _kink_header(body: bytes) -> bytes:
     return header + struct.pack("!BBH", 0, 0, 0) + body
 
 
-def _flood(port: int, payloads: list[bytes], pid: int) -> tuple[float, int]:
+def _flood(source: str, port: int, payloads: list[bytes], pid: int) -> float:
+    """Send `payloads` to b from `source`; b's CPU seconds until it has read them all."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind((ADDRESS_A, 0))
+        sock.bind((source, 0))
         before = cpu_seconds(pid)
         for i in range(len(payloads)):
             sock.sendto(payloads[i], ("127.0.0.2", port))
             if i % 200 == 199:
                 time.sleep(0.002)  # stay under the socket buffer: count processed datagrams
         time.sleep(1.0)
-        return cpu_seconds(pid) - before, len(payloads)
+        return cpu_seconds(pid) - before
 
 
-def run(count: int = DATAGRAMS) -> None:
-    with hosts() as (_, b):
+@contextlib.contextmanager
+def _replies(address: str, port: int) -> Iterator[list[int]]:
+    """The UDP payload sizes of what leaves `address`:`port` meanwhile (a packet socket on lo:
+    b's lone replies go to the peer's kinkd, not to the flooding socket)."""
+    sizes: list[int] = []
+    stop = threading.Event()
+    sniffer = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(0x0800))
+    sniffer.bind(("lo", 0))
+    sniffer.settimeout(0.1)
+    source = socket.inet_aton(address)
+
+    def sniff() -> None:
+        while not stop.is_set():
+            try:
+                packet = sniffer.recv(65535)
+            except TimeoutError:
+                continue
+            ihl = (packet[0] & 0x0F) * 4
+            if packet[9] == socket.IPPROTO_UDP and packet[12:16] == source:
+                sport, _, length = struct.unpack_from("!HHH", packet, ihl)
+                if sport == port:
+                    sizes.append(length - 8)
+
+    thread = threading.Thread(target=sniff)
+    thread.start()
+    try:
+        yield sizes
+    finally:
+        stop.set()
+        thread.join()
+        sniffer.close()
+
+
+def _ticket_decryption_us(b: Host, ap_req: bytes) -> float:
+    """CPU of one failing ticket decryption (what a forged CREATE may cost), in this process."""
+    status = b.request("status")
+    acceptor = Acceptor(
+        Context(str(b.directory / "krb5.conf")),
+        str(status["principal"]),
+        keytab=str(b.directory / "kink.keytab"),
+    )
+
+    def attempt() -> None:
+        with contextlib.suppress(Krb5Error):
+            acceptor.accept(ap_req)
+
+    return 1e6 / rate(attempt)
+
+
+def run(count: int = DATAGRAMS, forged: int = FORGED) -> None:
+    with hosts() as (a, b):
         port = int(b.request("status")["port"])
         pid = b.pids()[0]
-        received = b.request("status")["transport"]["received"]
-        for name, payloads in (
-            ("garbage", [os.urandom(120) for _ in range(count)]),
-            ("kink_header", [_kink_header(os.urandom(104)) for _ in range(count)]),
-        ):
+        pool = flood_pool(a, b, random.Random(10))
+        creates = pool[2::3]  # flood_pool cycles garbage, header + garbage, forged CREATE
+        kinds: list[tuple[str, str, Callable[[], bytes], int]] = [
+            ("garbage", ADDRESS_A, lambda: os.urandom(120), count),
+            ("kink_header", ADDRESS_A, lambda: _kink_header(os.urandom(104)), count),
+            ("non_peer", NON_PEER, lambda: os.urandom(120), count),
+            ("forged_create", ADDRESS_A, lambda: random.choice(creates), forged),
+        ]
+        principal_b = str(b.request("status")["principal"])
+        reference = _ticket_decryption_us(b, bad_ticket_ap_req(a, principal_b))
+        status = b.request("status")
+        for name, source, make, n in kinds:
+            payloads = [make() for _ in range(n)]
             idle = cpu_seconds(pid)
             time.sleep(1.0)
             idle = cpu_seconds(pid) - idle  # the daemon's own background CPU per second
-            spent, sent = _flood(port, payloads, pid)
-            now = b.request("status")["transport"]["received"]
-            got, received = now - received, now
+            with _replies(b.address, port) as replies:
+                spent = _flood(source, port, payloads, pid)
+            now = b.request("status")
+            got = now["transport"]["received"] - status["transport"]["received"]
+            status = now
+            us = max(0.0, spent - idle) / max(1, got) * 1e6
+            extra: dict[str, object] = {"target_us": 20}
+            if name == "forged_create":
+                extra = {
+                    "ticket_decryption_us": round(reference, 1),
+                    "ratio": round(us / reference, 2),
+                    "smallest_request_octets": min(len(p) for p in creates),
+                }
             emit(
                 f"flood.{name}",
-                max(0.0, spent - idle) / max(1, got) * 1e6,
+                us,
                 "us/datagram",
-                sent=sent,
+                sent=n,
                 received=got,
-                sent_back=b.request("status")["transport"]["sent"],
-                target_us=20,
+                replies=len(replies),
+                largest_reply_octets=max(replies, default=0),
+                **extra,
             )
 
 
 def main() -> None:
-    run(count=5000 if quick() else DATAGRAMS)
+    run(count=5000 if quick() else DATAGRAMS, forged=2000 if quick() else FORGED)
 
 
 if __name__ == "__main__":

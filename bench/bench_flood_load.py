@@ -61,7 +61,7 @@ def _header_with_garbage(rng: random.Random) -> bytes:
     return header + struct.pack("!BBH", first_payload, 0, 0) + body
 
 
-def _bad_ticket_ap_req(a: Host, principal_b: str) -> bytes:
+def bad_ticket_ap_req(a: Host, principal_b: str) -> bytes:
     """An AP-REQ of a real ticket of a's for b, one octet of the ticket's enc-part flipped."""
     context = Context(str(a.directory / "krb5.conf"))
     principal_a = str(a.request("status")["principal"])
@@ -76,7 +76,7 @@ def _bad_ticket_ap_req(a: Host, principal_b: str) -> bytes:
 
 def flood_pool(a: Host, b: Host, rng: random.Random) -> list[bytes]:
     """POOL datagrams cycling through the three kinds."""
-    ap_req = _bad_ticket_ap_req(a, str(b.request("status")["principal"]))
+    ap_req = bad_ticket_ap_req(a, str(b.request("status")["principal"]))
     sealer = SessionSealer(Key(AES256, rng.randbytes(32)))
     epoch = rng.getrandbits(32)
     pool: list[bytes] = []

@@ -4,6 +4,16 @@ Sockets are opened before the privilege drop (port 910 is privileged) or receive
 (privileges.systemd_sockets), exempted from IPsec (bypass_ipsec), then handed to Transport,
 which only moves bytes: every datagram goes to the daemon's callback, every send goes out of the
 socket of the right family (the one bound to the engine's address when there are several).
+
+Receiving is built for floods (RFC 4430 §10: an unauthenticated datagram must cost little). A
+full receive queue drops legitimate datagrams as readily as garbage, and only five
+transmissions of a CREATE (§9, timer T) stand between a lost copy and a failed exchange, so:
+  - each socket asks for a RECEIVE_BUFFER queue: the default (net.core.rmem_default, 208 KiB)
+    holds ~250 small datagrams, 5 ms of a 50,000/s flood, less than one time slice kinkd can
+    lose to another process on a shared CPU; 4 MiB rides out ~100-200 ms;
+  - one wake-up of the trio loop reads up to BATCH datagrams (recvfrom_into a preallocated
+    buffer until EAGAIN) instead of one trio wait per datagram, which cost more CPU than the
+    engine's whole verdict on a garbage datagram.
 """
 
 import errno
@@ -20,6 +30,21 @@ from kink.engine.events import Address
 log = logging.getLogger("kinkd.transport")
 
 MAX_DATAGRAM = 65535
+# Asked for each socket's receive queue (SO_RCVBUF; Linux doubles it for its bookkeeping). An
+# unprivileged kinkd (kinkd.service) gets at most net.core.rmem_max, 208 KiB unless the host
+# raises it (size_receive_buffer). Kernel memory, charged only while datagrams wait.
+RECEIVE_BUFFER = 4 * 1024 * 1024
+# Datagrams read per wake-up: enough to make the trio wait rare under a flood, few enough that
+# the engine's task (and so the replies to legitimate peers) runs every ~1-2 ms.
+BATCH = 64
+
+# <asm-generic/socket.h>: SO_RCVBUFFORCE ignores rmem_max (CAP_NET_ADMIN); SO_MEMINFO gives
+# the socket's counters, SK_MEMINFO_DROPS (the 9th u32) the datagrams the kernel dropped at
+# the socket: for UDP a full queue (or a bad checksum).
+_SO_RCVBUFFORCE = 33
+_SO_MEMINFO = 55
+_MEMINFO = struct.Struct("=9I")
+_MEMINFO_DROPS = 8
 
 # <linux/in.h>, <linux/in6.h>, <linux/xfrm.h>: a socket policy is one struct
 # xfrm_userpolicy_info (168 octets on every ABI kinkd runs on); sel.family is at offset 40,
@@ -55,6 +80,7 @@ def open_sockets(addresses: Sequence[str], port: int) -> list[socket.socket]:
             except OSError:
                 sock.close()
                 raise
+            size_receive_buffer(sock)
             out.append(sock)
     except BaseException:
         for sock in out:
@@ -90,6 +116,30 @@ def bypass_ipsec(sockets: Sequence[socket.socket]) -> None:
             )
 
 
+def size_receive_buffer(sock: socket.socket) -> int:
+    """Give `sock` a receive queue of RECEIVE_BUFFER octets unless it has one as large (systemd's
+    ReceiveBuffer=); returns the size the kernel reports. With CAP_NET_ADMIN (kinkd started as
+    root) SO_RCVBUFFORCE passes net.core.rmem_max; without it (the kinkd.service user) the kernel
+    caps the size at rmem_max, which a line at info level reports."""
+    have = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    if have >= 2 * RECEIVE_BUFFER:
+        return have
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, RECEIVE_BUFFER)
+    except PermissionError:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+    have = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    if have < 2 * RECEIVE_BUFFER:
+        log.info(
+            "KINK socket %s: receive queue of %d KiB, not the %d KiB asked for "
+            "(net.core.rmem_max caps it): a flood will drop more legitimate datagrams",
+            _host(sock.getsockname())[0],
+            have // 2048,
+            RECEIVE_BUFFER // 1024,
+        )
+    return have
+
+
 def _host(address: object) -> tuple[str, int]:
     host, port = address[:2]  # type: ignore[index]
     return str(host).split("%", 1)[0], int(port)
@@ -101,6 +151,11 @@ class Transport:
     def __init__(self, sockets: Sequence[socket.socket], local_address: str) -> None:
         if not sockets:
             raise ValueError("no UDP socket to serve KINK on")
+        for raw in sockets:
+            raw.setblocking(False)
+            size_receive_buffer(raw)
+        # Read through the stdlib sockets (kernel calls only); send through trio's wrappers.
+        self._receiving = list(sockets)
         self._sockets = [trio.socket.from_stdlib_socket(s) for s in sockets]
         self._by_family: dict[int, trio.socket.SocketType] = {}
         local = ipaddress.ip_address(local_address)
@@ -115,23 +170,43 @@ class Transport:
     def local_addresses(self) -> list[tuple[str, int]]:
         return [_host(s.getsockname()) for s in self._sockets]
 
+    def receive_queue_drops(self) -> int:
+        """Datagrams the kernel dropped at the sockets, nearly all for a full receive queue
+        (SK_MEMINFO_DROPS: also bad UDP checksums): what a flood took from legitimate peers
+        and from itself, which kinkd never saw to count by cause."""
+        return sum(
+            _MEMINFO.unpack(sock.getsockopt(socket.SOL_SOCKET, _SO_MEMINFO, _MEMINFO.size))[
+                _MEMINFO_DROPS
+            ]
+            for sock in self._receiving
+        )
+
     async def serve(self, deliver: Callable[[bytes, Address], None]) -> None:
         async with trio.open_nursery() as nursery:
-            for sock in self._sockets:
+            for sock in self._receiving:
                 nursery.start_soon(self._receive, sock, deliver)
 
     async def _receive(
-        self, sock: trio.socket.SocketType, deliver: Callable[[bytes, Address], None]
+        self, sock: socket.socket, deliver: Callable[[bytes, Address], None]
     ) -> None:
+        buffer = bytearray(MAX_DATAGRAM)
+        view = memoryview(buffer)
+        receive = sock.recvfrom_into
+        # recvfrom gives IPv4 addresses as (host, port) already; IPv6 ones need trimming.
+        plain = sock.family == socket.AF_INET
         while True:
-            try:
-                data, address = await sock.recvfrom(MAX_DATAGRAM)
-            except OSError as exc:
-                # ICMP port unreachable from an earlier send shows up here on Linux.
-                log.debug("receive: %s", exc.strerror)
-                continue
-            self.received += 1
-            deliver(data, _host(address))
+            await trio.lowlevel.wait_readable(sock)
+            for _ in range(BATCH):
+                try:
+                    size, address = receive(buffer)
+                except BlockingIOError:
+                    break
+                except OSError as exc:
+                    # ICMP port unreachable from an earlier send shows up here on Linux.
+                    log.debug("receive: %s", exc.strerror)
+                    continue
+                self.received += 1
+                deliver(bytes(view[:size]), address if plain else _host(address))
 
     async def send(self, data: bytes, peer: Address) -> None:
         family = socket.AF_INET6 if ipaddress.ip_address(peer[0]).version == 6 else socket.AF_INET
