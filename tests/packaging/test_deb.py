@@ -51,6 +51,7 @@ def test_contents(deb: Path, unpacked: Path) -> None:
         "lib/systemd/system/kink-privsep.socket",
         "usr/lib/sysusers.d/kink.conf",
         "usr/lib/tmpfiles.d/kink.conf",
+        "usr/lib/sysctl.d/50-kink.conf",
         "usr/share/man/man8/kinkd.8.gz",
         "usr/share/man/man8/kinkctl.8.gz",
         "usr/share/man/man8/kink-privsep.8.gz",
