@@ -1,7 +1,7 @@
 """Scale of kinkd (bench.harness processes): RSS with no SA and with the 64 SA pairs one pair of
 hosts may hold (bytes per pair), `kinkctl sas` time with them, and start-up and reload time of a
-kinkd configured with PEERS trap peers (the loader's limit is 1,024 peers: 65,536 reqids in
-blocks of 64, kink.daemon.config_peers; the issue's 10,000 cannot be configured).
+kinkd configured with PEERS trap peers (the loader's limit: 704 peers, the reqid blocks of 64
+below IMPLICIT_REQIDS, kink.daemon.config_peers; the issue's 10,000 cannot be configured).
 """
 
 import subprocess
@@ -10,8 +10,9 @@ import time
 
 from bench.common import emit
 from bench.harness import POLICIES, REPO, hosts, memory_kib, start_kinkd, stop_process
+from kink.daemon.config_peers import IMPLICIT_REQIDS, POLICIES_PER_PEER
 
-PEERS = 1024
+PEERS = IMPLICIT_REQIDS // POLICIES_PER_PEER  # 704
 
 
 def _trap_peers(count: int) -> str:

@@ -336,7 +336,14 @@ def start_kinkd(host: Host) -> None:
     log = (d / "kinkd.log").open("ab")
     began = time.monotonic()
     host.kinkd = subprocess.Popen(
-        [sys.executable, "-m", "kink.daemon", "--config", str(d / "kink.toml")],
+        [
+            sys.executable,
+            *_profiler(host.name),
+            "-m",
+            "kink.daemon",
+            "--config",
+            str(d / "kink.toml"),
+        ],
         cwd=REPO,
         env=env,
         stdout=log,
@@ -352,6 +359,15 @@ def start_kinkd(host: Host) -> None:
     finally:
         notify.close()
     host.started_in = time.monotonic() - began
+
+
+def _profiler(name: str) -> list[str]:
+    """`-m cProfile -o DIR/kinkd-NAME.prof` when BENCH_PROFILE=DIR (written at kinkd's exit,
+    as `nobody`: DIR must be writable by it): where a daemon's time goes under bench load."""
+    directory = os.environ.get("BENCH_PROFILE")
+    if not directory:
+        return []
+    return ["-m", "cProfile", "-o", str(Path(directory) / f"kinkd-{name}.prof")]
 
 
 def stop_process(process: subprocess.Popen[bytes] | None) -> None:

@@ -16,7 +16,8 @@ Commands (args -> result). SPIs are integers; times are seconds; absent values a
                     "tgt_expiry": Unix time | null,
                     "helper": {"connected", "backend", "connects"},
                     "peers": {"total", "up", "down"}, "sas": int, "transactions": int,
-                    "counters": {name: int}, "transport": {"received", "sent", "send_errors"},
+                    "counters": {name: int},
+                    "transport": {"received", "sent", "send_errors", "receive_queue_drops"},
                     "kerberos": {"fetches", "failures"}}
   peers      {} -> {"peers": [{"name", "address", "port", "principal", "start_action", "mode",
                     "epoch", "sas", "transactions", "queued", "rtt"}]}

@@ -41,13 +41,25 @@ class HelperGone(Exception):
     """The connection broke before the reply came."""
 
 
-class _Pending:
-    __slots__ = ("done", "parts", "reply")
+Outcome = dict[str, Any] | HelperError | HelperGone  # a call's result, or why there is none
+Done = Callable[[Outcome], None]
 
-    def __init__(self) -> None:
-        self.done = trio.Event()
-        self.reply: Reply | None = None
+
+class _Pending:
+    """One request in flight: `done` is called (on the trio thread) with its outcome."""
+
+    __slots__ = ("done", "op", "parts")
+
+    def __init__(self, op: str, done: Done) -> None:
+        self.op = op
+        self.done = done
         self.parts: dict[str, Any] = {}
+
+
+def _outcome(reply: Reply) -> Outcome:
+    if not reply.ok:
+        return HelperError(reply.error, reply.reason, reply.errno)
+    return reply.result
 
 
 class HelperClient:
@@ -133,7 +145,7 @@ class HelperClient:
         sock.close()
         pending, self._pending = self._pending, {}
         for waiter in pending.values():
-            waiter.done.set()  # reply None: HelperGone
+            waiter.done(HelperGone(waiter.op))
 
     async def _read(self, sock: trio.socket.SocketType, scope: trio.CancelScope) -> None:
         try:
@@ -159,35 +171,41 @@ class HelperClient:
                     protocol.extend_result(waiter.parts, msg.result)
                     msg = Reply(msg.id, msg.ok, waiter.parts)
                 del self._pending[msg.id]  # type: ignore[arg-type]
-                waiter.reply = msg
-                waiter.done.set()
+                waiter.done(_outcome(msg))
         except OSError as exc:
             log.warning("kink-privsep connection: %s", exc.strerror)
         scope.cancel()
 
-    async def call(self, op: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
-        """One request: its result; HelperError if refused, HelperGone if the connection broke
-        first. Waits for the helper while it is away."""
+    async def submit(self, op: str, args: dict[str, Any], done: Done) -> None:
+        """Send one request and return once it is written (requests reach the helper, which
+        carries them out in turn, in the order submitted); `done` gets its outcome later.
+        Waits for the helper while it is away."""
         while self._sock is None:
             await self._up.wait()
         sock = self._sock
         self._next_id = self._next_id % 0xFFFF_FFFF + 1
         req_id = self._next_id
-        waiter = self._pending[req_id] = _Pending()
+        self._pending[req_id] = _Pending(op, done)
         try:
             async with self._send_lock:
-                await sock.send(protocol.encode_request(req_id, op, args or {}))
+                await sock.send(protocol.encode_request(req_id, op, args))
         except OSError:
             self._pending.pop(req_id, None)
-            raise HelperGone(op) from None
-        try:
-            await waiter.done.wait()
-        finally:
-            if self._pending.get(req_id) is waiter:
-                del self._pending[req_id]  # cancelled: a late reply is dropped
-        reply = waiter.reply
-        if reply is None:
-            raise HelperGone(op)
-        if not reply.ok:
-            raise HelperError(reply.error, reply.reason, reply.errno)
-        return reply.result
+            done(HelperGone(op))
+
+    async def call(self, op: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
+        """One request: its result; HelperError if refused, HelperGone if the connection broke
+        first. Waits for the helper while it is away."""
+        answered = trio.Event()
+        outcome: list[Outcome] = []
+
+        def done(result: Outcome) -> None:
+            outcome.append(result)
+            answered.set()
+
+        await self.submit(op, args or {}, done)
+        await answered.wait()
+        result = outcome[0]
+        if isinstance(result, HelperError | HelperGone):
+            raise result
+        return result

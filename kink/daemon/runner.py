@@ -1,13 +1,15 @@
 """The Daemon: the trio program around the sans-IO engine.
 
 Ownership: Daemon.run owns one nursery holding every task (helper connection, UDP receivers,
-control server, action executor, ticket fetches, TGT renewal, state writer, signals, watchdog);
-stopping is that nursery closing. The engine lives on the trio thread and is driven only here:
-inputs come from the tasks, and ONE executor task drains engine.next_action() and carries the
-actions out in order, awaiting each SA action's helper reply before the next action, so that a
-datagram leaves only once the SA actions emitted before it are done (RFC 4430 §3.2: the
-optimistic inbound SA is in place before CREATE is sent). Ticket fetches (blocking KDC calls)
-run as their own tasks and answer through engine.ticket_result.
+control server, action executor, outbox, ticket fetches, TGT renewal, state writer, signals,
+watchdog); stopping is that nursery closing. The engine lives on the trio thread and is driven
+only here: inputs come from the tasks, and ONE executor task drains engine.next_action() and
+carries the actions out in order. SA actions are pipelined to the helper (issued in order, the
+next one without waiting for the last reply; each reply goes to engine.helper_result when it
+comes); a datagram waits in the outbox until the SA actions emitted before it are done (RFC 4430
+§3.2: the optimistic inbound SA is in place before CREATE is sent) and the state changes made
+before it are on disk (write-ahead: kink.daemon.state_writer). Ticket fetches (blocking KDC
+calls) run as their own tasks and answer through engine.ticket_result.
 """
 
 # Annotations stay strings: trio.TaskStatus only exists from trio 0.23 (Debian 12 has 0.22).
@@ -28,16 +30,27 @@ import trio
 
 from kink.daemon import control_protocol as cp
 from kink.daemon import helper_args
+from kink.daemon.answers import Answers
 from kink.daemon.config import ConfigError, KinkConfig, load
 from kink.daemon.config_peers import REQIDS
 from kink.daemon.control import ControlServer, bind
-from kink.daemon.helper_client import HelperClient, HelperError, HelperGone
+from kink.daemon.helper_client import HelperClient, HelperError, HelperGone, Outcome
 from kink.daemon.kerberos_worker import KerberosWorker
 from kink.daemon.logs import NOTICE, current_level, set_level
 from kink.daemon.notify import Notifier
+from kink.daemon.outbox import Outbox
 from kink.daemon.privileges import identity
 from kink.daemon.sa_report import child_entry
-from kink.daemon.state import SaId, Saved, SavedChild, StateError, StateStore, choose_epoch
+from kink.daemon.state import (
+    SaId,
+    Saved,
+    SavedChild,
+    StateError,
+    StateStore,
+    choose_epoch,
+    unaccounted,
+)
+from kink.daemon.state_writer import StateWriter
 from kink.daemon.transport import Transport
 from kink.engine import ConfigChangeError, Engine, PeerConfig, StartAction
 from kink.engine.events import (
@@ -119,6 +132,9 @@ class Daemon:
             os.fspath(settings.helper_socket), self._helper_event, self._resync
         )
         self.store = StateStore(settings.state_dir)
+        self.writer = StateWriter(self._save, self._durable)
+        self.outbox = Outbox(self._send)
+        self.answers = Answers(config.engine.reply_cache_lifetime)
         self._engine: Engine | None = None
         self._transport: Transport | None = None
         self._control: ControlServer | None = None
@@ -129,9 +145,8 @@ class Daemon:
         self._bypass: list[dict[str, Any]] = []  # ICMPv6 neighbour discovery, installed
         self._wakeup = trio.Event()
         self._stop = trio.Event()
-        self._state_dirty = trio.Event()
-        self._save_lock = trio.Lock()
         self._children_changed = trio.Event()
+        self._policy_checks: set[str] = set()  # respond-only peers that may have lost all SAs
         self._started = 0.0
         self._nursery: trio.Nursery | None = None
 
@@ -186,9 +201,11 @@ class Daemon:
             self._engine = Engine(
                 self.config.engine, self.kerberos.port, epoch=epoch, now=self._started
             )
+            kept: set[SaId] = set()
             if saved is not None and epoch == saved.epoch:
-                await self._adopt(saved, kernel)
-            await self._save()
+                kept = self._adopt(saved, set(kernel))
+            await self._delete_unaccounted(kernel, kept)
+            await self.writer.save_now()
             await self._install_bypass()
             for peer in self.config.engine.peers:
                 if self._wants_policies(peer):
@@ -203,7 +220,8 @@ class Daemon:
             nursery.start_soon(self._control.serve)
             nursery.start_soon(self.kerberos.keep_fresh)
             nursery.start_soon(self._execute)
-            nursery.start_soon(self._write_state)
+            nursery.start_soon(self.outbox.run)
+            nursery.start_soon(self.writer.run)
             nursery.start_soon(self._watch_traffic)
             if self._handle_signals:
                 nursery.start_soon(self._signals)
@@ -235,7 +253,7 @@ class Daemon:
         for name in list(self._retired):
             await self._remove_policies(name, retired=True)
         await self._remove_bypass()
-        await self._save()
+        await self.writer.save_now()
 
     async def _signals(self) -> None:
         with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
@@ -260,14 +278,28 @@ class Daemon:
         self._wakeup.set()
 
     def _datagram(self, data: bytes, peer: Address) -> None:
+        answer = self.answers.replay(data, peer[0], time.time())
+        if answer is not None:
+            # A CREATE answered before a restart, retransmitted: its REPLY (answers.py).
+            log.info("%s: CREATE %#x answered again from the state file", peer[0], answer.xid)
+            assert self._nursery is not None
+            self._nursery.start_soon(self._send, answer.reply, answer.to)
+            return
+        self.answers.received(data, peer[0])
         self.engine.datagram_received(data, peer, trio.current_time())
         self._wake()
+
+    async def _send(self, data: bytes, peer: Address) -> None:
+        assert self._transport is not None
+        await self._transport.send(data, peer)
 
     async def _execute(self) -> None:
         engine = self.engine
         while True:
             while (action := engine.next_action()) is not None:
                 await self._carry_out(action)
+            if self._policy_checks:
+                self._check_policies()
             deadline = engine.next_timer()
             with trio.move_on_at(math.inf if deadline is None else deadline):
                 await self._wakeup.wait()
@@ -278,52 +310,66 @@ class Daemon:
 
     async def _carry_out(self, action: Action) -> None:
         if isinstance(action, SendDatagram):
-            assert self._transport is not None
-            await self._transport.send(action.data, action.peer)
+            if self.answers.sent(action.data, action.peer, time.time()):
+                self.writer.changed()  # the REPLY is saved with its children before it leaves
+            await self.outbox.post(action.data, action.peer, self.writer.generation)
         elif isinstance(action, FetchTicket | FetchU2uTicket):
             assert self._nursery is not None
             self._nursery.start_soon(self._fetch, action)
         elif isinstance(action, AllocateSpi | InstallSa | UpdateSa | DeleteSa):
             if isinstance(action, InstallSa):
                 await self._responder_policies(action.spec.reqid)
-            result = await self._sa_action(action)
-            self.engine.helper_result(result, trio.current_time())
+            await self._sa_action(action)
         else:
             self._notice(action)
 
-    async def _sa_action(
-        self, action: AllocateSpi | InstallSa | UpdateSa | DeleteSa
-    ) -> HelperResult:
-        call = self.helper.call
-        try:
-            if isinstance(action, AllocateSpi):
-                reply = await call("alloc_spi", helper_args.alloc_spi(action, self.ranges))
-                return HelperResult(action.token, spi=int(reply["spi"]))
-            if isinstance(action, DeleteSa):
-                await call("delete_sa", helper_args.delete_sa(action))
-                return HelperResult(action.token)
-            spec = action.spec
-            seq = action.acquire_seq if isinstance(action, InstallSa) else None
-            try:
-                args = helper_args.sa(spec, seq)
-            except helper_args.Unsupported as exc:
-                log.error("cannot install SA %#x: %s", spec.spi, exc)
-                return HelperResult(action.token, error="EINVAL")
-            if isinstance(action, UpdateSa):
-                # XFRM changes only lifetimes of a mature SA, never its keys: delete, add.
-                await call("delete_sa", helper_args.sa_id(spec.protocol, spec.spi, spec.dst))
-                await call("add_sa", args)
+    async def _sa_action(self, action: AllocateSpi | InstallSa | UpdateSa | DeleteSa) -> None:
+        """Issue the helper request(s) of an SA action; the reply goes to the engine when it
+        comes (the outbox holds later datagrams until then)."""
+        seq = self.outbox.begin()
+        token = action.token
+
+        def finish(outcome: Outcome) -> None:
+            self.outbox.end(seq)
+            if isinstance(outcome, HelperError | HelperGone):
+                name = _errno_name(outcome)
+                log.info("%s failed: %s", type(action).__name__, name)
+                result = HelperResult(token, error=name)
+            elif isinstance(action, AllocateSpi):
+                result = HelperResult(token, spi=int(outcome["spi"]))
             else:
-                # An inbound SPI was allocated (larval SA): fill it; outbound SAs are new.
-                await call("update_sa" if spec.inbound else "add_sa", args)
-            del args  # the request held copies of the keys; the spec's are zeroed here
-            for key in (spec.enc_key, spec.auth_key):
-                key[:] = bytes(len(key))
-            return HelperResult(action.token)
-        except (HelperError, HelperGone) as exc:
-            name = _errno_name(exc)
-            log.info("%s failed: %s", type(action).__name__, name)
-            return HelperResult(action.token, error=name)
+                result = HelperResult(token)
+            self.engine.helper_result(result, trio.current_time())
+            self._wake()
+
+        submit = self.helper.submit
+        if isinstance(action, AllocateSpi):
+            await submit("alloc_spi", helper_args.alloc_spi(action, self.ranges), finish)
+            return
+        if isinstance(action, DeleteSa):
+            await submit("delete_sa", helper_args.delete_sa(action), finish)
+            return
+        spec = action.spec
+        try:
+            args = helper_args.sa(
+                spec, action.acquire_seq if isinstance(action, InstallSa) else None
+            )
+        except helper_args.Unsupported as exc:
+            log.error("cannot install SA %#x: %s", spec.spi, exc)
+            finish(HelperError(hp.ERR_INVALID, str(exc), errno.EINVAL))
+            return
+        if isinstance(action, UpdateSa):
+            # XFRM changes only lifetimes of a mature SA, never its keys: delete, add. The
+            # add's outcome is the action's (the SA has the new keys or it does not).
+            sa_id = helper_args.sa_id(spec.protocol, spec.spi, spec.dst)
+            await submit("delete_sa", sa_id, _ignore_outcome)
+            await submit("add_sa", args, finish)
+        else:
+            # An inbound SPI was allocated (larval SA): fill it; outbound SAs are new.
+            await submit("update_sa" if spec.inbound else "add_sa", args, finish)
+        del args  # the request held copies of the keys; the spec's are zeroed here
+        for key in (spec.enc_key, spec.auth_key):
+            key[:] = bytes(len(key))
 
     async def _fetch(self, action: FetchTicket | FetchU2uTicket) -> None:
         result = await self.kerberos.fetch(action)
@@ -337,6 +383,10 @@ class Daemon:
         if isinstance(notice, SaEstablished):
             spis = ", ".join(f"{hp_name(p)} in {i:#010x} out {o:#010x}" for p, i, o in notice.spis)
             kind = "rekeyed" if notice.rekey_of is not None else "up"
+            if not notice.initiator and not notice.three_way:
+                self.answers.established(
+                    frozenset(self._sa_ids(notice.peer, ((p, i, o) for p, i, o in notice.spis)))
+                )
             role = "initiator" if notice.initiator else "responder"
             log.log(NOTICE, "%s: SA %d %s (%s): %s", notice.peer, notice.child, kind, role, spis)
             publish(
@@ -357,7 +407,7 @@ class Daemon:
                 cp.EVENT_SA_DOWN,
                 {"peer": notice.peer, "child": notice.child, "reason": notice.reason},
             )
-            self._sas_changed()
+            self._sas_changed(lazily=True)
             self._maybe_remove_responder_policies(notice.peer)
         elif isinstance(notice, PeerEpochChanged):
             log.log(NOTICE, "%s: epoch %#x -> %#x", notice.peer, notice.old, notice.new)
@@ -367,7 +417,7 @@ class Daemon:
             log.log(NOTICE, "%s: removed", notice.peer)
             assert self._nursery is not None
             self._nursery.start_soon(self._drop_retired, notice.peer)
-            self._sas_changed()
+            self._sas_changed(lazily=True)
         elif isinstance(notice, NegotiationFailed):
             code = f" ({notice.code})" if notice.code else ""
             log.warning("%s: %s failed: %s%s", notice.peer, notice.command, notice.reason, code)
@@ -385,30 +435,34 @@ class Daemon:
             log.debug("dropped a datagram from %s: %s", notice.peer[0], notice.cause)
             publish(cp.EVENT_DROPPED, {"cause": notice.cause, "from": list(notice.peer)})
 
-    def _sas_changed(self) -> None:
-        self._state_dirty.set()
+    def _sas_changed(self, *, lazily: bool = False) -> None:
+        """A child came or went: saved before the next datagram leaves (write-ahead), or
+        for a child gone (lazily) within state_writer.LAZY_DELAY."""
+        if lazily:
+            self.writer.changed_lazily()
+        else:
+            self.writer.changed()
         self._children_changed.set()
         self._children_changed = trio.Event()
 
-    async def _write_state(self) -> None:
-        """Persist the SA set whenever it changed (one write per batch of changes)."""
-        while True:
-            await self._state_dirty.wait()
-            self._state_dirty = trio.Event()
-            await self._save()
-
     async def _save(self) -> None:
-        """Write the state file (one writer at a time: they share the temporary file)."""
-        async with self._save_lock:
-            children = self._saved_children()
-            await trio.to_thread.run_sync(self.store.save, self.engine.epoch, time.time(), children)
+        """The state writer's save: the state as it is now, written in a worker thread."""
+        now = time.time()
+        children = self._saved_children(now)
+        self.answers.forget(child.sas for child in children)
+        await trio.to_thread.run_sync(self.store.save, self.engine.epoch, now, children)
 
-    def _saved_children(self) -> list[SavedChild]:
-        """The engine's installed children with their kernel SAs, for a restart (state.py)."""
-        return [
-            SavedChild(record, frozenset(self._sa_ids(record.peer, record.spis)))
-            for record in self.engine.child_records(trio.current_time())
-        ]
+    def _durable(self, generation: int) -> None:
+        self.outbox.durable(generation)
+
+    def _saved_children(self, now: float) -> list[SavedChild]:
+        """The engine's installed children with their kernel SAs and, for young responder
+        children, their REPLY (answers.py), for a restart (state.py)."""
+        out = []
+        for record in self.engine.child_records(trio.current_time()):
+            sas = frozenset(self._sa_ids(record.peer, record.spis))
+            out.append(SavedChild(record, sas, self.answers.for_child(sas, now)))
+        return out
 
     def _sa_ids(self, peer_name: str, spis: Iterable[tuple[int, int, int]]) -> list[SaId]:
         """The kernel SAs of a child: inbound to us, outbound to the peer."""
@@ -430,28 +484,44 @@ class Daemon:
                 out += self._sa_ids(child.peer, child.spis)
         return out
 
-    async def _adopt(self, saved: Saved, kernel: set[SaId]) -> None:
+    def _adopt(self, saved: Saved, kernel: set[SaId]) -> set[SaId]:
         """A restart that kept the epoch: the engine takes back the children whose SAs the
-        kernel still has all of (RFC 4430 §3.7, Engine.restore); the SAs of the others, and
-        of those it refuses, are deleted (nothing would rekey or DELETE them otherwise)."""
+        kernel still has all of (RFC 4430 §3.7, Engine.restore), with the REPLYs that created
+        them (answers.py). Returns their SAs; the others' go with the unaccounted ones."""
         whole = [c for c in saved.children if c.sas <= kernel]
-        broken = [c for c in saved.children if not c.sas <= kernel]
         elapsed = max(0.0, time.time() - saved.saved_at)
         left = self.engine.restore([c.record for c in whole], trio.current_time(), elapsed=elapsed)
         refused = {id(record) for record in left}
-        stale = broken + [c for c in whole if id(c.record) in refused]
+        taken = [c for c in whole if id(c.record) not in refused]
         log.log(
             NOTICE,
             "%d children (SA pairs or bundles) taken over from before the restart",
-            len(whole) - len(left),
+            len(taken),
         )
-        for child in stale:
-            spis = ", ".join(f"{i:#010x}/{o:#010x}" for _, i, o in child.record.spis)
-            log.warning("%s: SAs %s not taken over: deleting them", child.record.peer, spis)
-            for protocol, spi, dst in sorted(child.sas & kernel):
-                try:
-                    await self.helper.call("delete_sa", {"proto": protocol, "spi": spi, "dst": dst})
-                except HelperError as exc:
+        for child in saved.children:
+            if id(child.record) in refused or not child.sas <= kernel:
+                spis = ", ".join(f"{i:#010x}/{o:#010x}" for _, i, o in child.record.spis)
+                log.warning("%s: SAs %s not taken over", child.record.peer, spis)
+        self.answers.restore(saved.children, {c.sas for c in taken})
+        return {sa for c in taken for sa in c.sas}
+
+    async def _delete_unaccounted(self, kernel: dict[SaId, int], kept: set[SaId]) -> None:
+        """Delete our SAs that no child taken over accounts for (state.unaccounted): nothing
+        would rekey or DELETE them, and no peer holds their other direction for us."""
+        base = self.config.daemon.helper_reqid_base
+        lo = self.ranges.reqid_lo  # larval SAs (alloc_spi) carry it until they are filled
+
+        def ours(reqid: int) -> bool:
+            return base <= reqid < base + REQIDS or reqid == lo
+
+        orphans = unaccounted(kernel, kept, ours)
+        if orphans:
+            log.warning("deleting %d SAs that the state file does not account for", len(orphans))
+        for protocol, spi, dst in orphans:
+            try:
+                await self.helper.call("delete_sa", {"proto": protocol, "spi": spi, "dst": dst})
+            except HelperError as exc:
+                if exc.code != hp.ERR_NOT_FOUND:
                     log.warning("cannot delete SA %#x: %s", spi, exc)
 
     # ---------------------------------------------------------------- helper and kernel
@@ -507,9 +577,13 @@ class Daemon:
                         self.engine.sa_activity(protocol, spi_in, got, sent, now)
             self._wake()
 
-    async def _kernel_sas(self) -> set[SaId]:
+    async def _kernel_sas(self) -> dict[SaId, int]:
+        """The SAs the helper shows us (kink's own), with their reqids."""
         dump = await self.helper.call("dump", {"what": "sa"})
-        return {(sa["proto"], int(sa["spi"]), str(sa["dst"])) for sa in dump.get("sas", [])}
+        return {
+            (sa["proto"], int(sa["spi"]), str(sa["dst"])): int(sa["reqid"])
+            for sa in dump.get("sas", [])
+        }
 
     async def _resync(self) -> None:
         """After a helper restart, a flush or lost events: tell the engine which of its SAs
@@ -547,7 +621,12 @@ class Daemon:
         they have SAs (an ACQUIRE must not make us initiate to them)."""
         if peer.start_action in _POLICY_ACTIONS:
             return True
-        return any(c.peer == peer.name for c in self.engine.snapshot().children)
+        return peer.name in self._peers_with_children()
+
+    def _peers_with_children(self) -> set[str]:
+        # The engine's SA database itself, not snapshot(): a snapshot describes every child
+        # (views, SPIs, selectors) and this runs after every batch of SaDeleted notices.
+        return {c.peer.config.name for c in self.engine.sadb.children.values()}
 
     async def _install_policies(self, peer: PeerConfig) -> None:
         policies = helper_args.policies(
@@ -601,12 +680,23 @@ class Daemon:
         await self._remove_policies(name, retired=True)
 
     def _maybe_remove_responder_policies(self, name: str) -> None:
-        """A respond-only peer's policies exist while it has SAs."""
+        """A respond-only peer's policies exist while it has SAs: checked once the executor
+        has carried out the actions at hand (_check_policies), not per event (a snapshot of
+        every child each time)."""
         peer = self.engine.peers.get(name)
-        if peer is None or name not in self._policies or self._wants_policies(peer.config):
-            return
-        assert self._nursery is not None
-        self._nursery.start_soon(self._remove_policies, name)
+        if peer is not None and name in self._policies:
+            self._policy_checks.add(name)
+
+    def _check_policies(self) -> None:
+        checks, self._policy_checks = self._policy_checks, set()
+        busy = self._peers_with_children()
+        for name in checks:
+            peer = self.engine.peers.get(name)
+            if peer is None or name not in self._policies or name in busy:
+                continue
+            if peer.config.start_action not in _POLICY_ACTIONS:
+                assert self._nursery is not None
+                self._nursery.start_soon(self._remove_policies, name)
 
     async def _install_bypass(self) -> None:
         """ICMPv6 neighbour discovery in the clear, when we speak IPv6 (helper_args.nd_bypass)."""
@@ -774,7 +864,13 @@ class Daemon:
             "sas": sum(1 for c in snapshot.children if c.state == "installed"),
             "transactions": sum(p.transactions for p in snapshot.peers),
             "counters": snapshot.counters,
-            "transport": {"received": t.received, "sent": t.sent, "send_errors": t.send_errors},
+            "transport": {
+                "received": t.received,
+                "sent": t.sent,
+                "send_errors": t.send_errors,
+                # What a flood made the kernel drop before kinkd saw it (never in "counters").
+                "receive_queue_drops": t.receive_queue_drops(),
+            },
             "kerberos": {"fetches": self.kerberos.fetches, "failures": self.kerberos.failures},
         }
 
@@ -853,3 +949,7 @@ def _who() -> str:
 
 def _ignore(kind: str, data: dict[str, Any]) -> None:
     """Events before the control server exists have no listener."""
+
+
+def _ignore_outcome(outcome: Outcome) -> None:
+    """The delete half of an UpdateSa: the add that follows decides."""

@@ -4,34 +4,75 @@ RFC 4430 §3.7: the epoch tells peers whether we lost our SAs. A restart or upgr
 finds its SAs still in the kernel is no loss, so it keeps the epoch and takes the SAs over
 (Engine.restore, from the engine's ChildRecords saved here with their kernel SAs and the wall
 clock time of the save); a reboot or a flush is a loss, so a new epoch starts. The file is
-written atomically (temporary file, fsync, rename) each time the set of SAs changes.
+written atomically (temporary file, fsync, rename) after the set of SAs changes, before the
+datagram that follows the change leaves (kink.daemon.state_writer). A responder child carries
+the REPLY that answered its CREATE while the initiator may still retransmit that CREATE
+(kink.daemon.answers): a restarted kinkd answers the retransmission with it.
+
+Kernel SAs kink owns that the file does not account for are deleted at start-up (unaccounted):
+those of a kinkd killed between an install and the save, whose datagram (the REPLY or ACK that
+commits them) had therefore not left, and the initiator's optimistic inbound SA of a CREATE
+that was in flight (RFC 4430 §3.2): nothing would rekey or DELETE them.
 """
 
+import base64
 import contextlib
 import json
 import logging
 import os
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kink.engine import ChildRecord
+from kink.engine.events import Address
 
 log = logging.getLogger("kinkd")
 
 STATE_FILE = "state.json"
-_VERSION = 2
+_VERSION = 3
+_READABLE = (2, 3)  # version 2: the same without answers
 
 SaId = tuple[str, int, str]  # ("esp" | "ah", spi, destination address): an SA in the kernel
 
 
 @dataclass(frozen=True)
+class SavedAnswer:
+    """The REPLY (authenticated, encrypted: no keys in clear) that answered the CREATE of XID
+    from `to`, to be sent again for a retransmission of that CREATE until `until` (wall
+    clock)."""
+
+    to: Address
+    xid: int
+    reply: bytes = field(repr=False)
+    until: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "to": list(self.to),
+            "xid": self.xid,
+            "reply": base64.b64encode(self.reply).decode(),
+            "until": self.until,
+        }
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> "SavedAnswer":
+        host, port = doc["to"]
+        xid, until = doc["xid"], doc["until"]
+        if type(xid) is not int or type(until) not in (int, float):
+            raise ValueError("bad answer")
+        return cls((str(host), int(port)), xid, base64.b64decode(doc["reply"]), float(until))
+
+
+@dataclass(frozen=True)
 class SavedChild:
-    """An engine child and the kernel SAs (both directions) that make it up."""
+    """An engine child, the kernel SAs (both directions) that make it up and, for a young
+    responder child, the REPLY that created it."""
 
     record: ChildRecord
     sas: frozenset[SaId]
+    answer: SavedAnswer | None = None
 
 
 @dataclass(frozen=True)
@@ -63,7 +104,7 @@ class StateStore:
             raise StateError(f"{self.path}: {exc.strerror}") from None
         try:
             doc = json.loads(raw)
-            if doc["version"] != _VERSION:
+            if doc["version"] not in _READABLE:
                 raise StateError(f"{self.path}: unknown version {doc['version']!r}")
             epoch, saved_at = doc["epoch"], doc["saved_at"]
             if type(epoch) is not int or not 0 <= epoch <= 0xFFFF_FFFF:
@@ -74,10 +115,11 @@ class StateStore:
                 SavedChild(
                     ChildRecord.from_dict(item["record"]),
                     frozenset((str(p), int(spi), str(dst)) for p, spi, dst in item["sas"]),
+                    SavedAnswer.from_dict(item["answer"]) if "answer" in item else None,
                 )
                 for item in doc["children"]
             )
-        except (ValueError, KeyError, TypeError) as exc:  # RecordError is a ValueError
+        except (ValueError, KeyError, TypeError) as exc:  # RecordError, binascii.Error too
             raise StateError(f"{self.path}: not a kinkd state file ({exc})") from None
         return Saved(epoch, float(saved_at), children)
 
@@ -86,15 +128,14 @@ class StateStore:
             "version": _VERSION,
             "epoch": epoch,
             "saved_at": saved_at,
-            "children": [
-                {"record": child.record.to_dict(), "sas": sorted(child.sas)} for child in children
-            ],
+            "children": [_child_dict(child) for child in children],
         }
+        data = json.dumps(doc).encode()  # one C-encoded string: json.dump writes it piecemeal
         tmp = self.path.with_name(self.path.name + ".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(doc, f)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, self.path)
@@ -108,6 +149,23 @@ class StateStore:
                 os.fsync(dir_fd)
             finally:
                 os.close(dir_fd)
+
+
+def _child_dict(child: SavedChild) -> dict[str, Any]:
+    doc: dict[str, Any] = {"record": child.record.to_dict(), "sas": sorted(child.sas)}
+    if child.answer is not None:
+        doc["answer"] = child.answer.to_dict()
+    return doc
+
+
+def unaccounted(
+    kernel: Mapping[SaId, int], kept: Iterable[SaId], ours: Callable[[int], bool]
+) -> list[SaId]:
+    """The SAs of `kernel` (SA -> reqid, from a helper dump) in a reqid `ours` that are not
+    `kept` (the SAs of the children taken over): left by a kinkd that died before it saved
+    them or before it committed them with a datagram; nothing would rekey or DELETE them."""
+    keep = set(kept)
+    return sorted(sa for sa, reqid in kernel.items() if ours(reqid) and sa not in keep)
 
 
 def choose_epoch(saved: Saved | None, kernel_sas: Iterable[SaId], now: float) -> tuple[int, str]:

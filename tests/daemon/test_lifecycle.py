@@ -12,8 +12,9 @@ from kink.daemon.config import KinkConfig
 from kink.daemon.notify import Notifier
 from kink.daemon.state import STATE_FILE
 from kink.engine import StartAction
+from kink_privsep.client import Client
 from tests.daemon.conftest import HostsFactory
-from tests.daemon.harness import Node, matching_pairs, wait_for, with_peers
+from tests.daemon.harness import HELPER_CONFIG, Node, matching_pairs, wait_for, with_peers
 
 pytestmark = pytest.mark.trio
 
@@ -91,6 +92,30 @@ async def test_restart_keeps_epoch_while_the_kernel_keeps_the_sas(
         a.helper.restart(keep_kernel=False)  # a reboot: the SAs are gone
         await a.start(nursery)
         assert (await a.request("status"))["epoch"] != epoch
+        await a.stop()
+        await b.stop()
+
+
+async def test_restart_deletes_the_sas_the_state_file_does_not_account_for(
+    make_hosts: HostsFactory,
+) -> None:
+    """Issue 10: an SA installed by a kinkd killed before it saved (or committed with a
+    datagram) the exchange it belonged to is deleted by the next kinkd; the saved pair stays."""
+    hosts = make_hosts(a={"b": START}, b={"a": NONE})
+    a, b = hosts["a"], hosts["b"]
+    async with trio.open_nursery() as nursery:
+        await b.start(nursery)
+        await a.start(nursery)
+        await wait_for(lambda: len(a.sas()) == 2 and len(b.sas()) == 2, "an SA pair each")
+        pair = {sa["spi"] for sa in a.sas()}
+        await a.stop()
+        args = {"proto": "esp", "src": b.address, "dst": a.address}
+        with Client(str(a.helper.path)) as client:  # what an optimistic inbound SA starts as
+            orphan = client.call("alloc_spi", {**args, "reqid": HELPER_CONFIG.reqid_range[0]})
+        assert orphan["spi"] in {sa["spi"] for sa in a.helper.dump()["sas"]}
+
+        await a.start(nursery)
+        assert {sa["spi"] for sa in a.helper.dump()["sas"]} == pair
         await a.stop()
         await b.stop()
 

@@ -224,7 +224,8 @@ def test_systemd_socket_activation(node: tuple[Path, ThreadHelper]) -> None:
             free.bind(("127.0.0.1", configured))
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
             sender.sendto(b"not KINK", ("127.0.0.1", passed))
-        _status_until(path, lambda s: s["transport"]["received"] == 1)
+        status = _status_until(path, lambda s: s["transport"]["received"] == 1)
+        assert status["transport"]["receive_queue_drops"] == 0
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=WAIT) == 0
     finally:

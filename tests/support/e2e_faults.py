@@ -9,6 +9,7 @@ the KDCs of a realm in the order listed).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -169,6 +170,19 @@ def kink_headers(packets: list[Packet], source: str) -> list[Header]:
         if len(udp) >= 8 + HEADER.size:
             out.append(Header(*HEADER.unpack_from(udp, 8)))
     return out
+
+
+def pin_neighbours(a: Host, b: Host) -> None:
+    """Permanent ARP entries between a and b: a netem that drops everything one host sends
+    must not take its ARP replies with it (the other host could no longer reach it at all once
+    its neighbour entry aged out, and the scenario would test nothing)."""
+    for host, peer in ((a, b), (b, a)):
+        link = json.loads(run("ip", "-n", peer.name, "-j", "link", "show", "dev", "eth0"))
+        mac = link[0]["address"]
+        run(
+            "ip", "-n", host.name, "neigh", "replace", peer.addresses.v4,
+            "lladdr", mac, "dev", "eth0", "nud", "permanent",
+        )  # fmt: skip
 
 
 def settle(seconds: float) -> None:

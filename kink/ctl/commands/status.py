@@ -56,7 +56,8 @@ def render(status: dict[str, Any]) -> Iterator[str]:
             (
                 "datagrams",
                 f"{transport['received']} received, {transport['sent']} sent, "
-                f"{transport['send_errors']} send errors",
+                f"{transport['send_errors']} send errors, "
+                f"{transport['receive_queue_drops']} dropped by the kernel (receive queue full)",
             ),
             ("kerberos", f"{kerberos['fetches']} ticket fetches, {kerberos['failures']} failed"),
             *((name, str(value)) for name, value in sorted(status["counters"].items())),

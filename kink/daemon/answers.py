@@ -1,0 +1,122 @@
+"""The responder's answers to CREATE, kept across a restart of kinkd.
+
+The engine answers a retransmitted command from its reply cache (RFC 4430 §9), which dies with
+the process. A responder killed after its REPLY left (and was lost) would otherwise meet the
+initiator's retransmitted CREATE as a new one: the outbound SA it installed for the first one
+holds the initiator's SPI (EEXIST), it answers INVALID-SPI, and the pair it took over from its
+state file has no counterpart at the initiator. So the REPLY of a CREATE that installed a child
+in one go (2-way: the child is installed and saved before the REPLY leaves, state_writer) is
+saved with that child for reply_cache_lifetime, and a restarted kinkd that took the child over
+sends it again for a CREATE of the same XID from the same address, as the engine's cache would
+have: without decrypting, so before the engine sees the datagram.
+
+A 3-way REPLY (ACKREQ) is not kept: the responder's outbound SA waits for the ACK, the child is
+not saved before it, and a restarted kinkd deletes the inbound SA (state.unaccounted) and
+answers the retransmission anew.
+
+Matching on address and XID alone is what a reflection of the peer's own CREATE could trigger:
+the answer goes to the configured peer address only, and only what that peer was sent already.
+"""
+
+import struct
+from collections.abc import Iterable
+
+from kink.daemon.state import SaId, SavedAnswer, SavedChild
+from kink.engine.events import Address
+from kink.wire import MessageType
+from kink.wire.header import HEADER, Header
+
+_ASKED_MAX = 4096  # CREATEs awaiting our REPLY that we remember (oldest forgotten first)
+
+
+def _header(data: bytes) -> Header | None:
+    try:
+        return Header(*HEADER.unpack_from(data))
+    except struct.error:
+        return None
+
+
+class Answers:
+    """Answers(lifetime): what the daemon feeds it, in the order the datagrams and notices
+    come: received(), established(), sent(); then for_child() at each save, and after a
+    restart restore() and replay()."""
+
+    def __init__(self, lifetime: float) -> None:
+        self.lifetime = lifetime
+        self._asked: dict[tuple[str, int], None] = {}  # (address, xid) of CREATEs received
+        self._fresh: list[frozenset[SaId]] = []  # children installed since the last datagram
+        self._kept: dict[frozenset[SaId], SavedAnswer] = {}  # per child: its REPLY
+        self._replay: dict[tuple[str, int], SavedAnswer] = {}  # after a restart
+        self.replayed = 0
+
+    def received(self, data: bytes, address: str) -> None:
+        header = _header(data)
+        if header is not None and header.type == MessageType.CREATE:
+            self._asked[(address, header.xid)] = None
+            if len(self._asked) > _ASKED_MAX:
+                del self._asked[next(iter(self._asked))]
+
+    def established(self, sas: frozenset[SaId]) -> None:
+        """A responder child installed in one go (not 3-way): its REPLY comes next."""
+        self._fresh.append(sas)
+
+    def sent(self, data: bytes, to: Address, now: float) -> bool:
+        """A datagram we send: the REPLY to a CREATE is kept with the children installed for
+        it (`now`: wall clock). Whether it was (the state file must have it before it leaves)."""
+        fresh, self._fresh = self._fresh, []
+        header = _header(data)
+        if header is None or header.type != MessageType.REPLY:
+            return False
+        asked = (to[0], header.xid)
+        if asked not in self._asked:
+            return False  # not the answer to a CREATE we received
+        del self._asked[asked]
+        if header.ackreq or not fresh:
+            return False
+        answer = SavedAnswer(to, header.xid, data, now + self.lifetime)
+        for sas in fresh:
+            self._kept[sas] = answer
+        return True
+
+    def for_child(self, sas: frozenset[SaId], now: float) -> SavedAnswer | None:
+        answer = self._kept.get(sas)
+        if answer is not None and answer.until <= now:
+            del self._kept[sas]
+            return None
+        return answer
+
+    def forget(self, live: Iterable[frozenset[SaId]]) -> None:
+        """Drop the answers of children that are gone (called with those saved)."""
+        keep = set(live)
+        for sas in [s for s in self._kept if s not in keep]:
+            del self._kept[sas]
+
+    def restore(self, children: Iterable[SavedChild], taken_over: set[frozenset[SaId]]) -> None:
+        """After a restart: the answers of the saved children, each kept only if every child
+        it created was taken over (else the initiator would install what we do not have)."""
+        created: dict[tuple[str, int], list[SavedChild]] = {}
+        for child in children:
+            if child.answer is not None:
+                created.setdefault((child.answer.to[0], child.answer.xid), []).append(child)
+        for key, group in created.items():
+            if all(child.sas in taken_over for child in group):
+                for child in group:
+                    assert child.answer is not None
+                    self._kept[child.sas] = child.answer
+                    self._replay[key] = child.answer
+
+    def replay(self, data: bytes, address: str, now: float) -> SavedAnswer | None:
+        """The saved REPLY for this datagram if it is a CREATE answered before the restart."""
+        if not self._replay:
+            return None
+        header = _header(data)
+        if header is None or header.type != MessageType.CREATE:
+            return None
+        answer = self._replay.get((address, header.xid))
+        if answer is None:
+            return None
+        if answer.until <= now:
+            del self._replay[(address, header.xid)]
+            return None
+        self.replayed += 1
+        return answer

@@ -1,0 +1,81 @@
+"""Coalesced, write-ahead saving of the state file (kink.daemon.state).
+
+Every change to what the state file holds bumps a generation (changed()); one writer task saves
+whatever the state is when it starts a write and then marks every generation up to the one it
+saw as durable. Changes made while a write runs are all covered by the next write: under load
+there is one write + fsync per write time, not one per exchange.
+
+Write-ahead (issue 10, RFC 4430 §3.2): a datagram that follows an SA change (the responder's
+REPLY after its install) waits until the change is durable (kink.daemon.outbox), so a kinkd
+killed at any point either replied and can take its SAs back after a restart, or did not reply
+and deletes the SAs its state file does not account for (Daemon start-up).
+"""
+
+# Annotations stay strings: trio.TaskStatus only exists from trio 0.23 (Debian 12 has 0.22).
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+import trio
+
+log = logging.getLogger("kinkd")
+
+
+LAZY_DELAY = 1.0  # seconds a change no datagram waits for may stay unsaved
+
+
+class StateWriter:
+    """StateWriter(save, on_durable); run() as a task; changed() after every change that a
+    datagram may have to wait for, changed_lazily() after the others."""
+
+    def __init__(
+        self, save: Callable[[], Awaitable[None]], on_durable: Callable[[int], None]
+    ) -> None:
+        self._save = save  # reads the current state on the trio thread, writes it, fsyncs
+        self._on_durable = on_durable
+        self.generation = 0  # changes so far
+        self.durable = 0  # the generation the file on disk reflects
+        self._lock = trio.Lock()
+        self._dirty = trio.Event()  # a change datagrams wait for
+        self._pending = trio.Event()  # any change
+
+    def changed(self) -> int:
+        """Note a change; its generation (durable once self.durable reaches it)."""
+        self.generation += 1
+        self._dirty.set()
+        self._pending.set()
+        return self.generation
+
+    def changed_lazily(self) -> None:
+        """Note a change that may wait LAZY_DELAY for its write (a child gone: a restart that
+        finds it in the file no longer finds its SAs, and does not take it over)."""
+        self._pending.set()
+
+    async def run(self) -> None:
+        """Save whenever something changed since the last write began (one write at a time)."""
+        while True:
+            await self._pending.wait()
+            if not self._dirty.is_set():
+                with trio.move_on_after(LAZY_DELAY):
+                    await self._dirty.wait()
+            self._pending = trio.Event()
+            self._dirty = trio.Event()
+            try:
+                await self.save_now()
+            except OSError as exc:
+                # The file keeps its last good content and the datagrams waiting for this
+                # write stay held (outbox): retried on the next change or after a pause.
+                log.error("cannot save the state file: %s", exc)
+                await trio.sleep(1.0)
+                self._dirty.set()
+                self._pending.set()
+
+    async def save_now(self) -> None:
+        """Write the current state now (start-up, shutdown, the writer task)."""
+        async with self._lock:
+            generation = self.generation
+            await self._save()
+            if generation > self.durable:
+                self.durable = generation
+                self._on_durable(generation)
