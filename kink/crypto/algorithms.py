@@ -191,7 +191,9 @@ def sa_algorithms(protocol: int, params: TransformParams) -> SaAlgorithms:
     raise UnsupportedTransform(f"IPsec protocol {_label(ProtocolId, protocol)} is not supported")
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: one per SA, built here and only read (or zeroed) by its caller, and a frozen
+# dataclass pays object.__setattr__ for every field (issue 4).
+@dataclass(slots=True)
 class SaKeys:
     """The keys of one SA; `enc_key` is empty for AH and ESP_NULL, `auth_key` for AES-GCM."""
 

@@ -27,7 +27,9 @@ class NeedTicket(Exception):
         self.principal = principal
 
 
-@dataclass(frozen=True, eq=False)
+# Not frozen (issue 4): one per AP-REQ, only read after it is built; a frozen dataclass pays
+# object.__setattr__ for every field.
+@dataclass(eq=False, slots=True)
 class AcceptedRequest:
     """An AP-REQ the responder verified: the client, the ticket session key and what
     make_ap_rep / make_krb_error need (handle)."""

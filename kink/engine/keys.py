@@ -15,7 +15,9 @@ from kink.crypto.rfc3961 import Key
 from kink.engine.events import SaLifetimes, SaSpec, SaTransform, Selector
 
 
-@dataclass(frozen=True, slots=True)
+# SaPlace and KeyInput are not frozen: built per negotiation and only read after that, while a
+# frozen dataclass pays object.__setattr__ for every field (issue 4).
+@dataclass(slots=True)
 class SaPlace:
     """Where an SA goes and what it protects (everything of SaSpec but keys and lifetimes)."""
 
@@ -28,7 +30,7 @@ class SaPlace:
     dst_selector: Selector
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class KeyInput:
     """The inputs of KEYMAT shared by every SA of one negotiation (RFC 4430 §7)."""
 

@@ -50,7 +50,9 @@ def _min_life(a: int, b: int) -> int:
     return min(a, b)
 
 
-@dataclass(frozen=True, slots=True)
+# Negotiated and Choice are not frozen: built per exchange and only read after that, while a
+# frozen dataclass pays object.__setattr__ for every field (issue 4).
+@dataclass(slots=True)
 class Negotiated:
     """One protocol of the chosen bundle: its transform and the peer's (inbound) SPI."""
 
@@ -60,7 +62,7 @@ class Negotiated:
     params: TransformParams
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Choice:
     """The chosen bundle: `number`, one Negotiated per protocol, the lifetime in force, and
     whether it is the initiator's optimistic proposal (first bundle, first transforms)."""

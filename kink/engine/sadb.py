@@ -84,10 +84,17 @@ class PeerState:
 
 
 class Sadb:
-    """Children by id, inbound (protocol, spi) and outbound (peer, protocol, spi)."""
+    """Children by id, by peer name, inbound (protocol, spi) and outbound (peer, protocol, spi).
+
+    The per-peer index keeps of_peer, which every exchange asks several times (settle,
+    keep_up), at the cost of that peer's children rather than of every child (issue 9:
+    10,000+ SAs). A peer keeps its name for its life (a rename is a new peer), so the name at
+    add() finds the entry again at remove().
+    """
 
     def __init__(self) -> None:
         self.children: dict[int, Child] = {}
+        self._by_peer: dict[str, dict[int, Child]] = {}
         self._inbound: dict[tuple[int, int], Child] = {}
         self._outbound: dict[tuple[str, int, int], Child] = {}
         self._next_id = 1
@@ -98,6 +105,7 @@ class Sadb:
 
     def add(self, child: Child) -> None:
         self.children[child.id] = child
+        self._by_peer.setdefault(child.peer.config.name, {})[child.id] = child
         for sa in child.sas:
             self._inbound[(sa.protocol, sa.inbound_spi)] = child
             self._outbound[(child.peer.config.name, sa.protocol, sa.outbound_spi)] = child
@@ -107,6 +115,12 @@ class Sadb:
             child.rekey_timer.cancel()  # a forgotten child is never rekeyed
             child.rekey_timer = None
         self.children.pop(child.id, None)
+        name = child.peer.config.name
+        mine = self._by_peer.get(name)
+        if mine is not None and mine.get(child.id) is child:
+            del mine[child.id]
+            if not mine:
+                del self._by_peer[name]
         for sa in child.sas:
             if self._inbound.get((sa.protocol, sa.inbound_spi)) is child:
                 del self._inbound[(sa.protocol, sa.inbound_spi)]
@@ -121,4 +135,7 @@ class Sadb:
         return self._outbound.get((peer, protocol, spi))
 
     def of_peer(self, peer: str) -> Iterator[Child]:
-        return (c for c in list(self.children.values()) if c.peer.config.name == peer)
+        """The peer's children in the order they were added, as they are now: callers may
+        add or remove children while they go through them."""
+        mine = self._by_peer.get(peer)
+        return iter(()) if mine is None else iter(list(mine.values()))

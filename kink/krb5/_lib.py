@@ -132,12 +132,14 @@ class Creds:
     _ptr: Any = field(repr=False)
 
 
-@dataclass(frozen=True, eq=False)
+# AuthContext and DecryptedTicket are not frozen (issue 4): built per AP exchange and only read
+# after that; a frozen dataclass pays object.__setattr__ for every field.
+@dataclass(eq=False, slots=True)
 class AuthContext:
     _ptr: Any = field(repr=False)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class DecryptedTicket:
     client: str
     server: str

@@ -27,7 +27,9 @@ _TIME_ERRORS = frozenset({KRB_AP_ERR_SKEW, KRB_AP_ERR_TKT_EXPIRED, KRB_AP_ERR_TK
 _MAX_PROTOCOL_CODE = 127
 
 
-@dataclass(frozen=True, eq=False)
+# Not frozen (issue 4): one per AP-REQ, only read after it is built; a frozen dataclass pays
+# object.__setattr__ for every field.
+@dataclass(eq=False, slots=True)
 class Accepted:
     """An AP-REQ the responder read: who, with which session key, and the client's time.
 

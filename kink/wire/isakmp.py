@@ -97,7 +97,11 @@ class Transform:
         return Transform, (self.number, self.transform_id, self.attributes)
 
 
-@dataclass(frozen=True, slots=True)
+# Proposal, SaPayload and NoncePayload are not frozen (issue 4): every CREATE builds and decodes
+# them by the handful and a frozen dataclass pays object.__setattr__ for every field. Nothing
+# hashes, caches or shares them; what is shared between messages, the decoded Transforms and
+# their Attributes, stays frozen (and hashable: caches are keyed by them).
+@dataclass(slots=True)
 class Proposal:
     """Proposal payload (RFC 2408 §3.5). Proposals sharing a number form a bundle (AND)."""
 
@@ -107,7 +111,7 @@ class Proposal:
     transforms: tuple[Transform, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SaPayload:
     """Security Association payload with IPsec DOI content (RFC 2407 §4.6.1): only the
     SIT_IDENTITY_ONLY situation layout, the one KINK allows (RFC 4430 §5)."""
@@ -137,7 +141,7 @@ class IdPayload:
     data: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class NoncePayload:
     """Nonce payload (RFC 2408 §3.13): Ni or Nr (RFC 4430 §5.4)."""
 

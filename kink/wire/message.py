@@ -39,7 +39,10 @@ _LENGTH = struct.Struct(">H")
 _MESSAGE_TYPES = {int(t): t for t in MessageType}
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: every message sent or received builds one or two, and a frozen dataclass pays
+# object.__setattr__ for every field (issue 4). Nothing caches or shares a Message, and no
+# code changes one after building it (dataclasses.replace makes a new one).
+@dataclass(slots=True)
 class Message:
     """One KINK message.
 

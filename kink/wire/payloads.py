@@ -68,7 +68,9 @@ class TgtRep:
     tgt: bytes
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen (issue 4): one or two per message, and a frozen dataclass pays object.__setattr__
+# for every field; nothing hashes, caches or shares one.
+@dataclass(slots=True)
 class Isakmp:
     """KINK_ISAKMP (§4.2.6): one Quick Mode exchange. InnerNextPload is the type of the first
     payload (0 when there is none)."""
