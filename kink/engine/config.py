@@ -49,12 +49,25 @@ class ProposalSpec:
 class Policy:
     """A pair of selectors negotiated with a peer, with the reqid of its kernel policy.
 
-    send_ids=False: no IDci/IDcr; the selectors are then the two addresses (RFC 4430 §5.3)."""
+    send_ids=False: no IDci/IDcr; the selectors are then the two addresses (RFC 4430 §5.3).
+
+    Its hash is computed once, when it is made: policies key the SADB's and the initiator's
+    indexes (issue 9), looked up several times per exchange, and hashing the two selectors'
+    networks anew costs more than the lookups themselves."""
 
     local: Selector
     remote: Selector
     reqid: int
     send_ids: bool = True
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "_hash", hash((self.local, self.remote, self.reqid, self.send_ids))
+        )
+
+    def __hash__(self) -> int:
+        return self._hash
 
 
 @dataclass(frozen=True, slots=True)

@@ -98,6 +98,10 @@ class EngineCore(ABC):
         self.peers_by_address: dict[str, PeerState] = {}
         self.policies: dict[int, tuple[PeerState, Policy]] = {}
         self.peer_policies: dict[str, tuple[Policy, ...]] = {}
+        # Per peer, its policies with IDs by their (local, remote) selectors, the first
+        # configured of equal ones: a CREATE's IDs find theirs at once (§10), not by a walk of
+        # every policy of the peer (issue 9: one peer may have thousands).
+        self.policies_by_ids: dict[str, dict[tuple[Selector, Selector], Policy]] = {}
         self.leaving: list[PeerState] = []
         for peer in config.peers:
             self.register(PeerState(peer))
@@ -210,8 +214,12 @@ class EngineCore(ABC):
             if self.policies.get(policy.reqid, (None,))[0] is state:
                 del self.policies[policy.reqid]
         self.peer_policies[state.config.name] = policies
+        by_ids: dict[tuple[Selector, Selector], Policy] = {}
         for policy in policies:
             self.policies[policy.reqid] = (state, policy)
+            if policy.send_ids:
+                by_ids.setdefault((policy.local, policy.remote), policy)
+        self.policies_by_ids[state.config.name] = by_ids
 
     def unregister(self, state: PeerState) -> None:
         """Forget a peer's name, address and policies; what it still has to finish (its
@@ -219,6 +227,7 @@ class EngineCore(ABC):
         name = state.config.name
         self.set_policies(state, ())
         del self.peer_policies[name]
+        del self.policies_by_ids[name]
         del self.peers[name]
         if self.peers_by_address.get(state.config.address) is state:
             del self.peers_by_address[state.config.address]
@@ -235,7 +244,7 @@ class EngineCore(ABC):
             return
         if state.transactions or state.queue:
             return
-        if any(c.peer is state for c in self.sadb.children.values()):
+        if any(c.peer is state for c in self.sadb.of_peer(state.config.name)):
             return
         self.leaving.remove(state)
         self.emit(PeerRemoved(state.config.name))

@@ -226,10 +226,10 @@ class Engine(Lifecycle):
 
     def _select(self, peer: str | None, spi: int | None) -> list[Child]:
         out = []
-        for child in list(self.sadb.children.values()):
+        # A peer named: its children only (Sadb.of_peer), not a walk of every child (issue 9).
+        children = self.sadb.children.values() if peer is None else self.sadb.of_peer(peer)
+        for child in list(children):
             if child.state is not ChildState.INSTALLED:
-                continue
-            if peer is not None and child.peer.config.name != peer:
                 continue
             if spi is not None and all(
                 spi not in (s.inbound_spi, s.outbound_spi) for s in child.sas

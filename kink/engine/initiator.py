@@ -117,6 +117,7 @@ class Transaction:
     timer: Timer | None = None
     inner: tuple[Isakmp, ...] = ()
     active: bool = False  # holds one of the peer's slots (EngineConfig.max_outstanding)
+    counted: bool = False  # its negotiations are counted in peer.creating
     acked: bool = False  # ACK sent; kept to regenerate it (§9)
     reply: bytes = b""
     done: bool = False
@@ -151,6 +152,9 @@ class Initiator(EngineCore):
             restarts=restarts,
             acquire_seq=acquire_seq,
         )
+        for neg in negotiations:
+            peer.creating[neg.policy] = peer.creating.get(neg.policy, 0) + 1
+        txn.counted = True
         self._start(txn, now)
 
     def start_delete(self, children: list[Child], now: float) -> None:
@@ -179,11 +183,14 @@ class Initiator(EngineCore):
         """End the commands to `peer` under way or queued, except those `keep` keeps (and
         DELETEs, which are how SAs go, §3.3). A CREATE the responder may have acted on is
         followed by a DELETE of what it installed, as when it is given up (§3.3)."""
-        peer.queue = deque(
-            fn
-            for fn in peer.queue
-            if isinstance(fn, _Queued) and (fn.txn.kind is MessageType.DELETE or keep(fn.txn))
-        )
+        queue = peer.queue
+        peer.queue = deque()
+        for fn in queue:
+            assert isinstance(fn, _Queued)
+            if fn.txn.kind is MessageType.DELETE or keep(fn.txn):
+                peer.queue.append(fn)
+            else:
+                self._uncount(fn.txn)
         for txn in list(peer.transactions.values()):
             assert isinstance(txn, Transaction)
             if txn.done or txn.kind is MessageType.DELETE or keep(txn):
@@ -197,11 +204,21 @@ class Initiator(EngineCore):
             self._fail(txn, "cancelled", None, now, cleanup=cleanup)
 
     def in_progress(self, peer: PeerState, policy: Policy) -> bool:
-        for txn in peer.transactions.values():
-            assert isinstance(txn, Transaction)
-            if not txn.done and not txn.acked and any(n.policy == policy for n in txn.negotiations):
-                return True
-        return any(policy in getattr(fn, "policies", ()) for fn in peer.queue)
+        """A CREATE for `policy` is under way (not done, not yet ACKed) or queued."""
+        return policy in peer.creating
+
+    def _uncount(self, txn: Transaction) -> None:
+        """The CREATE `txn` is done, ACKed or dropped from the queue: no longer under way."""
+        if not txn.counted:
+            return
+        txn.counted = False
+        creating = txn.peer.creating
+        for neg in txn.negotiations:
+            left = creating[neg.policy] - 1
+            if left:
+                creating[neg.policy] = left
+            else:
+                del creating[neg.policy]
 
     def renegotiate(self, peer: PeerState, now: float) -> None:
         """Negotiate every policy of `peer` that has no SA and no exchange under way."""
@@ -247,8 +264,7 @@ class Initiator(EngineCore):
 
     def _has_child(self, peer: PeerState, policy: Policy) -> bool:
         return any(
-            c.policy == policy and c.state is not ChildState.DYING
-            for c in self.sadb.of_peer(peer.config.name)
+            c.state is not ChildState.DYING for c in self.sadb.of_policy(peer.config.name, policy)
         )
 
     def _start(self, txn: Transaction, now: float) -> None:
@@ -479,6 +495,7 @@ class Initiator(EngineCore):
 
     def _finish(self, txn: Transaction, now: float) -> None:
         txn.done = True
+        self._uncount(txn)
         if txn.timer is not None:
             txn.timer.cancel()
         if txn.peer.transactions.get(txn.xid) is txn:
@@ -736,6 +753,7 @@ class Initiator(EngineCore):
             # §3.2: "The initiator MUST always generate an ACK if the ACKREQ bit is set".
             txn.reply = data
             txn.acked = True
+            self._uncount(txn)
             self._send_ack(txn, now)
             self._release(txn, now)
             if txn.timer is not None:
@@ -930,10 +948,8 @@ class Initiator(EngineCore):
         if child.initiator:
             self._schedule_rekey(child, now)
         losers: list[Child] = []
-        for other in self.sadb.of_peer(child.peer.config.name):
-            if other is child or other.policy != child.policy:
-                continue
-            if other.state is not ChildState.INSTALLED:
+        for other in self.sadb.of_policy(child.peer.config.name, child.policy):
+            if other is child or other.state is not ChildState.INSTALLED:
                 continue
             loser = self._loser(child, other)
             if loser.initiator:
@@ -989,13 +1005,11 @@ class Initiator(EngineCore):
 
 
 class _Queued:
-    """A transaction waiting for a slot of its peer; knows its policies so that a burst of
-    ACQUIREs for one flow starts one exchange."""
+    """A transaction waiting for a slot of its peer."""
 
     def __init__(self, engine: Initiator, txn: Transaction) -> None:
         self.engine = engine
         self.txn = txn
-        self.policies = [n.policy for n in txn.negotiations]
 
     def __call__(self, now: float) -> None:
         self.engine._start(self.txn, now)

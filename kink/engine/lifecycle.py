@@ -17,7 +17,8 @@ Peers (a reload, SIGHUP / `kinkctl reload`, issue 6):
 Restart (RFC 4430 §3.7, issue 6: a kinkd that finds its SAs still in the kernel keeps its epoch
 and its SAs): child_records(now) in the old process, saved with a wall-clock time; in the new
 one Engine(..., epoch=<the same epoch>), then restore(records, now, elapsed=<wall-clock seconds
-since they were saved>), then start(now). restore sends and installs nothing.
+since they were saved>), then start(now). restore installs nothing, and sends nothing but the
+DELETE of responder children whose 3-way CREATE was never ACKed (RFC 4430 §3.2, §3.3).
 """
 
 from collections.abc import Callable, Iterable
@@ -59,7 +60,7 @@ class Lifecycle(Responder):
         state = self._peer(name)
         self.unregister(state)
         self.cancel_commands(state, now, keep=lambda txn: False)
-        children = [c for c in self.sadb.children.values() if c.peer is state]
+        children = [c for c in self.sadb.of_peer(name) if c.peer is state]
         self.start_delete(children, now)
         self.forget_if_done(state)
 
@@ -94,7 +95,7 @@ class Lifecycle(Responder):
         )
         gone = [
             c
-            for c in self.sadb.children.values()
+            for c in self.sadb.of_peer(peer.name)
             if c.peer is state and c.state is not ChildState.DYING and stale(c.policy)
         ]
         self.start_delete(gone, now)
@@ -143,11 +144,17 @@ class Lifecycle(Responder):
     # --------------------------------------------------------------------------- restart
 
     def child_records(self, now: float) -> list[ChildRecord]:
-        """A record of every installed child (not those being negotiated or deleted, nor a
-        removed peer's), for restore() in the next process. No keys."""
+        """A record of every installed child and of every responder child awaiting its ACK
+        (not those being negotiated otherwise or deleted, nor a removed peer's), for restore()
+        in the next process. No keys."""
         records = []
         for c in self.sadb.children.values():
-            if c.state is not ChildState.INSTALLED or c.peer.removed or c.life is None:
+            if c.peer.removed or c.life is None:
+                continue
+            # A 3-way CREATE we answered (§3.2): our inbound SAs are in the kernel, and the
+            # initiator may have installed the pair on our REPLY already.
+            awaiting_ack = c.state is ChildState.LARVAL and c.three_way and not c.initiator
+            if c.state is not ChildState.INSTALLED and not awaiting_ack:
                 continue
             records.append(
                 ChildRecord(
@@ -165,6 +172,7 @@ class Lifecycle(Responder):
                     peer_epoch=c.peer_epoch,
                     age=now - c.created,
                     rekey_in=None if c.rekey_at is None else c.rekey_at - now,
+                    awaiting_ack=awaiting_ack,
                 )
             )
         return records
@@ -178,12 +186,16 @@ class Lifecycle(Responder):
         aged meanwhile. The children are then matched by kernel events and sa_activity,
         rekeyed by us at their soft lifetime if we initiated them (at once if it passed), and
         DELETEd on Terminate or when their peer is removed. A peer's epoch is taken from its
-        newest record, so that a peer that restarted meanwhile is noticed (§3.7).
+        newest record, so that a peer that restarted meanwhile is noticed (§3.7). A child
+        whose ACK never came (awaiting_ack: its exchange died with the old process) is known
+        again and DELETEd at once (§3.3), so that the initiator, which may hold the pair, drops
+        it too; its inbound SAs go as in any DELETE.
 
         Returns the records not restored: their peer is unknown, no configured policy of it
         covers their selectors any more, or an SPI is known already. The daemon should delete
         those SAs from the kernel itself."""
         left: list[ChildRecord] = []
+        unacked: list[Child] = []
         newest: dict[str, ChildRecord] = {}
         for record in records:
             state = self.peers.get(record.peer)
@@ -197,18 +209,24 @@ class Lifecycle(Responder):
                 state,
                 policy,
                 record.initiator,
-                [SaPair(p, spi_in, spi_out, True, True) for p, spi_in, spi_out in record.spis],
+                [
+                    SaPair(p, spi_in, spi_out, True, not record.awaiting_ack)
+                    for p, spi_in, spi_out in record.spis
+                ],
                 Lifetime(record.life.hard_seconds, record.life.hard_bytes // 1024),
                 record.peer_epoch,
                 now - age,
-                state=ChildState.INSTALLED,
+                three_way=record.awaiting_ack,
+                state=ChildState.LARVAL if record.awaiting_ack else ChildState.INSTALLED,
                 mode=record.mode,
                 transforms=record.transforms,
                 life=record.life,
                 pfs_group=record.pfs_group,
             )
             self.sadb.add(child)
-            if record.initiator and record.rekey_in is not None:
+            if record.awaiting_ack:
+                unacked.append(child)
+            elif record.initiator and record.rekey_in is not None:
                 child.rekey_at = now + max(0.0, record.rekey_in - elapsed)
                 child.rekey_timer = self.schedule(child.rekey_at, _rekeyer(self, child))
             best = newest.get(record.peer)
@@ -218,6 +236,7 @@ class Lifecycle(Responder):
             state = self.peers[name]
             if state.epoch is None:
                 state.epoch = record.peer_epoch
+        self.start_delete(unacked, now)
         return left
 
     def _known(self, record: ChildRecord) -> bool:

@@ -6,7 +6,8 @@ engine only needs to know them again (to match kernel events, rekey the ones it 
 their soft lifetime and DELETE them on request). Times are relative, since engine time is the
 daemon's clock and that clock starts again with the process: `age` is the child's age and
 `rekey_in` the time left to its rekey when the record was made (Engine.child_records(now)).
-to_dict() gives JSON-safe values; from_dict() reads them back or raises RecordError.
+to_dict() gives JSON-safe values; from_dict() reads them back or raises RecordError (a record
+without `awaiting_ack`, written before it existed, is of an established child).
 """
 
 from collections.abc import Callable, Mapping
@@ -29,7 +30,9 @@ class ChildRecord:
     (protocol, inbound SPI, outbound SPI), mode, reqid and selectors of its policy (send_ids:
     whether IDci/IDcr were exchanged, §5.3), algorithm names, installed lifetimes, the KE group
     if PFS was used, the peer's epoch when it was made (§3.7), its age and the time to its
-    rekey (None: not rekeyed by us)."""
+    rekey (None: not rekeyed by us). awaiting_ack: a responder's child of a 3-way CREATE whose
+    ACK had not come: only its inbound SAs are installed (§3.2), and the initiator may hold
+    the pair, so a restored one is DELETEd (§3.3)."""
 
     peer: str
     initiator: bool
@@ -45,6 +48,7 @@ class ChildRecord:
     peer_epoch: int | None
     age: float
     rekey_in: float | None
+    awaiting_ack: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -77,6 +81,7 @@ class ChildRecord:
             "peer_epoch": self.peer_epoch,
             "age": self.age,
             "rekey_in": self.rekey_in,
+            "awaiting_ack": self.awaiting_ack,
         }
 
     @classmethod
@@ -106,6 +111,7 @@ class ChildRecord:
                 peer_epoch=_optional(d["peer_epoch"], _int, "peer_epoch"),
                 age=_number(d["age"], "age"),
                 rekey_in=_optional(d["rekey_in"], _number, "rekey_in"),
+                awaiting_ack=_typed(d.get("awaiting_ack", False), bool, "awaiting_ack"),
             )
         except KeyError as exc:
             raise RecordError(f"record without {exc.args[0]!r}") from None

@@ -338,10 +338,10 @@ class Responder(Initiator):
             theirs, ours = selector_of(ids[0]), selector_of(ids[1])
         except ValueError:
             return None
+        exact = self.policies_by_ids[peer.config.name].get((ours, theirs))
+        if exact is not None:
+            return exact
         configured = [p for p in policies if p.send_ids]
-        for policy in configured:
-            if policy.local == ours and policy.remote == theirs:
-                return policy
         # Narrowing (as strongSwan does): selectors inside a configured policy are granted as
         # asked, under that policy's reqid; anything reaching outside is refused (§10).
         for policy in configured:

@@ -9,7 +9,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from kink.engine.config import PeerConfig, Policy
 from kink.engine.events import SaLifetimes, SaTransform
@@ -17,6 +17,8 @@ from kink.engine.proposals import Lifetime
 
 if TYPE_CHECKING:
     from kink.engine.core import Timer
+
+_K = TypeVar("_K")
 
 
 class ChildState(Enum):
@@ -73,6 +75,11 @@ class PeerState:
     # transactions waiting for the per-peer cap (issue 4, §9)
     transactions: dict[int, object] = field(default_factory=dict)
     queue: deque[Callable[[float], None]] = field(default_factory=deque)
+    # per policy, the negotiations of CREATEs under way (not done, not yet ACKed) or queued:
+    # "is one under way?" costs no walk of the transactions, which a high rate of 3-way
+    # CREATEs fills with ACKed ones kept to regenerate their ACK (§9), nor of the queue
+    # (issue 9). Kept by kink.engine.initiator.
+    creating: dict[Policy, int] = field(default_factory=dict)
     active: int = 0
     rtt: float | None = None
     dpd_pending: bool = False
@@ -84,17 +91,21 @@ class PeerState:
 
 
 class Sadb:
-    """Children by id, by peer name, inbound (protocol, spi) and outbound (peer, protocol, spi).
+    """Children by id, by peer name, by (peer name, policy), inbound (protocol, spi) and
+    outbound (peer, protocol, spi).
 
-    The per-peer index keeps of_peer, which every exchange asks several times (settle,
-    keep_up), at the cost of that peer's children rather than of every child (issue 9:
-    10,000+ SAs). A peer keeps its name for its life (a rename is a new peer), so the name at
-    add() finds the entry again at remove().
+    Every exchange asks which children serve one policy (settle's §3.6 newest-wins, an
+    ACQUIRE's or keep_up's "has it an SA?"): of_policy answers at the cost of that policy's
+    children (one, two while it is rekeyed), of_peer at the cost of the peer's, never of every
+    child (issue 9: 10,000+ SAs; one peer may hold most of them, one per policy). A child's
+    peer name and policy never change and a peer keeps its name for its life (a rename is a
+    new peer), so the keys at add() find the entries again at remove().
     """
 
     def __init__(self) -> None:
         self.children: dict[int, Child] = {}
         self._by_peer: dict[str, dict[int, Child]] = {}
+        self._by_policy: dict[tuple[str, Policy], dict[int, Child]] = {}
         self._inbound: dict[tuple[int, int], Child] = {}
         self._outbound: dict[tuple[str, int, int], Child] = {}
         self._next_id = 1
@@ -105,7 +116,9 @@ class Sadb:
 
     def add(self, child: Child) -> None:
         self.children[child.id] = child
-        self._by_peer.setdefault(child.peer.config.name, {})[child.id] = child
+        name = child.peer.config.name
+        self._by_peer.setdefault(name, {})[child.id] = child
+        self._by_policy.setdefault((name, child.policy), {})[child.id] = child
         for sa in child.sas:
             self._inbound[(sa.protocol, sa.inbound_spi)] = child
             self._outbound[(child.peer.config.name, sa.protocol, sa.outbound_spi)] = child
@@ -116,11 +129,8 @@ class Sadb:
             child.rekey_timer = None
         self.children.pop(child.id, None)
         name = child.peer.config.name
-        mine = self._by_peer.get(name)
-        if mine is not None and mine.get(child.id) is child:
-            del mine[child.id]
-            if not mine:
-                del self._by_peer[name]
+        _unindex(self._by_peer, name, child)
+        _unindex(self._by_policy, (name, child.policy), child)
         for sa in child.sas:
             if self._inbound.get((sa.protocol, sa.inbound_spi)) is child:
                 del self._inbound[(sa.protocol, sa.inbound_spi)]
@@ -139,3 +149,17 @@ class Sadb:
         add or remove children while they go through them."""
         mine = self._by_peer.get(peer)
         return iter(()) if mine is None else iter(list(mine.values()))
+
+    def of_policy(self, peer: str, policy: Policy) -> list[Child]:
+        """The peer's children for `policy` (equal selectors and reqid), in the order they
+        were added; a list of its own, so callers may add or remove children meanwhile."""
+        mine = self._by_policy.get((peer, policy))
+        return [] if mine is None else list(mine.values())
+
+
+def _unindex(index: dict[_K, dict[int, Child]], key: _K, child: Child) -> None:
+    mine = index.get(key)
+    if mine is not None and mine.get(child.id) is child:
+        del mine[child.id]
+        if not mine:
+            del index[key]

@@ -11,16 +11,21 @@ import pytest
 
 from kink.engine import ChildRecord, Engine, RecordError
 from kink.engine.events import (
+    AllocateSpi,
+    DeleteSa,
     Initiate,
+    InstallSa,
     PeerEpochChanged,
     SaDeleted,
     SaEstablished,
     SaGone,
     Terminate,
+    UpdateSa,
 )
+from kink.engine.sadb import ChildState
 from kink.wire import MessageType
 from tests.engine.conftest import KerberosHostFactory, WorldFactory
-from tests.engine.harness import Host, World, check_consistent
+from tests.engine.harness import Host, InFlight, World, check_consistent, deliver_all
 
 pytestmark = pytest.mark.kdc
 
@@ -35,7 +40,11 @@ def _restart(world: World, name: str, kerberos_host: KerberosHostFactory, elapse
     engine = Engine(old.engine.config, fresh.port, epoch=old.engine.epoch, now=world.now)
     records = [ChildRecord.from_dict(d) for d in json.loads(saved)]
     assert engine.restore(records, world.now, elapsed=elapsed) == []
-    assert engine.next_action() is None  # nothing sent, nothing installed
+    # Nothing installed or deleted in the kernel; nothing sent but the DELETE (or the ticket
+    # fetch it starts with) of children that awaited their ACK (§3.3).
+    sa_actions = (AllocateSpi, InstallSa, UpdateSa, DeleteSa)
+    assert not any(isinstance(action, sa_actions) for action in engine.actions)
+    assert bool(engine.actions) == any(r.awaiting_ack for r in records)
     host = Host(name, old.address, engine, old.kernel, fresh.credentials)
     world.hosts[old.address] = host
     return host
@@ -93,6 +102,70 @@ def test_restored_responder_deletes_on_kernel_event(
     assert [d.src for d in world.delivered if d.data[0] == MessageType.DELETE] == [b.address]
 
 
+def test_restored_responder_deletes_a_child_awaiting_its_ack(
+    make_world: WorldFactory, kerberos_host: KerberosHostFactory
+) -> None:
+    """A 3-way CREATE (§3.2): b's engine restarts after its REPLY, the ACK delayed until its
+    next engine runs. The child is known again and DELETEd (§3.3): a drops the pair it
+    installed on the REPLY, b its inbound SA, and the late ACK finds nothing."""
+    world = make_world(engine_b={"responder_nonce": True})
+    held: list[InFlight] = []
+
+    def hold_ack(item: InFlight) -> str:
+        if item.data[0] == MessageType.ACK:
+            held.append(item)
+            return "drop"
+        return "deliver"
+
+    world.fate = hold_ack
+    world.host("a").engine.request(Initiate("b"), world.now)
+    world.settle(0)
+    a, b = world.host("a"), world.host("b")
+    assert [s.inbound for s in b.kernel.sas.values()] == [True]  # the outbound waits (§3.2)
+    assert len(a.kernel.sas) == 2 and len(held) == 1
+    (waiting,) = b.engine.sadb.children.values()
+    assert waiting.state is ChildState.LARVAL
+    (record,) = b.engine.child_records(world.now)
+    assert record.awaiting_ack and record.spis == waiting.spis()
+
+    b = _restart(world, "b", kerberos_host, elapsed=1.0)
+    (child,) = b.engine.sadb.children.values()
+    assert child.state is ChildState.DYING and child.spis() == waiting.spis()
+    world.fate = deliver_all
+    world.drain()
+    ack = held[0]
+    b.engine.datagram_received(ack.data, (ack.src, 910), world.now)
+    world.settle()
+    assert [d.src for d in world.delivered if d.data[0] == MessageType.DELETE] == [b.address]
+    assert not a.engine.sadb.children and not b.engine.sadb.children
+    assert not a.kernel.sas and not b.kernel.sas
+    assert check_consistent(world) == 0
+    assert [n.child for n in b.notices if isinstance(n, SaDeleted)] == [child.id]
+
+
+def test_restored_child_awaiting_its_ack_goes_when_the_reply_was_lost(
+    make_world: WorldFactory, kerberos_host: KerberosHostFactory
+) -> None:
+    """As above, but b's REPLY was lost: a holds only its optimistic inbound SA (§3.2) and
+    answers the DELETE with INVALID-SPI; its retransmitted CREATE meets b's next engine, which
+    answers it anew."""
+    world = make_world(engine_b={"responder_nonce": True})
+    world.fate = lambda item: "drop" if item.src == "192.0.2.2" else "deliver"
+    world.host("a").engine.request(Initiate("b"), world.now)
+    world.settle(0)
+    for host in (world.host("a"), world.host("b")):
+        assert [s.inbound for s in host.kernel.sas.values()] == [True]
+    b = _restart(world, "b", kerberos_host, elapsed=1.0)
+    (restored,) = b.engine.sadb.children.values()
+    world.fate = deliver_all
+    world.settle()
+    assert check_consistent(world) == 2  # one pair: an inbound SA on either side
+    assert [n.three_way for n in world.established("a")] == [True]
+    assert len(world.established("b")) == 1 and len(b.kernel.sas) == 2
+    assert [d.src for d in world.delivered if d.data[0] == MessageType.DELETE] == [b.address]
+    assert [n.child for n in b.notices if isinstance(n, SaDeleted)] == [restored.id]
+
+
 def test_restore_returns_what_it_cannot_take(
     make_world: WorldFactory, kerberos_host: KerberosHostFactory
 ) -> None:
@@ -121,6 +194,7 @@ def test_restore_returns_what_it_cannot_take(
         lambda d: {**d, "spis": []},
         lambda d: {**d, "transforms": [{"protocol": 3}]},
         lambda d: {**d, "age": None},
+        lambda d: {**d, "awaiting_ack": "yes"},
     ],
 )
 def test_damaged_records_raise_record_error(make_world: WorldFactory, damage: Any) -> None:
@@ -130,3 +204,13 @@ def test_damaged_records_raise_record_error(make_world: WorldFactory, damage: An
     assert ChildRecord.from_dict(data) == record
     with pytest.raises(RecordError):
         ChildRecord.from_dict(damage(data))
+
+
+def test_records_from_before_awaiting_ack_are_of_established_children(
+    make_world: WorldFactory,
+) -> None:
+    world = _established(make_world)
+    (record,) = world.host("b").engine.child_records(world.now)
+    assert not record.awaiting_ack
+    older = {k: v for k, v in record.to_dict().items() if k != "awaiting_ack"}
+    assert ChildRecord.from_dict(json.loads(json.dumps(older))) == record
