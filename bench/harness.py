@@ -12,9 +12,9 @@ REPLY is in, §3.2). `python -m bench.harness helper ...` is that process; it al
 trigger socket (JSON lines, see Trigger) through which the benchmark offers load.
 
 Topology: host a (127.0.0.1, initiator, start_action trap) and host b (127.0.0.2, responder),
-one peer each, tunnel mode with POLICIES distinct selector pairs (one 10.2.x.0/24 each): the
-configuration loader allows at most 64 policies per peer and one peer per address, so one pair
-of hosts holds at most 64 SA pairs at a time (kink.daemon.config_peers.POLICIES_PER_PEER).
+one peer each, tunnel mode with `policies` distinct selector pairs (10.1.0.0/24 to one remote
+subnet each, remote_subnets): one SA pair per selector pair, POLICIES unless a benchmark asks
+for more (a peer takes a block of 64 reqids per 64 policies: kink.daemon.config_peers).
 """
 
 import argparse
@@ -32,12 +32,13 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
 
 from kink.daemon.control_protocol import ControlClient
 from kink_privsep.main import listening_socket
-from kink_privsep.model import Config, PolicyId, SaId, SaSpec
+from kink_privsep.model import MODE_TUNNEL, Config, PolicyId, SaId, SaSpec
 from kink_privsep.recording import RecordingBackend
 from kink_privsep.server import Server
 from kink_privsep.service import Service
@@ -45,10 +46,16 @@ from tests.support.kdc import Realm
 
 REPO = Path(__file__).resolve().parents[1]
 ADDRESS_A, ADDRESS_B = "127.0.0.1", "127.0.0.2"
-POLICIES = 64  # kink.daemon.config_peers.POLICIES_PER_PEER: the most one peer may have
-MAX_OUTSTANDING = 64  # [daemon] max_outstanding: every policy may negotiate at once
+POLICIES = 64  # SA pairs (selector pairs) of the hosts unless a benchmark asks for more
+MAX_OUTSTANDING = 64  # [daemon] max_outstanding: every one of POLICIES may negotiate at once
 WAIT = 60.0
+PER_PAIR = 0.05  # seconds more a wait for n exchanges may take per exchange (20/s at worst)
+# kink_privsep.service remembers the last 4096 ACQUIREs (MAX_ACQUIRES): the alloc_spi of an
+# older one is refused, so a larger burst loses its first exchanges.
+ACQUIRE_BATCH = 2048
 XFRM_POLICY_OUT = 1
+ESP = 50
+POPULATED_IN, POPULATED_OUT = 0x1000_0000, 0x2000_0000  # SPIs of the populate op's SAs
 
 
 # ------------------------------------------------------------------- /proc accounting
@@ -121,7 +128,8 @@ class TimingBackend(RecordingBackend):
 class Trigger:
     """The helper process's trigger socket: one JSON request per line, one JSON answer.
 
-    {"op": "acquire"}                   an ACQUIRE for every out policy -> {"policies": n}
+    {"op": "acquire"}                   an ACQUIRE for every out policy, ACQUIRE_BATCH at a
+                                        time (each batch waited for) -> {"policies": n}
     {"op": "wait", "completed": n}      until n outbound SAs went in -> {"completed": n}
     {"op": "load", "rate": r, "seconds": s}
         soft-expire an idle SA r times a second for s seconds (each makes the initiator
@@ -129,6 +137,10 @@ class Trigger:
         "latencies", "elapsed"}
     {"op": "storm"}                     soft-expire every SA at once -> like load
     {"op": "sas"}                       -> {"mature": SAs with keys}
+    {"op": "populate", "count": n, "remote": address}
+        n SA pairs with `remote` (inbound SPIs POPULATED_IN + i, outbound POPULATED_OUT + i)
+        under the reqid of the first out policy, as a kinkd that negotiated them before a
+        restart left them in the kernel -> {"reqid": r}
     """
 
     def __init__(self, backend: TimingBackend) -> None:
@@ -138,22 +150,36 @@ class Trigger:
         op, b = request["op"], self.backend
         if op == "acquire":
             policies = b.out_policies()
-            for reqid, pid in policies:
+            for first in range(0, len(policies), ACQUIRE_BATCH):
+                batch = policies[first : first + ACQUIRE_BATCH]
                 with b.done:
-                    b.started[reqid] = time.monotonic()
-                b.kernel_acquire(pid)
+                    done = b.completed + len(batch)
+                for reqid, pid in batch:
+                    with b.done:
+                        b.started[reqid] = time.monotonic()
+                    b.kernel_acquire(pid)
+                if first + ACQUIRE_BATCH < len(policies):
+                    self._until_completed(done, WAIT + len(batch) * PER_PAIR)
             return {"policies": len(policies)}
         if op == "wait":
-            with b.done:
-                b.done.wait_for(lambda: b.completed >= request["completed"], timeout=WAIT)
-                return {"completed": b.completed}
+            n = request["completed"]
+            return {"completed": self._until_completed(n, WAIT + n * PER_PAIR)}
         if op == "load":
             return self._load(float(request["rate"]), float(request["seconds"]))
         if op == "storm":
             return self._load(None, 0.0)
         if op == "sas":
             return {"mature": sum(1 for sa in b.dump_sas() if sa.enc or sa.auth)}
+        if op == "populate":
+            return {"reqid": self._populate(int(request["count"]), request["remote"])}
         raise ValueError(f"unknown op {op!r}")
+
+    def _until_completed(self, count: int, timeout: float) -> int:
+        """Wait until `count` outbound SAs went in (or `timeout`): how many did."""
+        b = self.backend
+        with b.done:
+            b.done.wait_for(lambda: b.completed >= count, timeout=timeout)
+            return b.completed
 
     def _load(self, rate: float | None, seconds: float) -> dict[str, Any]:
         b = self.backend
@@ -161,27 +187,14 @@ class Trigger:
             b.latencies = []
             base = b.completed
             idle = sorted(b.inbound)
-        offered = 0
         start = time.monotonic()
-        total = len(idle) if rate is None else int(rate * seconds)
-        while offered < total:
-            if rate is not None:
-                due = start + offered / rate
-                delay = due - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
-            with b.done:
-                free = [r for r in b.inbound if r not in b.started]
-                if not free:
-                    b.done.wait(0.001)  # every policy busy: the offered load is not met
-                    continue
-                reqid = free[offered % len(free)]
-                sa_id = b.inbound[reqid]
-                b.started[reqid] = time.monotonic()
-            b.kernel_expire(sa_id, hard=False)
-            offered += 1
+        offered = len(idle) if rate is None else self._paced(rate, seconds)
+        if rate is None:  # the storm: every SA at once, without looking for idle ones
+            for reqid in idle:
+                self._expire(reqid)
         with b.done:
-            b.done.wait_for(lambda: b.completed - base >= offered, timeout=WAIT)
+            timeout = WAIT + offered * PER_PAIR
+            b.done.wait_for(lambda: b.completed - base >= offered, timeout=timeout)
             completed = b.completed - base
             latencies = list(b.latencies)
             b.started.clear()
@@ -191,6 +204,53 @@ class Trigger:
             "latencies": latencies,
             "elapsed": time.monotonic() - start,
         }
+
+    def _paced(self, rate: float, seconds: float) -> int:
+        """Soft-expire an idle SA `rate` times a second for `seconds`: how many were."""
+        b = self.backend
+        offered, total, start = 0, int(rate * seconds), time.monotonic()
+        while offered < total:
+            delay = start + offered / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            with b.done:
+                free = [r for r in b.inbound if r not in b.started]
+                if not free:
+                    b.done.wait(0.001)  # every policy busy: the offered load is not met
+                    continue
+                reqid = free[offered % len(free)]
+            self._expire(reqid)
+            offered += 1
+        return offered
+
+    def _expire(self, reqid: int) -> None:
+        b = self.backend
+        with b.done:
+            sa_id = b.inbound[reqid]
+            b.started[reqid] = time.monotonic()
+        b.kernel_expire(sa_id, hard=False)
+
+    def _populate(self, count: int, remote: str) -> int:
+        b = self.backend
+        reqid = b.out_policies()[0][0]
+        here, there = ip_address(b.local), ip_address(remote)
+        for i in range(count):
+            for spi, src, dst in (
+                (POPULATED_IN + i, there, here),
+                (POPULATED_OUT + i, here, there),
+            ):
+                sa = SaSpec(
+                    SaId(dst, spi, ESP),
+                    src,
+                    MODE_TUNNEL,
+                    reqid,
+                    "cbc(aes)",
+                    bytearray(16),
+                    "hmac(sha1)",
+                    bytearray(20),
+                )
+                RecordingBackend.add_sa(b, sa, update=False)  # not timed: no exchange
+        return reqid
 
     def serve(self, path: str) -> None:
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -277,7 +337,10 @@ start_action = "{start}"
 
 
 def remote_subnets(count: int) -> list[str]:
-    return [f"10.2.{i}.0/24" for i in range(count)]
+    """`count` distinct remote selectors: 10.2.x.0/24 for the first 256, then single hosts."""
+    if count <= 256:
+        return [f"10.2.{i}.0/24" for i in range(count)]
+    return [f"10.{16 + i // 65536}.{i // 256 % 256}.{i % 256}/32" for i in range(count)]
 
 
 @dataclass
@@ -304,7 +367,7 @@ class Host:
 
     def trigger(self, **request: Any) -> dict[str, Any]:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(WAIT * 3)
+            sock.settimeout(None)  # each op has its own time limit
             sock.connect(str(self.directory / "trigger.sock"))
             with sock.makefile("rwb") as stream:
                 stream.write(json.dumps(request).encode() + b"\n")
@@ -458,7 +521,9 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def hosts(policies: int = POLICIES) -> Iterator[tuple[Host, Host]]:
+def hosts(
+    policies: int = POLICIES, max_outstanding: int = MAX_OUTSTANDING
+) -> Iterator[tuple[Host, Host]]:
     """Hosts a (initiator: trap policies towards b) and b (responder), running."""
     if os.geteuid() != 0:
         raise RuntimeError("the daemon benchmarks run as root (kinkd drops to nobody)")
@@ -471,10 +536,10 @@ def hosts(policies: int = POLICIES) -> Iterator[tuple[Host, Host]]:
         peer_b = tunnel_peer("b", ADDRESS_B, pb, ["10.1.0.0/24"], subnets, "trap")
         peer_a = tunnel_peer("a", ADDRESS_A, pa, subnets, ["10.1.0.0/24"], "none")
         da = prepare_host(
-            k, base, "a", _toml(base / "a", "a", ADDRESS_A, pa, port, peer_b, MAX_OUTSTANDING)
+            k, base, "a", _toml(base / "a", "a", ADDRESS_A, pa, port, peer_b, max_outstanding)
         )
         db = prepare_host(
-            k, base, "b", _toml(base / "b", "b", ADDRESS_B, pb, port, peer_a, MAX_OUTSTANDING)
+            k, base, "b", _toml(base / "b", "b", ADDRESS_B, pb, port, peer_a, max_outstanding)
         )
         made: list[Host] = []
         try:

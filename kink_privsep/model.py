@@ -45,10 +45,13 @@ def family(addr: IPAddress | IPNetwork) -> int:
 class Config:
     """What kink may touch (command line of the helper)."""
 
-    reqid_range: tuple[int, int] = (0x4B49_0000, 0x4B49_FFFF)  # "KI"
+    # From "KI", as many as kinkd's [daemon] helper_reqids default (kink.daemon.config_peers).
+    reqid_range: tuple[int, int] = (0x4B49_0000, 0x4B58_FFFF)
     priority_band: tuple[int, int] = (0x4B49_0000, 0x4B49_FFFF)
-    max_sas: int = 16384
-    max_policies: int = 4096
+    # Bounds on what kink may make the kernel hold: 100,000 SA pairs with their rekeys in
+    # flight, and a policy (in, out and forward) for each of 100,000 selector pairs.
+    max_sas: int = 262_144
+    max_policies: int = 393_216
 
     def owns_reqid(self, reqid: int) -> bool:
         return self.reqid_range[0] <= reqid <= self.reqid_range[1]

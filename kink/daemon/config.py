@@ -39,9 +39,14 @@ from kink.daemon.config_fields import (
     text,
     unknown_key,
 )
-from kink.daemon.config_peers import IMPLICIT_REQIDS, REQIDS, principal, read_peers
+from kink.daemon.config_peers import (
+    DEFAULT_REQIDS,
+    IMPLICIT_START,
+    MIN_REQIDS,
+    principal,
+    read_peers,
+)
 from kink.daemon.control_protocol import DEFAULT_CONTROL_SOCKET
-from kink.daemon.toml_lines import key_lines
 from kink.engine.config import EngineConfig
 
 # pyproject.toml still names tomli for older Pythons; the guard keeps mypy on one branch.
@@ -76,7 +81,8 @@ class DaemonSettings:
     port: int = 910  # RFC 4430 §9
     log_level: str = "info"  # debug|info|notice|warning|error
     delete_on_stop: bool = False  # SIGTERM: DELETE every SA first
-    helper_reqid_base: int = DEFAULT_REQID_BASE  # the helper's reqid range: this + 0xFFFF
+    helper_reqid_base: int = DEFAULT_REQID_BASE  # the helper's reqid range starts here
+    helper_reqids: int = DEFAULT_REQIDS  # and holds this many (config_peers numbers them)
 
 
 @dataclass(frozen=True)
@@ -112,7 +118,8 @@ _SETTINGS: tuple[Field[Any], ...] = (
     Field("port", integer(1, 65535)),
     Field("log_level", one_of({level: level for level in LOG_LEVELS})),
     Field("delete_on_stop", boolean),
-    Field("helper_reqid_base", integer(1, 0xFFFF_FFFF - (REQIDS - 1))),
+    Field("helper_reqid_base", integer(1, 0xFFFF_FFFF - (MIN_REQIDS - 1))),
+    Field("helper_reqids", integer(MIN_REQIDS, 0xFFFF_FFFF)),
 )
 # [daemon] keys that are EngineConfig fields of the same name (timers in seconds).
 _ENGINE: tuple[Field[Any], ...] = (
@@ -158,14 +165,15 @@ def loads(content: str, source: Path) -> KinkConfig:
         document = tomllib.loads(content)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError([_syntax_problem(source, str(e))]) from None
-    ctx = Collector(source, key_lines(content))
+    ctx = Collector(source, content)
     for key in document:
         if key not in SECTIONS:
             ctx.problem((key,), unknown_key(key, SECTIONS))
     daemon = _daemon_values(ctx, document)
     settings = DaemonSettings(**daemon.kwargs(_SETTINGS)) if daemon else DaemonSettings()
     engine = _engine(ctx, daemon, settings) if daemon else None
-    peers = read_peers(ctx, document, engine, settings.helper_reqid_base)
+    reqids = (settings.helper_reqid_base, settings.helper_reqids)
+    peers = read_peers(ctx, document, engine, reqids)
     ctx.check()
     assert engine is not None  # no problems: [daemon] was read
     return KinkConfig(settings, replace(engine, peers=peers), source)
@@ -199,7 +207,7 @@ def _engine(ctx: Collector, daemon: Values, settings: DaemonSettings) -> EngineC
         address=str(local),
         principal=settings.principal or "",
         port=settings.port,
-        reqid_base=settings.helper_reqid_base + IMPLICIT_REQIDS,
+        reqid_base=settings.helper_reqid_base + IMPLICIT_START,
         **daemon.kwargs(_ENGINE),
     )
     if settings.listen and str(local) not in settings.listen:
@@ -207,6 +215,14 @@ def _engine(ctx: Collector, daemon: Values, settings: DaemonSettings) -> EngineC
     for index, item in enumerate(settings.listen):
         if settings.listen.index(item) != index:
             ctx.problem((*daemon.where(LISTEN.name), index), f"{item} is listed twice")
+    last = settings.helper_reqid_base + settings.helper_reqids - 1
+    if last > 0xFFFF_FFFF:
+        key = "helper_reqids" if daemon.has("helper_reqids") else "helper_reqid_base"
+        ctx.problem(
+            daemon.where(key),
+            f"helper_reqid_base {settings.helper_reqid_base:#x} + {settings.helper_reqids:#x} "
+            "reqids go past 0xffffffff",
+        )
     if engine.retransmit_cap < engine.retransmit_initial:
         ctx.problem(
             daemon.where("retransmit_cap"),

@@ -5,12 +5,13 @@ import difflib
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time
+from functools import cached_property
 from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
 from pathlib import Path
 from typing import Any, Generic, TypeVar, cast
 
 from kink.daemon.config_errors import ConfigError, Problem
-from kink.daemon.toml_lines import KeyPath, format_path, line_of
+from kink.daemon.toml_lines import KeyPath, format_path, key_lines, line_of
 from kink.engine.events import Network
 
 T = TypeVar("T")
@@ -216,11 +217,11 @@ class Values:
 
 
 class Collector:
-    """The problems found in one file, each placed at the line defining its key."""
+    """The problems found in one file (`text`), each placed at the line defining its key."""
 
-    def __init__(self, path: Path, lines: dict[KeyPath, int]) -> None:
+    def __init__(self, path: Path, text: str) -> None:
         self.path = path
-        self.lines = lines
+        self.text = text
         self.problems: dict[tuple[KeyPath, str], Problem] = {}
         self.count = 0  # problems reported, repeats included: "did this step find any?"
 
@@ -230,6 +231,12 @@ class Collector:
         self.problems.setdefault(
             (at, reason), Problem(self.path, line_of(self.lines, at), format_path(at), reason)
         )
+
+    @cached_property
+    def lines(self) -> dict[KeyPath, int]:
+        """Each key's line: worked out at the first problem only (a scan of the whole text,
+        as long as the rest of loading a file of 10,000 peers)."""
+        return key_lines(self.text)
 
     def key_problem(self, values: Values, name: str, reason: str, below: KeyPath = ()) -> None:
         """A problem with key `name` of `values` (at `below` in it), where that key was set; a

@@ -6,7 +6,7 @@ import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import replace
-from ipaddress import ip_address, ip_network
+from ipaddress import IPv4Address, IPv4Network, IPv6Network, ip_address
 from typing import Any
 
 from kink.daemon.config_fields import (
@@ -48,16 +48,20 @@ PFS_GROUPS: dict[str, int | None] = {
 _PRINCIPAL = re.compile(r"[^\s@/]+(/[^\s@/]+)*@[^\s@]+")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
-# Reqids: the helper owns 0x10000 of them from helper_reqid_base (kink_privsep.model.Config);
-# each peer gets a block of 64 below IMPLICIT_REQIDS, picked from a hash of its name so that its
-# reqids survive reloads that add or remove other peers (a collision moves the later name, in
-# sorted order, to the next free block). From IMPLICIT_REQIDS on, the engine numbers the
-# host-to-host policies of peers without configured ones (EngineConfig.reqid_base), so that no
-# reload can make a configured reqid clash with one of those.
-REQIDS = 0x10000
-IMPLICIT_REQIDS = 0xB000
-POLICIES_PER_PEER = 64
-_BLOCKS = IMPLICIT_REQIDS // POLICIES_PER_PEER
+# Reqids: the helper owns daemon.helper_reqids of them from helper_reqid_base
+# (kink_privsep.model.Config.reqid_range). The IMPLICIT_REQIDS from offset IMPLICIT_START are
+# the engine's, for the host-to-host policies of peers added without configured ones
+# (EngineConfig.reqid_base), so that no reload can make a configured reqid clash with one of
+# those. The others make blocks of BLOCK reqids: each peer gets a run of blocks (one per BLOCK
+# policies), starting at a block picked from a hash of its name, so that its reqids survive
+# restarts and reloads that add or remove other peers and kernel SAs keep matching the
+# templates of its policies (a collision moves the later name, in sorted order, to the next free
+# run). With helper_reqids = 0x10000 this is kink 0.1's fixed numbering (704 blocks).
+DEFAULT_REQIDS = 0x10_0000
+MIN_REQIDS = 0x10000
+IMPLICIT_START = 0xB000
+IMPLICIT_REQIDS = 0x5000
+BLOCK = 64
 
 
 def principal(value: object) -> str:
@@ -118,11 +122,14 @@ PEER_KEYS = tuple(f.name for f in PEER_FIELDS)
 
 
 def read_peers(
-    ctx: Collector, document: Mapping[str, object], engine: EngineConfig | None, reqid_base: int
+    ctx: Collector,
+    document: Mapping[str, object],
+    engine: EngineConfig | None,
+    reqids: tuple[int, int],
 ) -> tuple[PeerConfig, ...]:
     """The peers of the document, checked against the engine's host-wide settings (None if
     [daemon] was bad: the peers' own keys are still checked). Problems go to `ctx`; the peers
-    without any are returned, their reqids from `reqid_base` on."""
+    without any are returned, numbered in `reqids` (helper_reqid_base, helper_reqids)."""
     defaults = Values(("defaults",))
     if "defaults" in document:
         try:
@@ -136,7 +143,6 @@ def read_peers(
     except Invalid as e:
         ctx.problem(("peers",), e.reason)
         return ()
-    blocks = _reqid_blocks(ctx, list(tables))
     built: list[PeerConfig] = []
     where: dict[str, Values] = {}
     for name, data in tables.items():
@@ -151,36 +157,68 @@ def read_peers(
             continue
         values = own.over(defaults)
         ctx.require(values, (ADDRESS.name, PRINCIPAL.name))
-        if engine is None or ctx.count > before or values.invalid or name not in blocks:
+        if engine is None or ctx.count > before or values.invalid:
             continue
-        peer = _build(ctx, name, values, engine, reqid_base + blocks[name])
+        peer = _build(ctx, name, values, engine)
         if peer is not None:
             built.append(peer)
             where[name] = values
-    return _unique(ctx, built, where)
+    return _numbered(ctx, _unique(ctx, built, where), reqids)
 
 
-def _reqid_blocks(ctx: Collector, names: list[str]) -> dict[str, int]:
-    """Each peer's first reqid offset (from helper_reqid_base): a block of POLICIES_PER_PEER."""
-    if len(names) > _BLOCKS:
-        ctx.problem(("peers",), f"{len(names)} peers, at most {_BLOCKS}")
-        return {}
-    taken: set[int] = set()
-    out: dict[str, int] = {}
-    for name in sorted(names):
-        digest = hashlib.sha256(name.encode()).digest()
-        block = int.from_bytes(digest[:4], "big") % _BLOCKS
-        while block in taken:
-            block = (block + 1) % _BLOCKS
-        taken.add(block)
-        out[name] = block * POLICIES_PER_PEER
-    return out
+def _numbered(
+    ctx: Collector, peers: tuple[PeerConfig, ...], reqids: tuple[int, int]
+) -> tuple[PeerConfig, ...]:
+    """The peers with their policies' reqids: each peer a run of whole blocks (see BLOCK)."""
+    base, count = reqids
+    blocks = (count - IMPLICIT_REQIDS) // BLOCK
+    taken = bytearray(blocks)  # 1: the block is some peer's
+    out: dict[str, PeerConfig] = {}
+    for peer in sorted(peers, key=lambda p: p.name):
+        size = -(-len(peer.policies) // BLOCK)
+        start = _free_run(taken, size, _hash(peer.name) % blocks)
+        if start is None:
+            ctx.problem(
+                ("peers",),
+                f"the peers need more than the {blocks} blocks of {BLOCK} reqids that "
+                f"daemon.helper_reqids ({count:#x}) leaves them (one per {BLOCK} policies of "
+                "a peer)",
+            )
+            return ()
+        taken[start : start + size] = b"\x01" * size
+        policies = tuple(
+            replace(p, reqid=base + _offset(start + i // BLOCK) + i % BLOCK)
+            for i, p in enumerate(peer.policies)
+        )
+        out[peer.name] = replace(peer, policies=policies)
+    return tuple(out[peer.name] for peer in peers)
 
 
-def _build(
-    ctx: Collector, name: str, values: Values, engine: EngineConfig, reqid: int
-) -> PeerConfig | None:
-    """The peer's PeerConfig; None (with problems recorded) if its keys do not fit together."""
+def _offset(block: int) -> int:
+    """The offset of a block's first reqid from helper_reqid_base (past the engine's)."""
+    offset = block * BLOCK
+    return offset if offset < IMPLICIT_START else offset + IMPLICIT_REQIDS
+
+
+def _hash(name: str) -> int:
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "big")
+
+
+def _free_run(taken: bytearray, size: int, start: int) -> int | None:
+    """The first block from `start` on, then from the first block on (wrapping around), where
+    `size` free blocks follow each other; None if there is no such place."""
+    for at in (start, 0):
+        while at + size <= len(taken):
+            busy = taken.find(1, at, at + size)
+            if busy < 0:
+                return at
+            at = busy + 1
+    return None
+
+
+def _build(ctx: Collector, name: str, values: Values, engine: EngineConfig) -> PeerConfig | None:
+    """The peer's PeerConfig, its policies' reqids still 0 (_numbered gives them); None (with
+    problems recorded) if its keys do not fit together."""
     before = ctx.count
     local = ip_address(engine.address)
     remote = values.get(ADDRESS, local)  # required: read_peers checked it is set
@@ -213,14 +251,13 @@ def _build(
     policies = _policies(ctx, values, local, remote, peer.mode)
     if ctx.count > before:
         return None
-    numbered = tuple(replace(policy, reqid=reqid + index) for index, policy in enumerate(policies))
-    return replace(peer, policies=numbered)
+    return replace(peer, policies=policies)
 
 
 def _policies(
     ctx: Collector, values: Values, local: IpAddress, remote: IpAddress, mode: str
 ) -> tuple[Policy, ...]:
-    """The selector pairs of the peer (reqids still 0: numbered by the caller).
+    """The selector pairs of the peer (reqids still 0).
 
     No subnets, protocol or ports: host to host without ID payloads (RFC 4430 §5.3). Otherwise
     every local subnet with every remote subnet of the same family, a side without subnets
@@ -230,7 +267,7 @@ def _policies(
     for name, port in ((LOCAL_PORT.name, local_port), (REMOTE_PORT.name, remote_port)):
         if port and protocol not in _PORTED:
             ctx.key_problem(values, name, "a port needs protocol 'tcp', 'udp' or 'sctp'")
-    here, there = ip_network(local), ip_network(remote)
+    here, there = _host(local), _host(remote)
     mine, theirs = values.get(LOCAL_SUBNETS, ()), values.get(REMOTE_SUBNETS, ())
     if not (mine or theirs or protocol or local_port or remote_port):
         return (Policy(Selector(here), Selector(there), 0, send_ids=False),)
@@ -264,16 +301,17 @@ def _policies(
         for peer in theirs or (there,)
         if ours.version == peer.version
     ]
-    if len(pairs) > POLICIES_PER_PEER:
-        ctx.key_problem(
-            values,
-            LOCAL_SUBNETS.name,
-            f"{len(pairs)} subnet pairs with remote_subnets, at most {POLICIES_PER_PEER}",
-        )
     return tuple(
         Policy(Selector(ours, protocol, local_port), Selector(peer, protocol, remote_port), 0)
         for ours, peer in pairs
     )
+
+
+def _host(address: IpAddress) -> IPv4Network | IPv6Network:
+    """address/32 or /128, from its number: ip_network parses its text again (10,000 peers)."""
+    if isinstance(address, IPv4Address):
+        return IPv4Network((int(address), 32))
+    return IPv6Network((int(address), 128))
 
 
 def _unique(

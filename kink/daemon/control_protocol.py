@@ -2,8 +2,8 @@
 
 Transport: the Unix stream socket at [daemon] control_socket (mode 0660, group control_group;
 the kernel's file permissions are the access control). Every message is one JSON object on one
-line (UTF-8, ending in "\\n", at most MAX_LINE bytes). Requests on a connection are answered in
-order; a client may send several.
+line (UTF-8, ending in "\\n"; a request at most MAX_LINE bytes, an answer or event at most
+MAX_ANSWER). Requests on a connection are answered in order; a client may send several.
 
   request   {"v": 1, "id": int, "command": COMMAND, "args": {...}}
   response  {"v": 1, "id": int, "ok": true, "result": {...}}
@@ -60,7 +60,8 @@ VERSION = 1
 DEFAULT_CONTROL_SOCKET = "/run/kink/kinkd.sock"
 # Selector protocols by IANA number: the names kink.toml accepts and kinkctl shows.
 IP_PROTOCOL_NAMES = {0: "any", 1: "icmp", 6: "tcp", 17: "udp", 47: "gre", 58: "icmpv6", 132: "sctp"}
-MAX_LINE = 1 << 20  # a `sas` answer for thousands of SAs fits
+MAX_LINE = 1 << 20  # a request: what kinkd reads from a client
+MAX_ANSWER = 1 << 30  # what a client reads: the `sas` answer for 100,000 SAs is about 80 MB
 
 COMMANDS = (
     "status",
@@ -190,7 +191,7 @@ class ControlClient:
         self.close()
 
     def _read(self) -> dict[str, Any]:
-        line = self._file.readline(MAX_LINE + 1)
+        line = self._file.readline(MAX_ANSWER + 1)
         if not line:
             raise ConnectionError("kinkd closed the control connection")
         return _parse(line)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import gc
 import logging
 import math
 import os
@@ -32,7 +33,6 @@ from kink.daemon import control_protocol as cp
 from kink.daemon import helper_args
 from kink.daemon.answers import Answers
 from kink.daemon.config import ConfigError, KinkConfig, load
-from kink.daemon.config_peers import REQIDS
 from kink.daemon.control import ControlServer, bind
 from kink.daemon.helper_client import HelperClient, HelperError, HelperGone, Outcome
 from kink.daemon.kerberos_worker import KerberosWorker
@@ -86,6 +86,9 @@ STOP_DELETE_TIMEOUT = 10.0  # delete_on_stop: how long DELETE exchanges may take
 # within these bounds (a dump per poll; DPD fires between dpd_delay and dpd_delay + poll).
 TRAFFIC_POLL_MIN = 0.5
 TRAFFIC_POLL_MAX = 10.0
+# ... but a poll takes at most 1/TRAFFIC_POLL_COST of the time: with 100,000 SA pairs a dump
+# of every SA is over a second of the daemon's time, 15% of it at one poll in 10 s.
+TRAFFIC_POLL_COST = 20
 _HELPER_ERRNO = {hp.ERR_EXISTS: "EEXIST", hp.ERR_NOT_FOUND: "ENOENT"}
 _POLICY_ACTIONS = (StartAction.TRAP, StartAction.START)
 
@@ -181,35 +184,20 @@ class Daemon:
             self._nursery = nursery
             await nursery.start(self.helper.run)
             self._ranges = helper_args.HelperRanges.from_hello(self.helper.hello)
-            base = settings.helper_reqid_base
-            if not self._ranges.covers(base, base + REQIDS - 1):
+            base, count = settings.helper_reqid_base, settings.helper_reqids
+            if not self._ranges.covers(base, base + count - 1):
                 raise StartError(
                     f"the helper's reqid range {self._ranges.reqid_lo:#x}-"
                     f"{self._ranges.reqid_hi:#x} does not hold helper_reqid_base {base:#x} "
-                    f"+ {REQIDS:#x}",
+                    f"+ helper_reqids {count:#x}",
                 )
             await self.kerberos.refresh()
-            kernel = await self._kernel_sas()
-            try:
-                saved = self.store.load()
-            except StateError as exc:
-                log.warning("%s: starting a new epoch", exc)
-                saved = None
-            epoch, why = choose_epoch(saved, kernel, time.time())
-            log.log(NOTICE, "epoch %#010x (%s)", epoch, why)
-            self._started = trio.current_time()
-            self._engine = Engine(
-                self.config.engine, self.kerberos.port, epoch=epoch, now=self._started
-            )
-            kept: set[SaId] = set()
-            if saved is not None and epoch == saved.epoch:
-                kept = self._adopt(saved, set(kernel))
-            await self._delete_unaccounted(kernel, kept)
+            epoch = await self._start_engine()
             await self.writer.save_now()
             await self._install_bypass()
-            for peer in self.config.engine.peers:
-                if self._wants_policies(peer):
-                    await self._install_policies(peer)
+            await self._install_policies(
+                *(peer for peer in self.config.engine.peers if self._wants_policies(peer))
+            )
             self._transport = Transport(self._sockets, self.config.engine.address)
             self._control = ControlServer(
                 bind(settings.control_socket, settings.control_group),
@@ -231,6 +219,11 @@ class Daemon:
             self._wake()
             listening = ", ".join(f"{h}:{p}" for h, p in self._transport.local_addresses())
             log.log(NOTICE, "kinkd %s ready on %s as %s", VERSION, listening, _who())
+            # What start-up made (configuration, peers, policies: 100,000s of objects with
+            # 10,000 peers) lives long: out of the collector's full passes, which otherwise go
+            # over all of it again and again. The price: such an object that a reload drops
+            # is freed by reference counting only (never if it is part of a cycle).
+            gc.freeze()
             self.notifier.ready(f"epoch {epoch:#010x}, {len(self.engine.peers)} peers")
             task_status.started()
             await self._stop.wait()
@@ -484,6 +477,28 @@ class Daemon:
                 out += self._sa_ids(child.peer, child.spis)
         return out
 
+    async def _start_engine(self) -> int:
+        """Make the engine with the epoch to run with and the children it takes over from
+        before a restart; its epoch. (A method of its own so that the saved state and the
+        kernel's table, MBs with 100,000 SAs, go once it is done.)"""
+        kernel = await self._kernel_sas()
+        try:
+            saved = self.store.load()
+        except StateError as exc:
+            log.warning("%s: starting a new epoch", exc)
+            saved = None
+        epoch, why = choose_epoch(saved, kernel, time.time())
+        log.log(NOTICE, "epoch %#010x (%s)", epoch, why)
+        self._started = trio.current_time()
+        self._engine = Engine(
+            self.config.engine, self.kerberos.port, epoch=epoch, now=self._started
+        )
+        kept: set[SaId] = set()
+        if saved is not None and epoch == saved.epoch:
+            kept = self._adopt(saved, set(kernel))
+        await self._delete_unaccounted(kernel, kept)
+        return epoch
+
     def _adopt(self, saved: Saved, kernel: set[SaId]) -> set[SaId]:
         """A restart that kept the epoch: the engine takes back the children whose SAs the
         kernel still has all of (RFC 4430 §3.7, Engine.restore), with the REPLYs that created
@@ -508,11 +523,11 @@ class Daemon:
     async def _delete_unaccounted(self, kernel: dict[SaId, int], kept: set[SaId]) -> None:
         """Delete our SAs that no child taken over accounts for (state.unaccounted): nothing
         would rekey or DELETE them, and no peer holds their other direction for us."""
-        base = self.config.daemon.helper_reqid_base
+        base, count = self.config.daemon.helper_reqid_base, self.config.daemon.helper_reqids
         lo = self.ranges.reqid_lo  # larval SAs (alloc_spi) carry it until they are filled
 
         def ours(reqid: int) -> bool:
-            return base <= reqid < base + REQIDS or reqid == lo
+            return base <= reqid < base + count or reqid == lo
 
         orphans = unaccounted(kernel, kept, ours)
         if orphans:
@@ -549,33 +564,39 @@ class Daemon:
         detection starts from outbound traffic that gets nothing back (engine.sa_activity)."""
         delay = self.config.engine.dpd_delay / 3
         interval = min(max(delay, TRAFFIC_POLL_MIN), TRAFFIC_POLL_MAX)
+        pause = interval
         while True:
-            await trio.sleep(interval)
-            children = [c for c in self.engine.snapshot().children if c.state == "installed"]
-            if not children:
+            await trio.sleep(pause)
+            began = time.perf_counter()
+            await self._poll_traffic()
+            pause = max(interval, TRAFFIC_POLL_COST * (time.perf_counter() - began))
+
+    async def _poll_traffic(self) -> None:
+        children = [c for c in self.engine.snapshot().children if c.state == "installed"]
+        if not children:
+            return
+        try:
+            dump = await self.helper.call("dump", {"what": "sa"})
+        except (HelperError, HelperGone):
+            return  # the helper's return triggers a resync; counters can wait
+        octets = {
+            (sa["proto"], int(sa["spi"]), str(sa["dst"])): int(sa["counters"]["bytes"])
+            for sa in dump.get("sas", [])
+            if "counters" in sa
+        }
+        local = self.engine.config.address
+        now = trio.current_time()
+        for child in children:
+            peer = self.engine.peers.get(child.peer)
+            if peer is None:
                 continue
-            try:
-                dump = await self.helper.call("dump", {"what": "sa"})
-            except (HelperError, HelperGone):
-                continue  # the helper's return triggers a resync; counters can wait
-            octets = {
-                (sa["proto"], int(sa["spi"]), str(sa["dst"])): int(sa["counters"]["bytes"])
-                for sa in dump.get("sas", [])
-                if "counters" in sa
-            }
-            local = self.engine.config.address
-            now = trio.current_time()
-            for child in children:
-                peer = self.engine.peers.get(child.peer)
-                if peer is None:
-                    continue
-                for protocol, spi_in, spi_out in child.spis:
-                    name = helper_args.PROTOCOL_NAMES[protocol]
-                    got = octets.get((name, spi_in, local))
-                    sent = octets.get((name, spi_out, peer.config.address))
-                    if got is not None and sent is not None:
-                        self.engine.sa_activity(protocol, spi_in, got, sent, now)
-            self._wake()
+            for protocol, spi_in, spi_out in child.spis:
+                name = helper_args.PROTOCOL_NAMES[protocol]
+                got = octets.get((name, spi_in, local))
+                sent = octets.get((name, spi_out, peer.config.address))
+                if got is not None and sent is not None:
+                    self.engine.sa_activity(protocol, spi_in, got, sent, now)
+        self._wake()
 
     async def _kernel_sas(self) -> dict[SaId, int]:
         """The SAs the helper shows us (kink's own), with their reqids."""
@@ -611,10 +632,8 @@ class Daemon:
 
     async def _reinstall_policies(self) -> None:
         await self._install_bypass()
-        for name in list(self._policies):
-            peer = self.engine.peers.get(name)
-            if peer is not None:
-                await self._install_policies(peer.config)
+        peers = (self.engine.peers.get(name) for name in list(self._policies))
+        await self._install_policies(*(peer.config for peer in peers if peer is not None))
 
     def _wants_policies(self, peer: PeerConfig) -> bool:
         """trap and start peers have their policies all the time; respond-only peers while
@@ -628,23 +647,34 @@ class Daemon:
         # (views, SPIs, selectors) and this runs after every batch of SaDeleted notices.
         return {c.peer.config.name for c in self.engine.sadb.children.values()}
 
-    async def _install_policies(self, peer: PeerConfig) -> None:
-        policies = helper_args.policies(
-            peer,
-            self.engine.peer_policies[peer.name],
-            self.config.engine.address,
-            self.ranges,
-        )
-        before = self._policies.get(peer.name, [])
-        self._policies[peer.name] = policies
-        for policy in policies:
-            try:
-                await self.helper.call("update_policy", policy)
-            except (HelperError, HelperGone) as exc:
-                log.error("%s: cannot install policy %s: %s", peer.name, policy["dir"], exc)
-        log.info("%s: %d policies installed", peer.name, len(policies))
-        keys = {_policy_key(p) for p in policies}
-        await self._delete_policies(peer.name, [p for p in before if _policy_key(p) not in keys])
+    async def _install_policies(self, *peers: PeerConfig) -> None:
+        """Install the policies of `peers` (each replacing what it had), in one pipeline."""
+        requests: list[tuple[str, dict[str, Any]]] = []
+        owners: list[str] = []
+        stale: list[tuple[str, list[dict[str, Any]]]] = []
+        for peer in peers:
+            policies = helper_args.policies(
+                peer,
+                self.engine.peer_policies[peer.name],
+                self.config.engine.address,
+                self.ranges,
+            )
+            before = self._policies.get(peer.name, [])
+            self._policies[peer.name] = policies
+            requests += [("update_policy", policy) for policy in policies]
+            owners += [peer.name] * len(policies)
+            keys = {_policy_key(p) for p in policies}
+            stale.append((peer.name, [p for p in before if _policy_key(p) not in keys]))
+        outcomes = await self.helper.call_all(requests)
+        for name, (_, policy), outcome in zip(owners, requests, outcomes, strict=True):
+            if isinstance(outcome, HelperError | HelperGone):
+                log.error("%s: cannot install policy %s: %s", name, policy["dir"], outcome)
+        if len(peers) == 1:
+            log.info("%s: %d policies installed", peers[0].name, len(requests))
+        elif peers:
+            log.info("%d policies of %d peers installed", len(requests), len(peers))
+        for name, old in stale:
+            await self._delete_policies(name, old)
 
     async def _responder_policies(self, reqid: int) -> None:
         """A respond-only peer gets its policies with its first SA, before the SA is filled
@@ -666,15 +696,15 @@ class Daemon:
         await self._delete_policies(name, policies)
 
     async def _delete_policies(self, name: str, policies: list[dict[str, Any]]) -> None:
-        for policy in policies:
-            try:
-                await self.helper.call("delete_policy", helper_args.policy_id(policy))
-            except HelperError as exc:
-                if exc.code != hp.ERR_NOT_FOUND:
-                    log.warning("%s: cannot remove policy: %s", name, exc)
-            except HelperGone:
+        if not policies:
+            return
+        ids = [("delete_policy", helper_args.policy_id(policy)) for policy in policies]
+        for outcome in await self.helper.call_all(ids):
+            if isinstance(outcome, HelperGone):
                 log.warning("%s: helper gone while removing policies", name)
                 return
+            if isinstance(outcome, HelperError) and outcome.code != hp.ERR_NOT_FOUND:
+                log.warning("%s: cannot remove policy: %s", name, outcome)
 
     async def _drop_retired(self, name: str) -> None:
         await self._remove_policies(name, retired=True)
@@ -723,6 +753,16 @@ class Daemon:
 
     # ----------------------------------------------------------------------------- reload
 
+    def _load(self) -> KinkConfig:
+        """The configuration, read without the cycle collector: it only makes objects that
+        live, and its passes over the daemon's (10,000s of peers and children) were a third
+        of a reload's time."""
+        gc.disable()
+        try:
+            return self._loader()
+        finally:
+            gc.enable()
+
     async def reload(self) -> dict[str, list[str]]:
         """Re-read the configuration and apply it with Engine.reconfigure: new peers added,
         removed peers' SAs deleted with DELETE (their policies go once that is over:
@@ -730,7 +770,7 @@ class Daemon:
         self.notifier.reloading()
         try:
             try:
-                new = with_principal(await trio.to_thread.run_sync(self._loader))
+                new = with_principal(await trio.to_thread.run_sync(self._load))
             except ConfigError as exc:
                 raise cp.ControlError(cp.ERR_CONFIG, str(exc)) from None
             before = {name: state.config for name, state in self.engine.peers.items()}
@@ -749,12 +789,14 @@ class Daemon:
                     # Gone, or replaced by a new peer of that name (remove + add): the old
                     # policies stay until PeerRemoved says its DELETE is over.
                     self._retired[name] = self._policies.pop(name, [])
+            wanted: list[PeerConfig] = []
             for name in done.added + done.changed:
                 peer = self.engine.peers[name].config
                 if self._wants_policies(peer):
-                    await self._install_policies(peer)
+                    wanted.append(peer)
                 elif name in self._policies:
                     await self._remove_policies(name)
+            await self._install_policies(*wanted)
             added, removed, changed = sorted(done.added), sorted(done.removed), sorted(done.changed)
             log.log(
                 NOTICE,

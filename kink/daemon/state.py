@@ -5,9 +5,12 @@ finds its SAs still in the kernel is no loss, so it keeps the epoch and takes th
 (Engine.restore, from the engine's ChildRecords saved here with their kernel SAs and the wall
 clock time of the save); a reboot or a flush is a loss, so a new epoch starts. The file is
 written atomically (temporary file, fsync, rename) after the set of SAs changes, before the
-datagram that follows the change leaves (kink.daemon.state_writer). A responder child carries
-the REPLY that answered its CREATE while the initiator may still retransmit that CREATE
-(kink.daemon.answers): a restarted kinkd answers the retransmission with it.
+datagram that follows the change leaves (kink.daemon.state_writer). With 10,000s of children
+and a save per batch of exchanges, encoding every record each time was most of a save (issue
+9): a child's entry is encoded once, with the wall clock time ("at") its record's age and
+time to rekey refer to, and reused by the next saves while the child is unchanged. A responder
+child carries the REPLY that answered its CREATE while the initiator may still retransmit that
+CREATE (kink.daemon.answers): a restarted kinkd answers the retransmission with it.
 
 Kernel SAs kink owns that the file does not account for are deleted at start-up (unaccounted):
 those of a kinkd killed between an install and the save, whose datagram (the REPLY or ACK that
@@ -21,7 +24,7 @@ import json
 import logging
 import os
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +34,10 @@ from kink.engine.events import Address
 log = logging.getLogger("kinkd")
 
 STATE_FILE = "state.json"
-_VERSION = 3
-_READABLE = (2, 3)  # version 2: the same without answers
+_VERSION = 4
+_READABLE = (2, 3, 4)  # 3: every record's times as of saved_at (no "at"); 2: no answers either
+_COMPACT = (",", ":")  # JSON without blanks: kept in memory per child, written at each save
+_SAME_TIME = 0.1  # seconds: a child's created and rekey times within this count as unchanged
 
 SaId = tuple[str, int, str]  # ("esp" | "ah", spi, destination address): an SA in the kernel
 
@@ -90,9 +95,13 @@ class StateError(Exception):
     """The state file exists but cannot be read: treated as lost state."""
 
 
+_EntryKey = tuple[str, tuple[tuple[int, int, int], ...], int, float, float | None, float | None]
+
+
 class StateStore:
     def __init__(self, directory: Path) -> None:
         self.path = directory / STATE_FILE
+        self._entries: dict[_EntryKey, bytes] = {}  # the children of the last save, encoded
 
     def load(self) -> Saved | None:
         """The saved state; None if there is none; StateError if it is unreadable."""
@@ -113,7 +122,7 @@ class StateStore:
                 raise StateError(f"{self.path}: bad saved_at")
             children = tuple(
                 SavedChild(
-                    ChildRecord.from_dict(item["record"]),
+                    _as_of(ChildRecord.from_dict(item["record"]), saved_at, item.get("at")),
                     frozenset((str(p), int(spi), str(dst)) for p, spi, dst in item["sas"]),
                     SavedAnswer.from_dict(item["answer"]) if "answer" in item else None,
                 )
@@ -124,13 +133,17 @@ class StateStore:
         return Saved(epoch, float(saved_at), children)
 
     def save(self, epoch: int, saved_at: float, children: Iterable[SavedChild]) -> None:
-        doc: dict[str, Any] = {
-            "version": _VERSION,
-            "epoch": epoch,
-            "saved_at": saved_at,
-            "children": [_child_dict(child) for child in children],
-        }
-        data = json.dumps(doc).encode()  # one C-encoded string: json.dump writes it piecemeal
+        head = json.dumps({"version": _VERSION, "epoch": epoch, "saved_at": saved_at})
+        entries: dict[_EntryKey, bytes] = {}
+        for child in children:
+            key = _entry_key(child, saved_at)
+            entry = self._entries.get(key)
+            if entry is None:
+                entry = json.dumps(_child_dict(child, saved_at), separators=_COMPACT).encode()
+            entries[key] = entry
+        self._entries = entries
+        # One buffer written at once: json.dump would write it piecemeal.
+        data = b"".join((head[:-1].encode(), b',"children":[', b",".join(entries.values()), b"]}"))
         tmp = self.path.with_name(self.path.name + ".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
@@ -151,11 +164,38 @@ class StateStore:
                 os.close(dir_fd)
 
 
-def _child_dict(child: SavedChild) -> dict[str, Any]:
-    doc: dict[str, Any] = {"record": child.record.to_dict(), "sas": sorted(child.sas)}
+def _child_dict(child: SavedChild, at: float) -> dict[str, Any]:
+    doc: dict[str, Any] = {"record": child.record.to_dict(), "sas": sorted(child.sas), "at": at}
     if child.answer is not None:
         doc["answer"] = child.answer.to_dict()
     return doc
+
+
+def _entry_key(child: SavedChild, now: float) -> _EntryKey:
+    """What makes a child's entry (saved at wall clock `now`) still right: the same child (a
+    record's other fields are fixed for its SPIs, unique among live children), the same
+    answer, and created and to be rekeyed at the same wall clock times (to _SAME_TIME)."""
+    record, answer = child.record, child.answer
+    rekey = None if record.rekey_in is None else round((now + record.rekey_in) / _SAME_TIME)
+    return (
+        record.peer,
+        record.spis,
+        record.reqid,
+        round((now - record.age) / _SAME_TIME),
+        rekey,
+        None if answer is None else answer.until,
+    )
+
+
+def _as_of(record: ChildRecord, saved_at: float, at: object) -> ChildRecord:
+    """The record as of saved_at, from its entry's times as of `at` (None: saved_at)."""
+    if at is None:
+        return record
+    if not isinstance(at, int | float) or isinstance(at, bool):
+        raise ValueError("bad at")
+    aged = saved_at - at
+    rekey_in = None if record.rekey_in is None else record.rekey_in - aged
+    return replace(record, age=record.age + aged, rekey_in=rekey_in)
 
 
 def unaccounted(

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from kink.daemon.config import ConfigError, load
-from tests.config.support import DAEMON, problems, write
+from tests.config.support import DAEMON, load_text, problems, write
 
 GW = '[peers.gw]\naddress = "192.0.2.2"\nprincipal = "kink/gw@R"\n'  # lines 3-5 after DAEMON
 
@@ -233,12 +233,31 @@ def test_family_mismatch_between_selectors(tmp_path: Path) -> None:
 
 
 def test_too_many_policies(tmp_path: Path) -> None:
-    subnets = ", ".join(f'"10.{i}.0.0/16"' for i in range(9))
-    text = DAEMON + GW + f'mode = "tunnel"\nlocal_subnets = [{subnets}]\n'
-    text += f"remote_subnets = [{subnets.replace('10.', '172.')}]\n"
-    assert problems(tmp_path, text.replace("172.", "11.")) == [
-        "kink.toml:7: peers.gw.local_subnets: 81 subnet pairs with remote_subnets, at most 64"
+    text = (
+        DAEMON
+        + "helper_reqids = 0x10000\n"
+        + "".join(
+            f'[peers.p{i}]\naddress = "10.{i // 250}.{i % 250}.1"\nprincipal = "kink/p{i}@R"\n'
+            for i in range(705)
+        )
+    )
+    assert problems(tmp_path, text) == [
+        "kink.toml:4: peers: the peers need more than the 704 blocks of 64 reqids that "
+        "daemon.helper_reqids (0x10000) leaves them (one per 64 policies of a peer)"
     ]
+
+
+def test_reqid_range_past_the_last_reqid(tmp_path: Path) -> None:
+    text = DAEMON + "helper_reqid_base = 0xFFFF0000\n"
+    assert problems(tmp_path, text) == [
+        "kink.toml:3: daemon.helper_reqid_base: helper_reqid_base 0xffff0000 + 0x100000 "
+        "reqids go past 0xffffffff"
+    ]
+    assert problems(tmp_path, text + "helper_reqids = 0x20000\n") == [
+        "kink.toml:4: daemon.helper_reqids: helper_reqid_base 0xffff0000 + 0x20000 "
+        "reqids go past 0xffffffff"
+    ]
+    load_text(tmp_path, text + "helper_reqids = 0x10000\n")
 
 
 def test_duplicate_addresses_and_selectors(tmp_path: Path) -> None:

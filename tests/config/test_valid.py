@@ -5,7 +5,7 @@ from pathlib import Path
 
 from kink.crypto.profiles import AesPrf
 from kink.daemon.config import DEFAULT_REQID_BASE, DaemonSettings, load
-from kink.daemon.config_peers import POLICIES_PER_PEER, REQIDS
+from kink.daemon.config_peers import BLOCK, DEFAULT_REQIDS
 from kink.daemon.config_proposals import DEFAULT_PROPOSALS
 from kink.engine.config import (
     EngineConfig,
@@ -100,7 +100,7 @@ def test_transport_host_to_host(tmp_path: Path) -> None:
         host("192.0.2.2"),
         False,
     )
-    assert DEFAULT_REQID_BASE <= policy.reqid < DEFAULT_REQID_BASE + REQIDS
+    assert DEFAULT_REQID_BASE <= policy.reqid < DEFAULT_REQID_BASE + DEFAULT_REQIDS
 
 
 def test_transport_with_protocol_and_port(tmp_path: Path) -> None:
@@ -136,7 +136,7 @@ def test_tunnel_with_subnets(tmp_path: Path) -> None:
     assert all(p.send_ids for p in gw.policies)
     reqids = [p.reqid for p in gw.policies]
     assert reqids[1] == reqids[0] + 1
-    assert (reqids[0] - DEFAULT_REQID_BASE) % POLICIES_PER_PEER == 0
+    assert (reqids[0] - DEFAULT_REQID_BASE) % BLOCK == 0
 
 
 def test_tunnel_to_a_subnet_from_this_host(tmp_path: Path) -> None:
@@ -261,7 +261,7 @@ def test_several_peers_get_disjoint_stable_reqids(tmp_path: Path) -> None:
     config = load_text(tmp_path, text)
     reqids = [p.reqid for peer_ in config.engine.peers for p in peer_.policies]
     assert len(set(reqids)) == len(reqids) == 80
-    assert all(DEFAULT_REQID_BASE <= r < DEFAULT_REQID_BASE + REQIDS for r in reqids)
+    assert all(DEFAULT_REQID_BASE <= r < DEFAULT_REQID_BASE + DEFAULT_REQIDS for r in reqids)
     # Another peer's removal leaves a peer's reqids as they were (reload keeps its policies).
     alone = load_text(
         tmp_path, DAEMON + text[text.index("[peers.peer7]") :].split("[peers.peer8]")[0]
@@ -275,3 +275,38 @@ def test_policies_are_engine_policies(tmp_path: Path) -> None:
     )
     (policy,) = peer(config, "gw").policies
     assert isinstance(policy, Policy)
+
+
+def test_many_policies_take_a_run_of_blocks(tmp_path: Path) -> None:
+    subnets = ", ".join(f'"10.{i}.0.0/16"' for i in range(15))
+    big = GW + f'mode = "tunnel"\nlocal_subnets = [{subnets}]\n'
+    big += f"remote_subnets = [{subnets.replace('10.', '172.')}]\n"  # 225 pairs: 4 blocks
+    small = [
+        f'[peers.p{i}]\naddress = "198.51.{i // 200}.{i % 200 + 1}"\nprincipal = "kink/p{i}@R"\n'
+        for i in range(300)
+    ]
+    config = load_text(tmp_path, DAEMON + big + "".join(small))
+    reqids = [p.reqid for p in peer(config, "gw").policies]
+    assert len(reqids) == 225
+    assert all((r - DEFAULT_REQID_BASE) % BLOCK == i % BLOCK for i, r in enumerate(reqids))
+    everyone = [p.reqid for peer_ in config.engine.peers for p in peer_.policies]
+    assert len(set(everyone)) == len(everyone) == 525
+
+
+def test_more_peers_than_the_old_reqid_range_held(tmp_path: Path) -> None:
+    text = DAEMON + "".join(
+        f'[peers.p{i}]\naddress = "10.{i // 250}.{i % 250}.1"\nprincipal = "kink/p{i}@R"\n'
+        for i in range(2000)
+    )
+    config = load_text(tmp_path, text)
+    reqids = {p.reqid for peer_ in config.engine.peers for p in peer_.policies}
+    assert len(reqids) == len(config.engine.peers) == 2000
+
+
+def test_the_old_reqid_range_numbers_as_before(tmp_path: Path) -> None:
+    # helper_reqids = 0x10000 is the range of kink before the key existed: the same reqids
+    # (704 blocks of 64 from a hash of the name), so the kernel SAs of an upgraded host keep
+    # matching its policies' templates.
+    config = load_text(tmp_path, DAEMON + "helper_reqids = 0x10000\n" + GW)
+    assert [p.reqid for p in peer(config, "gw").policies] == [0x4B49_5BC0]
+    assert config.engine.reqid_base == DEFAULT_REQID_BASE + 0xB000

@@ -2,6 +2,7 @@
 with the REPLYs of young responder children, the SAs it does not account for, coalesced
 write-ahead saving and the outbox that holds datagrams until what precedes them is done."""
 
+from dataclasses import replace
 from ipaddress import ip_network
 from pathlib import Path
 
@@ -61,6 +62,25 @@ def test_state_file_keeps_answers_with_their_children(tmp_path: Path) -> None:
     saved = store.load()
     assert saved is not None
     assert saved.epoch == 9 and saved.children == tuple(children)
+
+
+def test_a_child_saved_again_keeps_its_times_right(tmp_path: Path) -> None:
+    # The second save reuses the first one's entry (encoded as of 1000.0) for the same child,
+    # now 30 s older; the record comes back as of the second save all the same.
+    store = StateStore(tmp_path)
+    first = replace(record(0x1001, 0x2002), age=1.5, rekey_in=100.0)
+    store.save(9, 1000.0, [SavedChild(first, PAIR)])
+    later = replace(first, age=31.5, rekey_in=70.0)
+    store.save(9, 1030.0, [SavedChild(later, PAIR), SavedChild(record(0x3003, 0x4004), OTHER)])
+    text = (tmp_path / "state.json").read_text()
+    assert '"at":1000.0' in text and '"at":1030.0' in text
+    saved = store.load()
+    assert saved is not None and saved.saved_at == 1030.0
+    assert saved.children == (SavedChild(later, PAIR), SavedChild(record(0x3003, 0x4004), OTHER))
+    rekeyed_later = replace(later, rekey_in=75.0)  # rescheduled: encoded anew
+    store.save(9, 1030.0, [SavedChild(rekeyed_later, PAIR)])
+    saved = store.load()
+    assert saved is not None and saved.children == (SavedChild(rekeyed_later, PAIR),)
 
 
 def test_unaccounted_sas_are_ours_and_not_kept() -> None:
