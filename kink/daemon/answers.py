@@ -10,9 +10,10 @@ saved with that child for reply_cache_lifetime, and a restarted kinkd that took 
 sends it again for a CREATE of the same XID from the same address, as the engine's cache would
 have: without decrypting, so before the engine sees the datagram.
 
-A 3-way REPLY (ACKREQ) is not kept: the responder's outbound SA waits for the ACK, the child is
-not saved before it, and a restarted kinkd deletes the inbound SA (state.unaccounted) and
-answers the retransmission anew.
+A 3-way REPLY (ACKREQ) is not kept: the responder's outbound SA waits for the ACK. Its children,
+awaiting the ACK, are saved before it leaves all the same (asks_ack; Engine.child_records), since
+the initiator may install the pair on it: a restarted kinkd takes them over only to DELETE them
+(RFC 4430 §3.3, Engine.restore), and answers a retransmitted CREATE anew.
 
 Matching on address and XID alone is what a reflection of the peer's own CREATE could trigger:
 the answer goes to the configured peer address only, and only what that peer was sent already.
@@ -34,6 +35,12 @@ def _header(data: bytes) -> Header | None:
         return Header(*HEADER.unpack_from(data))
     except struct.error:
         return None
+
+
+def asks_ack(data: bytes) -> bool:
+    """A REPLY with ACKREQ: a 3-way CREATE's, whose children await the ACK (§3.2)."""
+    header = _header(data)
+    return header is not None and header.type == MessageType.REPLY and header.ackreq
 
 
 class Answers:

@@ -31,7 +31,7 @@ import trio
 
 from kink.daemon import control_protocol as cp
 from kink.daemon import helper_args
-from kink.daemon.answers import Answers
+from kink.daemon.answers import Answers, asks_ack
 from kink.daemon.config import ConfigError, KinkConfig, load
 from kink.daemon.control import ControlServer, bind
 from kink.daemon.helper_client import HelperClient, HelperError, HelperGone, Outcome
@@ -303,8 +303,11 @@ class Daemon:
 
     async def _carry_out(self, action: Action) -> None:
         if isinstance(action, SendDatagram):
-            if self.answers.sent(action.data, action.peer, time.time()):
-                self.writer.changed()  # the REPLY is saved with its children before it leaves
+            kept = self.answers.sent(action.data, action.peer, time.time())
+            if kept or asks_ack(action.data):
+                # The REPLY is saved with its children before it leaves; a 3-way one after
+                # the children awaiting its ACK (the initiator may install the pair on it).
+                self.writer.changed()
             await self.outbox.post(action.data, action.peer, self.writer.generation)
         elif isinstance(action, FetchTicket | FetchU2uTicket):
             assert self._nursery is not None
@@ -449,16 +452,21 @@ class Daemon:
         self.outbox.durable(generation)
 
     def _saved_children(self, now: float) -> list[SavedChild]:
-        """The engine's installed children with their kernel SAs and, for young responder
-        children, their REPLY (answers.py), for a restart (state.py)."""
+        """The engine's installed children (and responder children awaiting the ACK, with
+        only their inbound SAs) with their kernel SAs and, for young responder children,
+        their REPLY (answers.py), for a restart (state.py)."""
         out = []
         for record in self.engine.child_records(trio.current_time()):
-            sas = frozenset(self._sa_ids(record.peer, record.spis))
+            ids = self._sa_ids(record.peer, record.spis, outbound=not record.awaiting_ack)
+            sas = frozenset(ids)
             out.append(SavedChild(record, sas, self.answers.for_child(sas, now)))
         return out
 
-    def _sa_ids(self, peer_name: str, spis: Iterable[tuple[int, int, int]]) -> list[SaId]:
-        """The kernel SAs of a child: inbound to us, outbound to the peer."""
+    def _sa_ids(
+        self, peer_name: str, spis: Iterable[tuple[int, int, int]], *, outbound: bool = True
+    ) -> list[SaId]:
+        """The kernel SAs of a child: inbound to us, outbound to the peer (not yet for a
+        responder child awaiting the ACK, RFC 4430 §3.2)."""
         peer = self.engine.peers.get(peer_name)
         if peer is None:
             return []
@@ -466,7 +474,9 @@ class Daemon:
         out: list[SaId] = []
         for protocol, spi_in, spi_out in spis:
             name = helper_args.PROTOCOL_NAMES[protocol]
-            out += [(name, spi_in, local), (name, spi_out, remote)]
+            out.append((name, spi_in, local))
+            if outbound:
+                out.append((name, spi_out, remote))
         return out
 
     def _our_sas(self) -> list[SaId]:

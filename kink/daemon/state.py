@@ -10,7 +10,10 @@ and a save per batch of exchanges, encoding every record each time was most of a
 9): a child's entry is encoded once, with the wall clock time ("at") its record's age and
 time to rekey refer to, and reused by the next saves while the child is unchanged. A responder
 child carries the REPLY that answered its CREATE while the initiator may still retransmit that
-CREATE (kink.daemon.answers): a restarted kinkd answers the retransmission with it.
+CREATE (kink.daemon.answers): a restarted kinkd answers the retransmission with it. A responder
+child of a 3-way CREATE is saved before its REPLY (ACKREQ) leaves, with its inbound SAs only
+(the outbound one waits for the ACK, §3.2): a restarted kinkd takes it over to DELETE it
+(§3.3), since the ACK went to the old process and the initiator may hold the pair.
 
 Kernel SAs kink owns that the file does not account for are deleted at start-up (unaccounted):
 those of a kinkd killed between an install and the save, whose datagram (the REPLY or ACK that
@@ -95,7 +98,9 @@ class StateError(Exception):
     """The state file exists but cannot be read: treated as lost state."""
 
 
-_EntryKey = tuple[str, tuple[tuple[int, int, int], ...], int, float, float | None, float | None]
+_EntryKey = tuple[
+    str, tuple[tuple[int, int, int], ...], int, bool, float, float | None, float | None
+]
 
 
 class StateStore:
@@ -173,14 +178,16 @@ def _child_dict(child: SavedChild, at: float) -> dict[str, Any]:
 
 def _entry_key(child: SavedChild, now: float) -> _EntryKey:
     """What makes a child's entry (saved at wall clock `now`) still right: the same child (a
-    record's other fields are fixed for its SPIs, unique among live children), the same
-    answer, and created and to be rekeyed at the same wall clock times (to _SAME_TIME)."""
+    record's other fields are fixed for its SPIs, unique among live children, but for
+    awaiting_ack, which the ACK ends, and the SAs with it), the same answer, and created and to
+    be rekeyed at the same wall clock times (to _SAME_TIME)."""
     record, answer = child.record, child.answer
     rekey = None if record.rekey_in is None else round((now + record.rekey_in) / _SAME_TIME)
     return (
         record.peer,
         record.spis,
         record.reqid,
+        record.awaiting_ack,
         round((now - record.age) / _SAME_TIME),
         rekey,
         None if answer is None else answer.until,

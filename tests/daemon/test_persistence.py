@@ -10,7 +10,7 @@ import pytest
 import trio
 import trio.testing
 
-from kink.daemon.answers import Answers
+from kink.daemon.answers import Answers, asks_ack
 from kink.daemon.outbox import Outbox
 from kink.daemon.state import SaId, SavedAnswer, SavedChild, StateStore, unaccounted
 from kink.daemon.state_writer import LAZY_DELAY, StateWriter
@@ -83,6 +83,21 @@ def test_a_child_saved_again_keeps_its_times_right(tmp_path: Path) -> None:
     assert saved is not None and saved.children == (SavedChild(rekeyed_later, PAIR),)
 
 
+def test_a_child_that_got_its_ack_is_saved_anew(tmp_path: Path) -> None:
+    # A responder child awaiting the ACK is saved with its inbound SA only (RFC 4430 §3.2);
+    # once the ACK came, the same SPIs make another entry, not the first one's again.
+    store = StateStore(tmp_path)
+    waiting = replace(record(0x1001, 0x2002), awaiting_ack=True)
+    inbound = frozenset({("esp", 0x1001, "192.0.2.1")})
+    store.save(9, 1000.0, [SavedChild(waiting, inbound)])
+    saved = store.load()
+    assert saved is not None and saved.children == (SavedChild(waiting, inbound),)
+    acked = replace(waiting, awaiting_ack=False)
+    store.save(9, 1000.0, [SavedChild(acked, PAIR)])
+    saved = store.load()
+    assert saved is not None and saved.children == (SavedChild(acked, PAIR),)
+
+
 def test_unaccounted_sas_are_ours_and_not_kept() -> None:
     kernel = {
         ("esp", 0x1001, "192.0.2.1"): 0x10040,  # kept: a child taken over
@@ -131,6 +146,13 @@ def test_no_answer_is_kept_for_three_way_refusals_or_strangers() -> None:
     answers.received(b"\x01short", PEER[0])
     assert not answers.sent(b"\x03", PEER, now=0.0)
     assert answers.for_child(PAIR, now=0.0) is None
+
+
+def test_only_a_reply_with_ackreq_asks_for_an_ack() -> None:
+    assert asks_ack(datagram(MessageType.REPLY, 1, ackreq=True))
+    assert not asks_ack(datagram(MessageType.REPLY, 1))
+    assert not asks_ack(datagram(MessageType.CREATE, 1))
+    assert not asks_ack(b"\x03")
 
 
 def test_an_answer_is_replayed_only_if_every_child_it_made_was_taken_over() -> None:

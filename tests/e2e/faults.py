@@ -345,15 +345,11 @@ def test_initiator_killed_before_its_ack_arrived(hosts: tuple[Host, Host], net: 
     assert mirrored(a, b, 2), (kernel_view(a), kernel_view(b))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="b's 3-way child waits for the ACK, so it is not in b's state file: b's next kinkd "
-    "deletes its inbound SA, a's ACK meets no exchange, and a keeps the pair it installed on "
-    "b's REPLY. Needs the engine to record children awaiting an ACK and, restored, DELETE "
-    "them (RFC 4430 §3.3) so that the initiator drops its pair too",
-)
 def test_responder_killed_before_the_ack(hosts: tuple[Host, Host], net: Network) -> None:
-    """A 3-way CREATE: b killed after its REPLY (ACKREQ), a's ACK delayed on the way."""
+    """A 3-way CREATE: b killed after its REPLY (ACKREQ), a's ACK delayed on the way. b saved
+    the child awaiting the ACK before the REPLY left; its next kinkd, which the ACK no longer
+    concerns, DELETEs it (RFC 4430 §3.3): a drops the pair it installed on the REPLY and
+    negotiates again (start_action=start)."""
     a, b = hosts
     configure(
         a,
