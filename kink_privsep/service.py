@@ -51,7 +51,8 @@ from kink_privsep.model import (
 log = logging.getLogger(__name__)
 
 DUMP_CHUNK = 128  # objects per reply part: ~60 KiB, far below protocol.MAX_MESSAGE
-MAX_ACQUIRES = 4096  # ACQUIRE seqs remembered for alloc_spi/add_sa "seq"
+# ACQUIRE seqs remembered for alloc_spi/add_sa "seq": one per trap policy kink may hold (a
+# burst of ACQUIREs, one per flow, must not push out the first ones before kinkd answers them).
 
 Result = dict[str, Any]
 Forward = tuple[str, Result]  # an event for the daemon: (protocol.EVENT_*, data)
@@ -132,7 +133,7 @@ class Service:
 
     def _remember_acquire(self, seq: int) -> None:
         self._acquires[seq] = None
-        if len(self._acquires) > MAX_ACQUIRES:
+        if len(self._acquires) > self.config.max_policies:
             self._acquires.popitem(last=False)
 
     # -- commands ----------------------------------------------------------------------------
