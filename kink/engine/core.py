@@ -175,7 +175,11 @@ class EngineCore(ABC):
         peer = state.config
         self.check_free(peer)
         state.next_xid = self.rng.randrange(1 << 32)
-        reqid = implicit_reqid if implicit_reqid is not None else self.free_reqid()
+        # free_reqid() walks every policy: only a peer without policies needs one (startup
+        # with 10,000 configured peers spent 9.8 s here, issue 9).
+        reqid = implicit_reqid
+        if reqid is None:
+            reqid = 0 if peer.policies else self.free_reqid()
         self.peers[peer.name] = state
         self.peers_by_address[peer.address] = state
         self.set_policies(state, effective_policies(peer, self.config.address, reqid))
