@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.common import emit
+from bench.common import emit, rounds
 from kink.engine import Engine, EngineConfig, Krb5Port, PeerConfig, ProposalSpec, TransformSpec
 from kink.engine.events import (
     Acquire,
@@ -147,19 +147,8 @@ def main() -> None:
             exchange()
         spent.update(dict.fromkeys(PHASES, 0.0))
         established = a.established, b.established
-        rates = []
-        total = 0
         cpu = time.thread_time()  # the machine may be shared: CPU time is reported beside wall
-        for _ in range(ROUNDS):
-            n = 0
-            start = clock()
-            deadline = start + ROUND_SECONDS
-            while clock() < deadline:
-                for _ in range(50):
-                    exchange()
-                n += 50
-            rates.append(n / (clock() - start))
-            total += n
+        rates, total = rounds(exchange, ROUNDS, ROUND_SECONDS, 50)
         cpu = time.thread_time() - cpu
         # Every exchange set up one pair on each side and the teardown left nothing behind.
         assert (a.established, b.established) == (established[0] + total, established[1] + total)

@@ -25,7 +25,7 @@ from ipaddress import ip_network
 from pathlib import Path
 
 from bench.bench_engine import ESP_AES128_SHA1, Side, _host
-from bench.common import emit, quick
+from bench.common import emit, quick, rounds
 from kink.engine import Engine, EngineConfig, PeerConfig
 from kink.engine.config import Policy
 from kink.engine.events import Acquire, SaEstablished, Selector
@@ -113,7 +113,6 @@ def _measure(realm: Realm, tmp: Path, size: int) -> None:
     _populate(a, size, initiator=True, peer_epoch=2)
     _populate(b, size, initiator=False, peer_epoch=1)
     acquire = Acquire(REQID_BASE + size)
-    clock = time.perf_counter
 
     def exchange() -> None:
         a.engine.kernel_event(acquire, 0.0)
@@ -129,19 +128,8 @@ def _measure(realm: Realm, tmp: Path, size: int) -> None:
         exchange()
     established = a.established
     gc.collect()
-    rates = []
-    total = 0
     cpu = time.thread_time()
-    for _ in range(ROUNDS):
-        n = 0
-        start = clock()
-        deadline = start + ROUND_SECONDS
-        while clock() < deadline:
-            for _ in range(20):
-                exchange()
-            n += 20
-        rates.append(n / (clock() - start))
-        total += n
+    rates, total = rounds(exchange, ROUNDS, ROUND_SECONDS, 20)
     cpu = time.thread_time() - cpu
     # Each exchange set up one new pair and the teardown left the SIZE children as they were.
     assert a.established == established + total

@@ -39,6 +39,27 @@ def rate(fn: Callable[[], object], seconds: float = 1.0) -> float:
             return n / (now - start)
 
 
+def rounds(
+    fn: Callable[[], object], rounds: int, seconds: float, batch: int
+) -> tuple[list[float], int]:
+    """`rounds` rounds of about `seconds` each calling fn in batches of `batch`: the calls per
+    second of each round (wall time on this thread) and the calls made in all."""
+    clock = time.perf_counter
+    rates: list[float] = []
+    total = 0
+    for _ in range(rounds):
+        n = 0
+        start = clock()
+        deadline = start + seconds
+        while clock() < deadline:
+            for _ in range(batch):
+                fn()
+            n += batch
+        rates.append(n / (clock() - start))
+        total += n
+    return rates, total
+
+
 def quick() -> bool:
     """bench/run --quick: sizes that finish in a few minutes (BENCH_QUICK=1)."""
     return os.environ.get("BENCH_QUICK") == "1"
