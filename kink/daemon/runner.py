@@ -278,7 +278,10 @@ class Daemon:
             assert self._nursery is not None
             self._nursery.start_soon(self._send, answer.reply, answer.to)
             return
-        self.answers.received(data, peer[0])
+        if peer[0] in self.engine.peers_by_address:
+            # Only a configured peer's CREATE is ever answered: datagrams from elsewhere (a
+            # flood) leave no trace here, not even in the bounded table of CREATEs asked.
+            self.answers.received(data, peer[0])
         self.engine.datagram_received(data, peer, trio.current_time())
         self._wake()
 
