@@ -252,6 +252,11 @@ def matching_pairs(a: Node, b: Node) -> int:
     return len(sas_a)
 
 
+async def wait_for_a_pair(a: Node, b: Node) -> None:
+    """Until a and b each hold one SA pair (the outcome most scenarios start from)."""
+    await wait_for(lambda: len(a.sas()) == 2 and len(b.sas()) == 2, "an SA pair each")
+
+
 async def wait_for(predicate: Callable[[], bool], what: str) -> None:
     with trio.move_on_after(WAIT) as scope:
         while True:

@@ -14,7 +14,14 @@ from kink.daemon.state import STATE_FILE
 from kink.engine import StartAction
 from kink_privsep.client import Client
 from tests.daemon.conftest import HostsFactory
-from tests.daemon.harness import HELPER_CONFIG, Node, matching_pairs, wait_for, with_peers
+from tests.daemon.harness import (
+    HELPER_CONFIG,
+    Node,
+    matching_pairs,
+    wait_for,
+    wait_for_a_pair,
+    with_peers,
+)
 
 pytestmark = pytest.mark.trio
 
@@ -31,7 +38,7 @@ async def test_reload_adds_removes_and_leaves_unchanged_peers(
     async with trio.open_nursery() as nursery:
         await b.start(nursery)
         await a.start(nursery, loader=lambda: configs[-1])
-        await wait_for(lambda: len(a.sas()) == 2 and len(b.sas()) == 2, "an SA pair each")
+        await wait_for_a_pair(a, b)
         before = {sa["spi"] for sa in a.sas()}
 
         # c removed (it had no SA), b unchanged: b's SAs are untouched.
@@ -75,7 +82,7 @@ async def test_restart_keeps_epoch_while_the_kernel_keeps_the_sas(
     async with trio.open_nursery() as nursery:
         await b.start(nursery)
         await a.start(nursery)
-        await wait_for(lambda: len(a.sas()) == 2 and len(b.sas()) == 2, "an SA pair each")
+        await wait_for_a_pair(a, b)
         epoch = (await a.request("status"))["epoch"]
         sas = await a.request("sas")
         await a.stop()
@@ -106,7 +113,7 @@ async def test_restart_deletes_the_sas_the_state_file_does_not_account_for(
     async with trio.open_nursery() as nursery:
         await b.start(nursery)
         await a.start(nursery)
-        await wait_for(lambda: len(a.sas()) == 2 and len(b.sas()) == 2, "an SA pair each")
+        await wait_for_a_pair(a, b)
         pair = {sa["spi"] for sa in a.sas()}
         await a.stop()
         args = {"proto": "esp", "src": b.address, "dst": a.address}
@@ -126,7 +133,7 @@ async def test_helper_restart_reconnects_and_resyncs(make_hosts: HostsFactory) -
     async with trio.open_nursery() as nursery:
         await b.start(nursery)
         await a.start(nursery)
-        await wait_for(lambda: len(a.sas()) == 2 and len(b.sas()) == 2, "an SA pair each")
+        await wait_for_a_pair(a, b)
         old = {sa["spi"] for sa in a.sas()}
         await trio.to_thread.run_sync(lambda: a.helper.restart(keep_kernel=False))
         await wait_for(lambda: _status(a)["helper"]["connects"] == 2, "a reconnection")
@@ -182,7 +189,7 @@ async def test_delete_on_stop_deletes_every_sa_on_both_sides(make_hosts: HostsFa
     async with trio.open_nursery() as nursery:
         await b.start(nursery)
         await a.start(nursery)
-        await wait_for(lambda: len(a.sas()) == 2 and len(b.sas()) == 2, "an SA pair each")
+        await wait_for_a_pair(a, b)
         assert matching_pairs(a, b) == 2
         await a.stop()
         # SIGTERM waited for the DELETE exchange (RFC 4430 §3.3): a's SAs are gone when it

@@ -8,7 +8,7 @@ from kink.daemon import control_protocol as cp
 from kink.engine import StartAction
 from kink_privsep.model import PolicyId
 from tests.daemon.conftest import HostsFactory
-from tests.daemon.harness import matching_pairs, wait_for
+from tests.daemon.harness import matching_pairs, wait_for, wait_for_a_pair
 
 pytestmark = pytest.mark.trio
 
@@ -23,7 +23,7 @@ async def test_start_action_start_negotiates_and_both_helpers_match(
     async with trio.open_nursery() as nursery:
         await b.start(nursery)
         await a.start(nursery)
-        await wait_for(lambda: len(a.sas()) == 2 and len(b.sas()) == 2, "an SA pair each")
+        await wait_for_a_pair(a, b)
         assert matching_pairs(a, b) == 2
         # Policies: a's at start (start_action start); b's once it has the SA (respond only).
         assert {p["dir"] for p in a.policies()} == {"in", "out"}
@@ -71,7 +71,7 @@ async def test_trap_negotiates_on_acquire(make_hosts: HostsFactory) -> None:
         )
         for _ in range(3):  # a burst of ACQUIREs for one flow: one exchange
             a.helper.backend.kernel_acquire(policy_id)
-        await wait_for(lambda: len(a.sas()) == 2 and len(b.sas()) == 2, "an SA pair each")
+        await wait_for_a_pair(a, b)
         assert matching_pairs(a, b) == 2
         status = await a.request("status")
         assert status["sas"] == 1
@@ -92,7 +92,7 @@ async def test_control_initiate_terminate_rekey_log_level(make_hosts: HostsFacto
             await a.request("terminate", peer="b")
         assert info.value.code == cp.ERR_NOT_FOUND
         assert await a.request("initiate", peer="b") == {}
-        await wait_for(lambda: len(a.sas()) == 2 and len(b.sas()) == 2, "an SA pair each")
+        await wait_for_a_pair(a, b)
         old = {sa["spi"] for sa in a.sas()}
         assert (await a.request("rekey", peer="b")) == {"children": 1}
         await wait_for(

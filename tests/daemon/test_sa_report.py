@@ -15,7 +15,7 @@ from kink.engine import Policy, ProposalSpec, StartAction, TransformSpec
 from kink.engine.events import Selector
 from kink.wire.ipsec_doi import EspTransform, GroupDescription, ProtocolId
 from tests.daemon.conftest import HostsFactory
-from tests.daemon.harness import Node, wait_for, with_peers
+from tests.daemon.harness import Node, wait_for_a_pair, with_peers
 
 pytestmark = pytest.mark.trio
 
@@ -51,7 +51,7 @@ async def test_sas_reports_selectors_algorithms_pfs_and_lifetimes(
     async with trio.open_nursery() as nursery:
         await b.start(nursery)
         await a.start(nursery)
-        await wait_for(lambda: len(a.sas()) == 2 and len(b.sas()) == 2, "an SA pair each")
+        await wait_for_a_pair(a, b)
         (child_a,) = (await a.request("sas"))["sas"]
         (child_b,) = (await b.request("sas"))["sas"]
         assert child_a["mode"] == child_b["mode"] == "tunnel"
