@@ -5,10 +5,8 @@ Each checks the kernels (`ip xfrm`), kinkctl's view and the traffic that arrives
 
 import signal
 import socket
-import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -36,20 +34,10 @@ from tests.support.e2e_faults import (
     start_replica,
     take_over_kdc,
 )
-from tests.support.uml import require_in_uml
 
 ALL = socket.AF_INET
 NEW: dict[str, TomlValue] = {"proposals": [GCM128], "start_action": "none"}
 CREATE = MessageType.CREATE
-
-
-@pytest.fixture(scope="module")
-def net() -> Iterator[Network]:
-    require_in_uml()
-    # Not pytest's tmp_path: its parents are private to root, and kinkd runs as nobody.
-    network = Network.build(Path(tempfile.mkdtemp(prefix="kink-faults-")))
-    yield network
-    network.close()
 
 
 @pytest.fixture(scope="module")
@@ -59,18 +47,6 @@ def primary(net: Network) -> Iterator[Kdc]:
     kdc = take_over_kdc(net.realm)
     yield kdc
     kdc.stop()
-
-
-@pytest.fixture
-def hosts(request: pytest.FixtureRequest, net: Network) -> Iterator[tuple[Host, Host]]:
-    """Hosts a and b, clean; their logs in the report of a failed scenario (conftest.py)."""
-    net.reset()
-    yield net["a"], net["b"]
-    report = getattr(request.node, "rep_call", None)
-    if report is None or report.failed:
-        for host in net.hosts.values():
-            print(host.logs())
-    net.reset()
 
 
 def kernel_view(host: Host) -> set[tuple[str, int, str, str]]:

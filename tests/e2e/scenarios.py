@@ -5,10 +5,7 @@ starts kink-privsep and kinkd on both, and checks the kernels (`ip xfrm`), kinkc
 
 import signal
 import socket
-import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,31 +26,9 @@ from tests.support.e2e import (
     subnet,
     wait_until,
 )
-from tests.support.uml import require_in_uml
 
 GCM128 = {"esp": {"encryption": "aes-gcm", "key_length": 128}}
 CBC_SHA256 = {"esp": {"encryption": "aes-cbc", "key_length": 256, "integrity": "sha256"}}
-
-
-@pytest.fixture(scope="module")
-def net() -> Iterator[Network]:
-    require_in_uml()
-    # Not pytest's tmp_path: its parents are private to root, and kinkd runs as nobody.
-    network = Network.build(Path(tempfile.mkdtemp(prefix="kink-e2e-")))
-    yield network
-    network.close()
-
-
-@pytest.fixture
-def hosts(request: pytest.FixtureRequest, net: Network) -> Iterator[tuple[Host, Host]]:
-    """Hosts a and b, clean; their logs in the report of a failed scenario (conftest.py)."""
-    net.reset()
-    yield net["a"], net["b"]
-    report = getattr(request.node, "rep_call", None)
-    if report is None or report.failed:
-        for host in net.hosts.values():
-            print(host.logs())
-    net.reset()
 
 
 def configure(
