@@ -4,14 +4,15 @@ burst of ACQUIREs, then fixed offered loads of rekeys (each a CREATE exchange, R
 followed by the DELETE of the old pair), triggered as soft expires by host a's helper.
 
 Figures: completed exchanges per second, latency (trigger -> outbound SA installed) p50/p99, CPU
-of both daemons and both helpers per exchange. Targets (issue 9): >= 1,500/s completed, p99
-<= 20 ms at 1,000/s offered.
+of both daemons and both helpers per exchange (in all and by process), and the helper requests
+per exchange on each side with the messages (batches, kink_privsep.protocol) they came in.
+Targets (issue 9): >= 1,500/s completed, p99 <= 20 ms at 1,000/s offered.
 """
 
 import time
 
 from bench.common import emit, quick
-from bench.harness import POLICIES, hosts, percentile, processes_cpu
+from bench.harness import POLICIES, Host, cpu_seconds, hosts, percentile, processes_cpu
 
 LOADS = (100, 300, 1000, 1500)  # offered exchanges per second
 
@@ -19,7 +20,7 @@ LOADS = (100, 300, 1000, 1500)  # offered exchanges per second
 def run(loads: tuple[int, ...] = LOADS, seconds: float = 1.0) -> None:
     with hosts() as (a, b):
         both = (a, b)
-        cpu = processes_cpu(both)
+        burst_cpu = processes_cpu(both)
         began = time.monotonic()
         a.trigger(op="acquire")
         a.trigger(op="wait", completed=POLICIES)
@@ -32,13 +33,17 @@ def run(loads: tuple[int, ...] = LOADS, seconds: float = 1.0) -> None:
             pairs=POLICIES,
             sas_a=burst["mature"],
             sas_b=b.trigger(op="sas")["mature"],
-            cpu_ms_per_pair=round((processes_cpu(both) - cpu) / POLICIES * 1e3, 2),
+            cpu_ms_per_pair=round((processes_cpu(both) - burst_cpu) / POLICIES * 1e3, 2),
         )
         a.trigger(op="load", rate=50, seconds=seconds)  # warm-up: b installs its policies
         for rate in loads:
-            cpu = processes_cpu(both)
+            pids = _named_pids(a, b)
+            cpu = {name: cpu_seconds(pid) for name, pid in pids}
+            helper = [h.trigger(op="requests") for h in both]
             r = a.trigger(op="load", rate=rate, seconds=seconds)
-            spent = processes_cpu(both) - cpu
+            done = max(1, r["completed"])
+            by_process = {name: (cpu_seconds(pid) - cpu[name]) / done for name, pid in pids}
+            helper_after = [h.trigger(op="requests") for h in both]
             lat = r["latencies"]
             emit(
                 "exchange.load",
@@ -50,11 +55,33 @@ def run(loads: tuple[int, ...] = LOADS, seconds: float = 1.0) -> None:
                 elapsed_s=round(r["elapsed"], 3),
                 p50_ms=round(percentile(lat, 50) * 1e3, 2),
                 p99_ms=round(percentile(lat, 99) * 1e3, 2),
-                cpu_ms_per_exchange=round(spent / max(1, r["completed"]) * 1e3, 2),
+                cpu_ms_per_exchange=round(sum(by_process.values()) * 1e3, 2),
+                cpu_ms_per_exchange_by_process={
+                    k: round(v * 1e3, 3) for k, v in by_process.items()
+                },
+                # per side (a, b): requests the helper took, and the messages they came in
+                helper_requests_per_exchange=[
+                    round((after["requests"] - before["requests"]) / done, 2)
+                    for before, after in zip(helper, helper_after, strict=True)
+                ],
+                helper_messages_per_exchange=[
+                    round((after["messages"] - before["messages"]) / done, 2)
+                    for before, after in zip(helper, helper_after, strict=True)
+                ],
                 exchange="rekey CREATE (2-way) + DELETE of the old pair",
             )
         counters = {"a": a.request("status")["counters"], "b": b.request("status")["counters"]}
         emit("exchange.counters", 0, "", counters=counters)
+
+
+def _named_pids(a: Host, b: Host) -> list[tuple[str, int]]:
+    assert a.kinkd is not None and b.kinkd is not None
+    return [
+        ("kinkd_a", a.kinkd.pid),
+        ("helper_a", a.helper.pid),
+        ("kinkd_b", b.kinkd.pid),
+        ("helper_b", b.helper.pid),
+    ]
 
 
 def main() -> None:

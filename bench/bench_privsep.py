@@ -1,6 +1,7 @@
-"""kink_privsep: requests/s through the helper's Unix socket (recording backend), the cost of
-encoding one SA message, and, when user-mode Linux can run, SA add+delete pairs/s on a real
-ESP kernel: straight through netlink and through the helper."""
+"""kink_privsep: requests/s through the helper's Unix socket (recording backend): one at a time,
+pipelined (one message each) and in batches of protocol.MAX_BATCH (one message each way per
+batch); the cost of encoding one SA message, and, when user-mode Linux can run, SA add+delete
+pairs/s on a real ESP kernel: straight through netlink and through the helper."""
 
 from __future__ import annotations
 
@@ -98,12 +99,24 @@ def _socket_figures(path: str, where: str, seconds: float) -> list[tuple[str, fl
                 if not c.wait(i).ok:
                     raise RuntimeError("request refused")
 
+        def batched() -> None:
+            requests: list[tuple[str, dict[str, Any]]] = []
+            for i in range(protocol.MAX_BATCH // 2):
+                requests.append(("add_sa", SA_ARGS | {"spi": 0x1000 + i}))
+                requests.append(("delete_sa", SA_ID | {"spi": 0x1000 + i}))
+            for i in c.send_batch(requests):
+                if not c.wait(i).ok:
+                    raise RuntimeError("request refused")
+
         serial = rate(pair, seconds)
         piped = rate(pipelined, seconds) * PIPELINE / 2
+        in_batches = rate(batched, seconds) * protocol.MAX_BATCH / 2
     return [
         (f"privsep_{where}_sa_add_del_serial", serial, "pairs/s"),
         (f"privsep_{where}_sa_add_del_pipelined", piped, "pairs/s"),
         (f"privsep_{where}_requests_pipelined", piped * 2, "requests/s"),
+        (f"privsep_{where}_sa_add_del_batched", in_batches, "pairs/s"),
+        (f"privsep_{where}_requests_batched", in_batches * 2, "requests/s"),
     ]
 
 

@@ -137,14 +137,16 @@ class Trigger:
         "latencies", "elapsed"}
     {"op": "storm"}                     soft-expire every SA at once -> like load
     {"op": "sas"}                       -> {"mature": SAs with keys}
+    {"op": "requests"}                  -> {"requests", "messages"}: what the helper took so far
     {"op": "populate", "count": n, "remote": address}
         n SA pairs with `remote` (inbound SPIs POPULATED_IN + i, outbound POPULATED_OUT + i)
         under the reqid of the first out policy, as a kinkd that negotiated them before a
         restart left them in the kernel -> {"reqid": r}
     """
 
-    def __init__(self, backend: TimingBackend) -> None:
+    def __init__(self, backend: TimingBackend, server: Server) -> None:
         self.backend = backend
+        self.server = server
 
     def answer(self, request: dict[str, Any]) -> dict[str, Any]:
         op, b = request["op"], self.backend
@@ -170,6 +172,8 @@ class Trigger:
             return self._load(None, 0.0)
         if op == "sas":
             return {"mature": sum(1 for sa in b.dump_sas() if sa.enc or sa.auth)}
+        if op == "requests":
+            return {"requests": self.server.requests, "messages": self.server.messages}
         if op == "populate":
             return {"reqid": self._populate(int(request["count"]), request["remote"])}
         raise ValueError(f"unknown op {op!r}")
@@ -278,7 +282,8 @@ def helper_main(argv: list[str]) -> None:
     backend = TimingBackend(args.local)
     listener, _ = listening_socket(args.socket, args.daemon_uid)
     server = Server(listener, Service(backend, Config()), args.daemon_uid)
-    threading.Thread(target=Trigger(backend).serve, args=(args.trigger,), daemon=True).start()
+    trigger = Trigger(backend, server)
+    threading.Thread(target=trigger.serve, args=(args.trigger,), daemon=True).start()
     signal.signal(signal.SIGTERM, lambda *_: server.stop())
     print("ready", flush=True)
     server.run()

@@ -1,10 +1,12 @@
 """A blocking client of the helper, for tests and tools (the daemon uses protocol.py with its
-own trio socket). Requests may be pipelined: send() several, then wait() for each id."""
+own trio socket). Requests may be pipelined: send() several (or send_batch() them), then
+wait() for each id."""
 
 from __future__ import annotations
 
 import socket
 from collections import deque
+from collections.abc import Sequence
 from typing import Any
 
 from kink_privsep import protocol
@@ -50,6 +52,16 @@ class Client:
         self.sock.send(protocol.encode_request(self._next_id, op, args or {}))
         return self._next_id
 
+    def send_batch(self, requests: Sequence[tuple[str, dict[str, Any]]]) -> list[int]:
+        """Send requests as one batch (protocol.py, "Batches"); their ids, for wait()."""
+        ids, encoded = [], []
+        for op, args in requests:
+            self._next_id = self._next_id % 0xFFFF_FFFF + 1
+            ids.append(self._next_id)
+            encoded.append(protocol.encode_request(self._next_id, op, args))
+        self.sock.send(protocol.encode_batch(encoded))
+        return ids
+
     def wait(self, req_id: int | None) -> Reply:
         """The (whole) reply to request `req_id` (None: to an undecodable request); events and
         other replies that come first are kept."""
@@ -73,14 +85,14 @@ class Client:
         data = self.sock.recv(protocol.MAX_MESSAGE)
         if not data:
             raise ConnectionError("the helper closed the connection")
-        msg = protocol.decode_message(data)
-        if isinstance(msg, Event):
-            self.events.append(msg)
-        elif msg.more and msg.id is not None:
-            protocol.extend_result(self._parts.setdefault(msg.id, {}), msg.result)
-        else:
-            if msg.id in self._parts:
-                result = self._parts.pop(msg.id)
-                protocol.extend_result(result, msg.result)
-                msg = Reply(msg.id, msg.ok, result)
-            self._replies[msg.id] = msg
+        for msg in protocol.decode_messages(data):
+            if isinstance(msg, Event):
+                self.events.append(msg)
+            elif msg.more and msg.id is not None:
+                protocol.extend_result(self._parts.setdefault(msg.id, {}), msg.result)
+            else:
+                if msg.id in self._parts:
+                    result = self._parts.pop(msg.id)
+                    protocol.extend_result(result, msg.result)
+                    msg = Reply(msg.id, msg.ok, result)
+                self._replies[msg.id] = msg

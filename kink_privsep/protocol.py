@@ -13,16 +13,29 @@ Envelope:
            {"v": 1, "id": u32, "ok": true, "more": true, "result": map}   (dump only, see below)
            {"v": 1, "id": u32 | nil, "ok": false, "error": ERR_*, "reason": str[, "errno": int]}
   event    {"v": 1, "event": EVENT_*, "data": map}
+  batch    {"v": 1, "batch": [request | reply | event, ...]}   (see below)
 Many requests may be in flight; replies carry the request's id and come in request order. Events
-go to every connection, in kernel order; those pending when a request is taken are sent before
-its reply. A `dump` reply may be split: parts
+go to every connection, in kernel order; those pending when a message (a request or a batch)
+is taken are sent before the replies to it. A `dump` reply may be split: parts
 with "more": true, then a last part without it; concatenate the lists of every part
 (`extend_result`). An undecodable request gets an error reply with id nil. An empty message
 ends the connection, like EOF (SOCK_SEQPACKET reads both as 0 bytes).
 
+Batches: one message may carry several requests, as a batch of 1 to MAX_BATCH request maps
+(MAX_BATCH_BYTES in all; a lone request stays within MAX_REQUEST), when the hello
+result's "max_batch" allows it. Why: each message costs a system call and a wake-up of the
+other process, far more than the helper's work on a request. The requests of a batch are
+exactly those of single messages, in order: each is checked on its own (one that is refused
+is answered with its error and touches nothing; the others go ahead) and carried out in turn.
+A batch that is itself malformed (not a list, empty, too long, other keys) gets one error reply
+with id nil and none of its requests is carried out. A connection that has sent a batch gets
+its replies and events batched too (as many as MAX_BATCH_BYTES holds, in the order they would
+have come one by one); one that never has gets one per message.
+
 Operations (args -> result); field types are in REQUESTS:
   hello          {} -> {"version", "backend", "reqid_range": [lo, hi], "priority_band": [lo, hi],
-                        "max_sas", "max_policies", "owned_sas", "owned_policies"}
+                        "max_sas", "max_policies", "owned_sas", "owned_policies", "max_batch"}
+                 ("max_batch": requests a batch may hold; a helper without it takes none)
   alloc_spi      SPI_REQUEST -> {"spi"}  a larval SA (reqid set) to fill with update_sa; the
                  kernel drops it after ~30 s (a hard "expire" event). "seq" answers an ACQUIRE
                  that this helper forwarded.
@@ -62,7 +75,7 @@ Events (data):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,6 +85,10 @@ from kink_privsep.schema import Addr, Bin, Bool, Enum, Int, List, Map, Opt, Pref
 
 VERSION = 1
 MAX_REQUEST = 8192  # bytes; the largest valid request (a policy with 4 templates) is ~1 KiB
+MAX_BATCH = 64  # requests in one batch
+# Bytes of a batch, either way: MAX_BATCH policies of ~1 KiB; and far below the socket's send
+# buffer (net.core.wmem_default, 208 KiB), which bounds a SOCK_SEQPACKET message (EMSGSIZE).
+MAX_BATCH_BYTES = 65536
 MAX_MESSAGE = 262144  # bytes; no reply or event is larger (dumps are split below this)
 
 # Error codes of a refused request.
@@ -231,6 +248,7 @@ REQUESTS: Mapping[str, Map] = {
 }
 
 _ENVELOPE = {"v", "id", "op", "args"}
+_BATCH = {"v", "batch"}
 
 
 class ProtocolError(Exception):
@@ -271,6 +289,10 @@ def _pack(obj: Mapping[str, Any]) -> bytes:
     return msgpack.packb(obj, use_bin_type=True)  # type: ignore[no-any-return]
 
 
+_BATCH_HEAD = _pack({"v": VERSION, "batch": []})[:-1]  # the batch map up to its list
+BATCH_OVERHEAD = len(_BATCH_HEAD) + 3  # bytes a batch adds to what it holds (encode_batch)
+
+
 def _unpack(data: bytes | bytearray | memoryview, limit: int) -> object:
     if len(data) > limit:
         raise ProtocolError(ERR_MALFORMED, f"message larger than {limit} bytes")
@@ -286,7 +308,42 @@ def encode_request(req_id: int, op: str, args: Mapping[str, Any]) -> bytes:
 
 def decode_request(data: bytes | bytearray | memoryview) -> Request:
     """The envelope of one request (args not yet checked: see REQUESTS); ProtocolError if bad."""
-    msg = _unpack(data, MAX_REQUEST)
+    return _request(_unpack(data, MAX_REQUEST))
+
+
+def decode_requests(
+    data: bytes | bytearray | memoryview,
+) -> tuple[bool, list[Request | ProtocolError]]:
+    """Whether a message is a batch, and its requests, each decoded on its own: a ProtocolError
+    stands for each one that is bad, or alone for a message that is."""
+    try:
+        msg = _unpack(data, MAX_BATCH_BYTES)
+        if type(msg) is not dict or "batch" not in msg:
+            if len(data) > MAX_REQUEST:
+                raise ProtocolError(ERR_MALFORMED, f"request larger than {MAX_REQUEST} bytes")
+            return False, [_request(msg)]
+    except ProtocolError as e:
+        return False, [e]
+    items = msg["batch"]
+    if (
+        set(msg) != _BATCH
+        or type(msg["v"]) is not int
+        or msg["v"] != VERSION
+        or type(items) is not list
+        or not 1 <= len(items) <= MAX_BATCH
+    ):
+        reason = f"a batch is {{v: {VERSION}, batch: [1 to {MAX_BATCH} requests]}}"
+        return True, [ProtocolError(ERR_MALFORMED, reason)]
+    out: list[Request | ProtocolError] = []
+    for item in items:
+        try:
+            out.append(_request(item))
+        except ProtocolError as e:
+            out.append(e)
+    return True, out
+
+
+def _request(msg: object) -> Request:
     if type(msg) is not dict:
         raise ProtocolError(ERR_MALFORMED, "a request is a msgpack map")
     raw_id = msg.get("id")
@@ -321,9 +378,31 @@ def encode_event(kind: str, data: Mapping[str, Any]) -> bytes:
     return _pack({"v": VERSION, "event": kind, "data": data})
 
 
+def encode_batch(messages: Sequence[bytes]) -> bytes:
+    """A batch of already encoded requests (or replies and events): the batch map around them."""
+    n = len(messages)
+    head = bytes([0x90 | n]) if n < 16 else b"\xdc" + n.to_bytes(2, "big")  # msgpack array
+    return b"".join((_BATCH_HEAD, head, *messages))
+
+
+def decode_messages(data: bytes | bytearray | memoryview) -> list[Reply | Event]:
+    """The replies and events of one message from the helper (one, or a batch), in order;
+    ProtocolError if any is not one."""
+    msg = _unpack(data, MAX_MESSAGE)
+    if type(msg) is dict and "batch" in msg:
+        items = msg["batch"]
+        if set(msg) != _BATCH or msg["v"] != VERSION or type(items) is not list:
+            raise ProtocolError(ERR_MALFORMED, "not a version 1 batch")
+        return [_message(item) for item in items]
+    return [_message(msg)]
+
+
 def decode_message(data: bytes | bytearray | memoryview) -> Reply | Event:
     """One message from the helper (the daemon's side); ProtocolError if it is not one."""
-    msg = _unpack(data, MAX_MESSAGE)
+    return _message(_unpack(data, MAX_MESSAGE))
+
+
+def _message(msg: object) -> Reply | Event:
     if type(msg) is not dict or msg.get("v") != VERSION:
         raise ProtocolError(ERR_MALFORMED, "not a version 1 message")
     try:

@@ -5,9 +5,12 @@ some microseconds, so there is nothing to overlap; one thread taking requests in
 the root process small (no trio in it) and makes ordering trivial. Clients still pipeline:
 they may send many requests before reading replies, and replies carry the request id.
 
-Each request is handled the same way: pending kernel events are forwarded first (so a client
-sees them before the reply to anything that followed them), then decode -> validate -> execute.
-A refused request costs only its error reply. A client that does not read its replies and
+Each message is handled the same way, one request or a batch of them (protocol.py): pending
+kernel events are forwarded first (so a client sees them before the reply to anything that
+followed them), then each request in turn: decode -> validate -> execute. A refused request
+costs only its error reply. What a message brings about is sent once it is all done: the
+replies to a batch (and the events before them) leave together, batched for a client that
+batches (one send, one wake-up of the daemon). A client that does not read its replies and
 events is first no longer read from, then dropped.
 """
 
@@ -22,6 +25,7 @@ import socket
 import struct
 from collections import deque
 from dataclasses import dataclass, field
+from itertools import islice
 
 from kink_privsep import protocol, validate
 from kink_privsep.errors import Refusal
@@ -30,7 +34,7 @@ from kink_privsep.service import Forward, Service
 log = logging.getLogger(__name__)
 
 MAX_CLIENTS = 16
-READ_BURST = 64  # requests read from one client before looking at the others
+READ_BURST = 64  # messages read from one client before looking at the others
 PAUSE_QUEUE = 256  # queued messages above which a client's requests wait
 MAX_QUEUE = 65536  # queued messages above which a client is dropped (it stopped reading)
 _UCRED = struct.Struct("@iII")  # struct ucred: pid, uid, gid
@@ -44,6 +48,7 @@ class _Client:
     pid: int  # for the log
     out: deque[bytes] = field(default_factory=deque)
     events: int = 0  # the selector mask it is registered with
+    batches: bool = False  # it has sent a batch: it gets its replies and events batched
 
 
 class Server:
@@ -52,9 +57,11 @@ class Server:
         self._service = service
         self._daemon_uid = daemon_uid
         self._clients: set[_Client] = set()
-        self._buf = bytearray(protocol.MAX_REQUEST)
+        self._buf = bytearray(protocol.MAX_BATCH_BYTES)
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._stopping = False
+        self.requests = 0  # taken so far, and the messages that brought them (for benchmarks)
+        self.messages = 0
         self._sel = selectors.DefaultSelector()
         listener.setblocking(False)
         self._sel.register(listener, selectors.EVENT_READ, _LISTENER)
@@ -75,6 +82,7 @@ class Server:
                         self._accept()
                     elif key.data is _KERNEL:
                         self._forward(self._service.pump())
+                        self._flush()
                     elif key.data is _WAKE:
                         os.read(self._wake_r, 4096)
                     elif isinstance(key.data, _Client) and key.data in self._clients:
@@ -165,11 +173,10 @@ class Server:
                 self._drop(client, "closed")
                 return
             try:
-                replies = self._handle(memoryview(self._buf)[: min(n, len(self._buf))], n)
+                self._handle(client, memoryview(self._buf)[: min(n, len(self._buf))], n)
             finally:
                 self._buf[:n] = bytes(min(n, len(self._buf)))  # requests may carry keys
-            for reply in replies:
-                self._queue(client, reply)
+            self._flush()
             if client not in self._clients or len(client.out) >= PAUSE_QUEUE:
                 return
 
@@ -180,18 +187,27 @@ class Server:
             self._drop(client, f"{MAX_QUEUE} messages unread")
             return
         client.out.append(message)
-        self._send(client)
+
+    def _flush(self) -> None:
+        """Send what was queued (to every client: events go to all)."""
+        for client in list(self._clients):
+            if client.out:
+                self._send(client)
 
     def _send(self, client: _Client) -> None:
-        while client.out:
+        out = client.out
+        while out:
+            count = _batchable(out) if client.batches else 1
+            message = out[0] if count == 1 else protocol.encode_batch(list(islice(out, count)))
             try:
-                client.sock.send(client.out[0])
+                client.sock.send(message)
             except BlockingIOError:
                 break
             except OSError as e:
                 self._drop(client, e.strerror or "send failed")
                 return
-            client.out.popleft()
+            for _ in range(count):
+                out.popleft()
         self._update(client)
 
     def _forward(self, events: list[Forward]) -> None:
@@ -200,18 +216,28 @@ class Server:
             for client in list(self._clients):
                 self._queue(client, message)
 
-    # -- one request -------------------------------------------------------------------------
+    # -- one message -----------------------------------------------------------------------
 
-    def _handle(self, data: memoryview, size: int) -> list[bytes]:
-        """The encoded reply (or replies, for a split dump) to one request."""
+    def _handle(self, client: _Client, data: memoryview, size: int) -> None:
+        """Queue the events pending now, then the replies to the message's requests."""
         self._forward(self._service.pump())
+        self.messages += 1
+        requests: list[protocol.Request | protocol.ProtocolError]
         if size > len(data):
-            reason = f"request larger than {protocol.MAX_REQUEST} bytes"
-            return [protocol.encode_error(None, protocol.ERR_MALFORMED, reason)]
-        try:
-            request = protocol.decode_request(data)
-        except protocol.ProtocolError as e:
-            return [protocol.encode_error(e.req_id, e.code, e.reason)]
+            reason = f"message larger than {protocol.MAX_BATCH_BYTES} bytes"
+            batch, requests = False, [protocol.ProtocolError(protocol.ERR_MALFORMED, reason)]
+        else:
+            batch, requests = protocol.decode_requests(data)
+        client.batches |= batch
+        for request in requests:
+            for reply in self._answer(request):
+                self._queue(client, reply)
+
+    def _answer(self, request: protocol.Request | protocol.ProtocolError) -> list[bytes]:
+        """The encoded reply (or replies, for a split dump) to one request."""
+        self.requests += 1
+        if isinstance(request, protocol.ProtocolError):
+            return [protocol.encode_error(request.req_id, request.code, request.reason)]
         try:
             command = validate.command(request.op, request.args, self._service.config)
             results = self._service.execute(command)
@@ -225,3 +251,15 @@ class Server:
             return [protocol.encode_error(request.id, protocol.ERR_INTERNAL, reason)]
         last = len(results) - 1
         return [protocol.encode_reply(request.id, r, more=i < last) for i, r in enumerate(results)]
+
+
+def _batchable(out: deque[bytes]) -> int:
+    """How many of the first queued messages one batch holds (at least one)."""
+    room = protocol.MAX_BATCH_BYTES - protocol.BATCH_OVERHEAD
+    count = 0
+    for message in out:
+        room -= len(message)
+        if room < 0:
+            break
+        count += 1
+    return max(1, count)

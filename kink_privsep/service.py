@@ -7,7 +7,7 @@ object the service reads it from the kernel and checks that; it never issues a k
 The set of owned objects is tracked to enforce the limits without a dump per request: it is
 read once at start, follows the helper's own changes as it makes them, and the changes of
 others and of the kernel's timers through the events (pending ones are applied before every
-request). A kernel FLUSH or an event overrun (ENOBUFS) costs a full re-read.
+message from the daemon). A kernel FLUSH or an event overrun (ENOBUFS) costs a full re-read.
 """
 
 from __future__ import annotations
@@ -209,6 +209,7 @@ class Service:
             "max_policies": c.max_policies,
             "owned_sas": len(self._sas),
             "owned_policies": len(self._policies),
+            "max_batch": p.MAX_BATCH,
         }
 
     def _check_seq(self, seq: int) -> None:

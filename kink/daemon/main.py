@@ -24,7 +24,7 @@ from kink.daemon.privileges import (
     systemd_sockets,
 )
 from kink.daemon.runner import Daemon, StartError
-from kink.daemon.transport import bypass_ipsec, open_sockets
+from kink.daemon.transport import open_sockets, prepare_sockets
 
 DEFAULT_CONFIG = "/etc/kink/kink.toml"
 EXIT_CONFIG = 2  # the configuration is invalid
@@ -71,7 +71,7 @@ def prepare(config: KinkConfig) -> Daemon:
     if sockets is None:
         sockets = open_sockets(settings.listen, settings.port)
     else:
-        bypass_ipsec(sockets)
+        prepare_sockets(sockets)
     uid, gid = lookup(settings.user, settings.group)
     prepare_directory(settings.state_dir, uid, gid)
     prepare_directory(settings.runtime_dir, uid, gid)

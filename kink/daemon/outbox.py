@@ -45,12 +45,17 @@ class Outbox:
 
     def end(self, seq: int) -> None:
         self._open.pop(seq, None)
-        if self._held:
-            self._ready.set()
+        self._wake_if_due()
 
     def durable(self, generation: int) -> None:
         self._durable = max(self._durable, generation)
-        if self._held:
+        self._wake_if_due()
+
+    def _wake_if_due(self) -> None:
+        # Only when the first held datagram may leave now: most calls that end are not the
+        # last one a datagram waits for, and a wake-up of run() for nothing costs a trip
+        # through trio's scheduler.
+        if self._held and self._may_leave(self._held[0][0], self._held[0][1]):
             self._ready.set()
 
     def _may_leave(self, seq: int, generation: int) -> bool:

@@ -1,9 +1,11 @@
 """KINK's UDP transport (RFC 4430 §9: port 910, IPv4 and IPv6).
 
 Sockets are opened before the privilege drop (port 910 is privileged) or received from systemd
-(privileges.systemd_sockets), exempted from IPsec (bypass_ipsec), then handed to Transport,
-which only moves bytes: every datagram goes to the daemon's callback, every send goes out of the
-socket of the right family (the one bound to the engine's address when there are several).
+(privileges.systemd_sockets); either way prepare_sockets sizes their receive queues and exempts
+them from IPsec, still before the drop (both may need CAP_NET_ADMIN); then they are handed to
+Transport, which only moves bytes: every datagram goes to the daemon's callback, every send goes
+out of the socket of the right family (the one bound to the engine's address when there are
+several).
 
 Receiving is built for floods (RFC 4430 §10: an unauthenticated datagram must cost little). A
 full receive queue drops legitimate datagrams as readily as garbage, and only five
@@ -80,14 +82,21 @@ def open_sockets(addresses: Sequence[str], port: int) -> list[socket.socket]:
             except OSError:
                 sock.close()
                 raise
-            size_receive_buffer(sock)
             out.append(sock)
     except BaseException:
         for sock in out:
             sock.close()
         raise
-    bypass_ipsec(out)
+    prepare_sockets(out)
     return out
+
+
+def prepare_sockets(sockets: Sequence[socket.socket]) -> None:
+    """What every KINK socket needs before the privilege drop, whichever way it came (opened
+    here or by systemd): its receive queue sized (size_receive_buffer), IPsec bypassed."""
+    for sock in sockets:
+        size_receive_buffer(sock)
+    bypass_ipsec(sockets)
 
 
 def bypass_ipsec(sockets: Sequence[socket.socket]) -> None:
@@ -153,11 +162,10 @@ class Transport:
             raise ValueError("no UDP socket to serve KINK on")
         for raw in sockets:
             raw.setblocking(False)
-            size_receive_buffer(raw)
-        # Read through the stdlib sockets (kernel calls only); send through trio's wrappers.
-        self._receiving = list(sockets)
-        self._sockets = [trio.socket.from_stdlib_socket(s) for s in sockets]
-        self._by_family: dict[int, trio.socket.SocketType] = {}
+        # The stdlib sockets, non-blocking: a receive or send that can go ahead is one kernel
+        # call, without trio's wrappers (a trip through its scheduler per datagram).
+        self._sockets = list(sockets)
+        self._by_family: dict[int, socket.socket] = {}
         local = ipaddress.ip_address(local_address)
         for sock in self._sockets:
             bound = ipaddress.ip_address(_host(sock.getsockname())[0])
@@ -178,12 +186,12 @@ class Transport:
             _MEMINFO.unpack(sock.getsockopt(socket.SOL_SOCKET, _SO_MEMINFO, _MEMINFO.size))[
                 _MEMINFO_DROPS
             ]
-            for sock in self._receiving
+            for sock in self._sockets
         )
 
     async def serve(self, deliver: Callable[[bytes, Address], None]) -> None:
         async with trio.open_nursery() as nursery:
-            for sock in self._receiving:
+            for sock in self._sockets:
                 nursery.start_soon(self._receive, sock, deliver)
 
     async def _receive(
@@ -209,14 +217,21 @@ class Transport:
                 deliver(bytes(view[:size]), address if plain else _host(address))
 
     async def send(self, data: bytes, peer: Address) -> None:
-        family = socket.AF_INET6 if ipaddress.ip_address(peer[0]).version == 6 else socket.AF_INET
+        """Send one datagram; waits only while the socket's send queue is full."""
+        # Peers' addresses are IP literals (configuration, recvfrom): IPv6 ones have colons.
+        family = socket.AF_INET6 if ":" in peer[0] else socket.AF_INET
         sock = self._by_family.get(family)
         if sock is None:
             self.send_errors += 1
             log.warning("no socket to reach %s", peer[0])
             return
         try:
-            await sock.sendto(data, peer)
+            while True:
+                try:
+                    sock.sendto(data, peer)
+                    break
+                except BlockingIOError:
+                    await trio.lowlevel.wait_writable(sock)
         except OSError as exc:
             # Lost datagrams are the protocol's business (retransmission, §9), not a crash.
             self.send_errors += 1

@@ -1,11 +1,16 @@
 """HelperClient.call_all: many requests in one pipeline (start-up installs thousands of
-policies so), against kink_privsep's real server on a thread."""
+policies so), batched when the helper takes batches, against kink_privsep's real server on a
+thread."""
+
+from typing import Any
 
 import pytest
 import trio
 
-from kink.daemon.helper_client import HelperClient, HelperError
+from kink.daemon.helper_client import HelperClient, HelperError, HelperGone, Outcome
+from kink_privsep import protocol
 from kink_privsep.protocol import Event
+from kink_privsep.service import Service
 from tests.privsep.harness import thread_helper
 
 pytestmark = pytest.mark.trio
@@ -36,4 +41,54 @@ async def test_outcomes_come_back_in_request_order() -> None:
                 else:
                     assert outcome == {"sas": [], "policies": []}
             assert await client.call_all([]) == []
+            nursery.cancel_scope.cancel()
+
+
+async def test_requests_queued_together_go_in_batches() -> None:
+    with thread_helper() as helper:
+        client = HelperClient(helper.path, _ignore, _nothing)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(client.run)
+            before = helper.server.messages
+            outcomes = await client.call_all([("hello", {})] * 200)
+            assert all(isinstance(o, dict) and o["max_batch"] for o in outcomes)
+            # Queued in one scheduling round: sent MAX_BATCH to a message.
+            assert helper.server.messages - before == -(-200 // protocol.MAX_BATCH)
+            nursery.cancel_scope.cancel()
+
+
+class _OlderService(Service):
+    """A helper from before batches: its hello has no max_batch."""
+
+    def _hello(self) -> dict[str, Any]:
+        hello = super()._hello()
+        del hello["max_batch"]
+        return hello
+
+
+async def test_a_helper_without_batches_gets_one_request_per_message() -> None:
+    with thread_helper(service_class=_OlderService) as helper:
+        client = HelperClient(helper.path, _ignore, _nothing)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(client.run)
+            before = helper.server.messages
+            outcomes = await client.call_all([("dump", {"what": "sa"})] * 20)
+            assert outcomes == [{"sas": [], "policies": []}] * 20
+            assert helper.server.messages - before == 20
+            nursery.cancel_scope.cancel()
+
+
+async def test_queued_requests_fail_when_the_helper_goes() -> None:
+    with thread_helper() as helper:
+        client = HelperClient(helper.path, _ignore, _nothing)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(client.run)
+            outcomes: list[Outcome] = []
+            for _ in range(5):
+                await client.submit("hello", {}, outcomes.append)
+            helper.server.stop()  # closes the connection; the requests may or may not be sent
+            with trio.fail_after(30):
+                while len(outcomes) < 5:
+                    await trio.sleep(0.01)
+            assert all(isinstance(o, HelperGone | dict) for o in outcomes)
             nursery.cancel_scope.cancel()

@@ -53,26 +53,29 @@ class ThreadHelper:
     path: str
     backend: RecordingBackend
     service: Service
+    server: Server
 
     def client(self) -> Client:
         return Client(self.path)
 
 
 @contextlib.contextmanager
-def thread_helper(config: Config = TEST_CONFIG) -> Iterator[ThreadHelper]:
+def thread_helper(
+    config: Config = TEST_CONFIG, service_class: type[Service] = Service
+) -> Iterator[ThreadHelper]:
     """The helper's server on a thread of this process, on a RecordingBackend; `calls` is
     empty when the helper is ready."""
     with short_dir() as d:
         path = str(d / "privsep.sock")
         listener, _ = listening_socket(path, os.getuid())
         backend = RecordingBackend()
-        service = Service(backend, config)
+        service = service_class(backend, config)
         server = Server(listener, service, os.getuid())
         thread = threading.Thread(target=server.run, name="privsep", daemon=True)
         thread.start()
         backend.calls.clear()
         try:
-            yield ThreadHelper(path, backend, service)
+            yield ThreadHelper(path, backend, service, server)
         finally:
             server.stop()
             thread.join()

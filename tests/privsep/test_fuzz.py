@@ -6,7 +6,7 @@ import contextlib
 from typing import Any
 
 import msgpack
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from kink_privsep import protocol, validate, xfrm
@@ -51,6 +51,33 @@ def _check(op: str, args: object) -> None:
 def test_random_bytes_are_malformed_requests(data: bytes) -> None:
     with contextlib.suppress(protocol.ProtocolError):
         protocol.decode_request(data)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200))
+def test_random_bytes_decode_to_requests_or_errors(data: bytes) -> None:
+    _batch, requests = protocol.decode_requests(data)
+    assert requests and all(
+        isinstance(r, protocol.Request | protocol.ProtocolError) for r in requests
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(VALUES, max_size=70), VALUES)
+def test_random_batches_decode_item_by_item(items: list[object], version: object) -> None:
+    data = msgpack.packb({"v": version, "batch": items})
+    assume(len(data) <= protocol.MAX_BATCH_BYTES)
+    batch, requests = protocol.decode_requests(data)
+    assert batch
+    if (
+        type(version) is int
+        and version == protocol.VERSION
+        and 1 <= len(items) <= protocol.MAX_BATCH
+    ):
+        assert len(requests) == len(items)
+    else:
+        [refused] = requests
+        assert isinstance(refused, protocol.ProtocolError) and refused.req_id is None
 
 
 @settings(max_examples=300, deadline=None)

@@ -142,7 +142,7 @@ def test_without_privileges_the_queue_is_what_rmem_max_allows() -> None:
     code = textwrap.dedent(
         """
         import logging, os, pwd, socket
-        from kink.daemon.transport import Transport
+        from kink.daemon.transport import size_receive_buffer
         nobody = pwd.getpwnam("nobody")
         os.setgroups([])
         os.setgid(nobody.pw_gid)
@@ -150,7 +150,7 @@ def test_without_privileges_the_queue_is_what_rmem_max_allows() -> None:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sock.bind(("127.0.0.1", 0))
-        Transport([sock], "127.0.0.1")
+        size_receive_buffer(sock)
         print(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
         """
     )
