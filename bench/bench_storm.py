@@ -5,12 +5,25 @@ completion time, failures, peak RSS of each kinkd and CPU of the four processes.
 
 Issue 9's storm is of PAIRS = 10,000 SA pairs between the two hosts (one peer each with 10,000
 selector pairs); bench/run --quick (BENCH_QUICK=1) storms QUICK_PAIRS.
+
+A save of the state file sits on the exchange path (a REPLY leaves once the child it commits
+is on disk, kink.daemon.state_writer): storm.state_save is the cost of one coalesced save of
+BATCH new children and BATCH gone (what a rekey makes) with 10,000 and 100,000 children saved,
+of the first save (every child encoded) and of a snapshot of the encoded children (what every
+save cost before the journal, the children's records aside).
 """
 
+import statistics
+import tempfile
 import time
+from ipaddress import ip_network
+from pathlib import Path
 
 from bench.common import emit, quick
-from bench.harness import POLICIES, hosts, memory_kib, processes_cpu
+from bench.harness import POLICIES, Host, cpu_seconds, hosts, memory_kib, processes_cpu
+from kink.daemon.state import STATE_FILE, SavedChild, StateStore
+from kink.engine import ChildRecord
+from kink.engine.events import SaLifetimes, SaTransform, Selector
 
 PAIRS = 10_000
 QUICK_PAIRS = 1_000
@@ -33,9 +46,11 @@ def run(rounds: int = ROUNDS, pairs: int = POLICIES) -> None:
         )
         for round_ in range(rounds):
             cpu = processes_cpu((a, b))
+            each = _cpu_by_process(a, b)
             began = time.monotonic()
             r = a.trigger(op="storm")
             took = time.monotonic() - began
+            after = _cpu_by_process(a, b)
             emit(
                 "storm.rekey",
                 took,
@@ -45,6 +60,7 @@ def run(rounds: int = ROUNDS, pairs: int = POLICIES) -> None:
                 failures=r["offered"] - r["completed"],
                 round=round_,
                 cpu_s=round(processes_cpu((a, b)) - cpu, 3),
+                cpu_s_by_process={k: round(after[k] - each[k], 2) for k in each},
                 peak_rss_kib={
                     "a": memory_kib(a.pids()[0])["VmHWM"],
                     "b": memory_kib(b.pids()[0])["VmHWM"],
@@ -61,11 +77,92 @@ def run(rounds: int = ROUNDS, pairs: int = POLICIES) -> None:
         )
 
 
+def _cpu_by_process(a: Host, b: Host) -> dict[str, float]:
+    kinkd_a, helper_a = a.pids()
+    kinkd_b, helper_b = b.pids()
+    return {
+        "kinkd_a": cpu_seconds(kinkd_a),
+        "helper_a": cpu_seconds(helper_a),
+        "kinkd_b": cpu_seconds(kinkd_b),
+        "helper_b": cpu_seconds(helper_b),
+    }
+
+
+SAVED = (10_000, 100_000)
+QUICK_SAVED = (10_000,)
+BATCH = 64  # children made (and as many gone) per coalesced save
+SAVES = 200
+
+
+def _child(i: int) -> SavedChild:
+    """A tunnel child as the storm's make them (one selector pair each)."""
+    record = ChildRecord(
+        peer="b",
+        initiator=True,
+        spis=((50, 0x1000_0000 + i, 0x2000_0000 + i),),
+        mode="tunnel",
+        reqid=0x100040 + i % 64,
+        local=Selector(ip_network("10.1.0.0/24")),
+        remote=Selector(ip_network(f"10.{2 + i // 65536}.{i // 256 % 256}.{i % 256}/32")),
+        send_ids=True,
+        transforms=(SaTransform(50, "cbc(aes)", 128, None, "hmac(sha1)", 96),),
+        life=SaLifetimes(0, 3600, 0, 0),
+        pfs_group=None,
+        peer_epoch=7,
+        age=1.0,
+        rekey_in=3000.0,
+    )
+    return SavedChild(
+        record, frozenset({("esp", 0x1000_0000 + i, "127.0.0.1"), ("esp", 0x2000_0000 + i, "b")})
+    )
+
+
+def state_save(saved: int) -> None:
+    """One save (StateStore.update) of BATCH new and BATCH gone children with `saved` live."""
+    with tempfile.TemporaryDirectory(prefix="kb-") as tmp:
+        store = StateStore(Path(tmp))
+        children = {i: _child(i) for i in range(saved)}
+        began, cpu = time.perf_counter(), time.thread_time()
+        store.update(1, time.time(), children, [])  # the first save: a snapshot
+        snapshot, snapshot_cpu = time.perf_counter() - began, time.thread_time() - cpu
+        size = (Path(tmp) / STATE_FILE).stat().st_size
+        walls: list[float] = []
+        cpus: list[float] = []
+        for n in range(SAVES):
+            new = {saved + n * BATCH + i: _child(saved + n * BATCH + i) for i in range(BATCH)}
+            gone = range(n * BATCH, (n + 1) * BATCH)
+            began, cpu = time.perf_counter(), time.thread_time()
+            store.update(1, time.time(), new, gone)
+            walls.append(time.perf_counter() - began)
+            cpus.append(time.thread_time() - cpu)
+        began, cpu = time.perf_counter(), time.thread_time()
+        store.update(2, time.time(), {}, [])  # another epoch: a snapshot of what is encoded
+        compaction, compaction_cpu = time.perf_counter() - began, time.thread_time() - cpu
+        emit(
+            "storm.state_save",
+            statistics.median(walls) * 1000,
+            "ms",
+            saved=saved,
+            batch=BATCH,
+            saves=SAVES,
+            cpu_ms_median=round(statistics.median(cpus) * 1000, 3),
+            wall_ms_mean=round(statistics.fmean(walls) * 1000, 3),
+            wall_ms_max=round(max(walls) * 1000, 3),
+            first_save_ms=round(snapshot * 1000, 1),
+            first_save_cpu_ms=round(snapshot_cpu * 1000, 1),
+            snapshot_ms=round(compaction * 1000, 1),
+            snapshot_cpu_ms=round(compaction_cpu * 1000, 1),
+            snapshot_bytes=size,
+        )
+
+
 def main() -> None:
     if quick():
         run(rounds=1, pairs=QUICK_PAIRS)
     else:
         run(pairs=PAIRS)
+    for saved in QUICK_SAVED if quick() else SAVED:
+        state_save(saved)
 
 
 if __name__ == "__main__":

@@ -8,10 +8,11 @@ state file has no counterpart at the initiator. So the REPLY of a CREATE that in
 in one go (2-way: the child is installed and saved before the REPLY leaves, state_writer) is
 saved with that child for reply_cache_lifetime, and a restarted kinkd that took the child over
 sends it again for a CREATE of the same XID from the same address, as the engine's cache would
-have: without decrypting, so before the engine sees the datagram.
+have: without decrypting, so before the engine sees the datagram. An answer is handed to the
+state file once (take(), at the save that follows its REPLY), with its children, by child id.
 
 A 3-way REPLY (ACKREQ) is not kept: the responder's outbound SA waits for the ACK. Its children,
-awaiting the ACK, are saved before it leaves all the same (asks_ack; Engine.child_records), since
+awaiting the ACK, are saved before it leaves all the same (asks_ack; Engine.record_changes), since
 the initiator may install the pair on it: a restarted kinkd takes them over only to DELETE them
 (RFC 4430 §3.3, Engine.restore), and answers a retransmitted CREATE anew.
 
@@ -20,7 +21,7 @@ the answer goes to the configured peer address only, and only what that peer was
 """
 
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from kink.daemon.state import SaId, SavedAnswer, SavedChild
 from kink.engine.events import Address
@@ -45,14 +46,14 @@ def asks_ack(data: bytes) -> bool:
 
 class Answers:
     """Answers(lifetime): what the daemon feeds it, in the order the datagrams and notices
-    come: received(), established(), sent(); then for_child() at each save, and after a
-    restart restore() and replay()."""
+    come: received(), established(), sent(); then take() at each save, and after a restart
+    restore() and replay()."""
 
     def __init__(self, lifetime: float) -> None:
         self.lifetime = lifetime
         self._asked: dict[tuple[str, int], None] = {}  # (address, xid) of CREATEs received
-        self._fresh: list[frozenset[SaId]] = []  # children installed since the last datagram
-        self._kept: dict[frozenset[SaId], SavedAnswer] = {}  # per child: its REPLY
+        self._fresh: list[int] = []  # children installed since the last datagram, by id
+        self._new: dict[int, SavedAnswer] = {}  # by child id: answers not saved yet
         self._replay: dict[tuple[str, int], SavedAnswer] = {}  # after a restart
         self.replayed = 0
 
@@ -63,9 +64,10 @@ class Answers:
             if len(self._asked) > _ASKED_MAX:
                 del self._asked[next(iter(self._asked))]
 
-    def established(self, sas: frozenset[SaId]) -> None:
-        """A responder child installed in one go (not 3-way): its REPLY comes next."""
-        self._fresh.append(sas)
+    def established(self, child: int) -> None:
+        """A responder child (engine id) installed in one go (not 3-way): its REPLY comes
+        next."""
+        self._fresh.append(child)
 
     def sent(self, data: bytes, to: Address, now: float) -> bool:
         """A datagram we send: the REPLY to a CREATE is kept with the children installed for
@@ -81,26 +83,22 @@ class Answers:
         if header.ackreq or not fresh:
             return False
         answer = SavedAnswer(to, header.xid, data, now + self.lifetime)
-        for sas in fresh:
-            self._kept[sas] = answer
+        for child in fresh:
+            self._new[child] = answer
         return True
 
-    def for_child(self, sas: frozenset[SaId], now: float) -> SavedAnswer | None:
-        answer = self._kept.get(sas)
-        if answer is not None and answer.until <= now:
-            del self._kept[sas]
-            return None
-        return answer
+    def take(self, now: float) -> dict[int, SavedAnswer]:
+        """The answers not saved yet, by child id (`now`: wall clock; expired ones are left
+        out); each is handed out once."""
+        new, self._new = self._new, {}
+        return {child: answer for child, answer in new.items() if answer.until > now}
 
-    def forget(self, live: Iterable[frozenset[SaId]]) -> None:
-        """Drop the answers of children that are gone (called with those saved)."""
-        keep = set(live)
-        for sas in [s for s in self._kept if s not in keep]:
-            del self._kept[sas]
-
-    def restore(self, children: Iterable[SavedChild], taken_over: set[frozenset[SaId]]) -> None:
+    def restore(
+        self, children: Iterable[SavedChild], taken_over: Mapping[frozenset[SaId], int]
+    ) -> None:
         """After a restart: the answers of the saved children, each kept only if every child
-        it created was taken over (else the initiator would install what we do not have)."""
+        it created was taken over (else the initiator would install what we do not have);
+        `taken_over`: the SAs of each child taken over -> its id in the new engine."""
         created: dict[tuple[str, int], list[SavedChild]] = {}
         for child in children:
             if child.answer is not None:
@@ -109,7 +107,7 @@ class Answers:
             if all(child.sas in taken_over for child in group):
                 for child in group:
                     assert child.answer is not None
-                    self._kept[child.sas] = child.answer
+                    self._new[taken_over[child.sas]] = child.answer  # saved again
                     self._replay[key] = child.answer
 
     def replay(self, data: bytes, address: str, now: float) -> SavedAnswer | None:

@@ -24,6 +24,7 @@ import os
 import signal
 import socket
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -75,6 +76,7 @@ from kink.engine.events import (
     Terminate,
     UpdateSa,
 )
+from kink.engine.sadb import ChildState
 from kink.krb5.context import Context, kink_principal
 from kink_privsep import protocol as hp
 
@@ -383,9 +385,7 @@ class Daemon:
             spis = ", ".join(f"{hp_name(p)} in {i:#010x} out {o:#010x}" for p, i, o in notice.spis)
             kind = "rekeyed" if notice.rekey_of is not None else "up"
             if not notice.initiator and not notice.three_way:
-                self.answers.established(
-                    frozenset(self._sa_ids(notice.peer, ((p, i, o) for p, i, o in notice.spis)))
-                )
+                self.answers.established(notice.child)
             role = "initiator" if notice.initiator else "responder"
             log.log(NOTICE, "%s: SA %d %s (%s): %s", notice.peer, notice.child, kind, role, spis)
             publish(
@@ -445,25 +445,22 @@ class Daemon:
         self._children_changed = trio.Event()
 
     async def _save(self) -> None:
-        """The state writer's save: the state as it is now, written in a worker thread."""
+        """The state writer's save: what changed in the engine's children since the last one
+        (Engine.record_changes), with the REPLYs kept for them (answers.py), written in a
+        worker thread (StateStore.update: a batch appended to the journal)."""
         now = time.time()
-        children = self._saved_children(now)
-        self.answers.forget(child.sas for child in children)
-        await trio.to_thread.run_sync(self.store.save, self.engine.epoch, now, children)
+        answers = self.answers.take(now)
+        changes = self.engine.record_changes(trio.current_time(), also=answers)
+        children = {}
+        for child_id, record in changes.records.items():
+            ids = self._sa_ids(record.peer, record.spis, outbound=not record.awaiting_ack)
+            children[child_id] = SavedChild(record, frozenset(ids), answers.get(child_id))
+        await trio.to_thread.run_sync(
+            self.store.update, self.engine.epoch, now, children, changes.gone
+        )
 
     def _durable(self, generation: int) -> None:
         self.outbox.durable(generation)
-
-    def _saved_children(self, now: float) -> list[SavedChild]:
-        """The engine's installed children (and responder children awaiting the ACK, with
-        only their inbound SAs) with their kernel SAs and, for young responder children,
-        their REPLY (answers.py), for a restart (state.py)."""
-        out = []
-        for record in self.engine.child_records(trio.current_time()):
-            ids = self._sa_ids(record.peer, record.spis, outbound=not record.awaiting_ack)
-            sas = frozenset(ids)
-            out.append(SavedChild(record, sas, self.answers.for_child(sas, now)))
-        return out
 
     def _sa_ids(
         self, peer_name: str, spis: Iterable[tuple[int, int, int]], *, outbound: bool = True
@@ -530,7 +527,13 @@ class Daemon:
             if id(child.record) in refused or not child.sas <= kernel:
                 spis = ", ".join(f"{i:#010x}/{o:#010x}" for _, i, o in child.record.spis)
                 log.warning("%s: SAs %s not taken over", child.record.peer, spis)
-        self.answers.restore(saved.children, {c.sas for c in taken})
+        ids = {}
+        for c in taken:  # the id each child taken over got in the engine
+            protocol, spi_in, _ = c.record.spis[0]
+            engine_child = self.engine.sadb.by_inbound(protocol, spi_in)
+            assert engine_child is not None
+            ids[c.sas] = engine_child.id
+        self.answers.restore(saved.children, ids)
         return {sa for c in taken for sa in c.sas}
 
     async def _delete_unaccounted(self, kernel: dict[SaId, int], kept: set[SaId]) -> None:
@@ -585,8 +588,9 @@ class Daemon:
             pause = max(interval, TRAFFIC_POLL_COST * (time.perf_counter() - began))
 
     async def _poll_traffic(self) -> None:
-        children = [c for c in self.engine.snapshot().children if c.state == "installed"]
-        if not children:
+        # The engine's SA database, not snapshot(): not a view made of every child per poll
+        # (issue 9: 10,000s of children).
+        if not self.engine.sadb.children:
             return
         try:
             dump = await self.helper.call("dump", {"what": "sa"})
@@ -599,16 +603,17 @@ class Daemon:
         }
         local = self.engine.config.address
         now = trio.current_time()
-        for child in children:
-            peer = self.engine.peers.get(child.peer)
-            if peer is None:
-                continue
-            for protocol, spi_in, spi_out in child.spis:
-                name = helper_args.PROTOCOL_NAMES[protocol]
-                got = octets.get((name, spi_in, local))
-                sent = octets.get((name, spi_out, peer.config.address))
+        installed = [
+            c for c in self.engine.sadb.children.values() if c.state is ChildState.INSTALLED
+        ]
+        for child in installed:  # sa_activity may change the engine's children
+            remote = child.peer.config.address
+            for pair in child.sas:
+                name = helper_args.PROTOCOL_NAMES[pair.protocol]
+                got = octets.get((name, pair.inbound_spi, local))
+                sent = octets.get((name, pair.outbound_spi, remote))
                 if got is not None and sent is not None:
-                    self.engine.sa_activity(protocol, spi_in, got, sent, now)
+                    self.engine.sa_activity(pair.protocol, pair.inbound_spi, got, sent, now)
         self._wake()
 
     async def _kernel_sas(self) -> dict[SaId, int]:
@@ -653,12 +658,7 @@ class Daemon:
         they have SAs (an ACQUIRE must not make us initiate to them)."""
         if peer.start_action in _POLICY_ACTIONS:
             return True
-        return peer.name in self._peers_with_children()
-
-    def _peers_with_children(self) -> set[str]:
-        # The engine's SA database itself, not snapshot(): a snapshot describes every child
-        # (views, SPIs, selectors) and this runs after every batch of SaDeleted notices.
-        return {c.peer.config.name for c in self.engine.sadb.children.values()}
+        return self.engine.has_children(peer.name)
 
     async def _install_policies(self, *peers: PeerConfig) -> None:
         """Install the policies of `peers` (each replacing what it had), in one pipeline."""
@@ -693,10 +693,9 @@ class Daemon:
         """A respond-only peer gets its policies with its first SA, before the SA is filled
         and before the reply that lets the initiator use it (RFC 4430 §3.2): the peer's
         traffic must never meet our SAs without our policies (it would go out in the clear)."""
-        for name, policies in self.engine.peer_policies.items():
-            if name not in self._policies and any(p.reqid == reqid for p in policies):
-                await self._install_policies(self.engine.peers[name].config)
-                return
+        owner = self.engine.policies.get(reqid)  # by reqid: not a walk of every peer's
+        if owner is not None and owner[0].config.name not in self._policies:
+            await self._install_policies(owner[0].config)
 
     async def _remove_policies(self, name: str, *, retired: bool = False) -> None:
         """Remove the policies of `name` (retired: those of a peer removed by a reload, but
@@ -732,10 +731,9 @@ class Daemon:
 
     def _check_policies(self) -> None:
         checks, self._policy_checks = self._policy_checks, set()
-        busy = self._peers_with_children()
         for name in checks:
             peer = self.engine.peers.get(name)
-            if peer is None or name not in self._policies or name in busy:
+            if peer is None or name not in self._policies or self.engine.has_children(name):
                 continue
             if peer.config.start_action not in _POLICY_ACTIONS:
                 assert self._nursery is not None
@@ -931,6 +929,7 @@ class Daemon:
 
     def _peers(self) -> list[dict[str, Any]]:
         snapshot = self.engine.snapshot()
+        installed = Counter(c.peer for c in snapshot.children if c.state == "installed")
         out = []
         for view in snapshot.peers:
             peer = self.engine.peers[view.name].config
@@ -943,11 +942,7 @@ class Daemon:
                     "start_action": peer.start_action.value,
                     "mode": peer.mode,
                     "epoch": view.epoch,
-                    "sas": sum(
-                        1
-                        for c in snapshot.children
-                        if c.peer == view.name and c.state == "installed"
-                    ),
+                    "sas": installed[view.name],
                     "transactions": view.transactions,
                     "queued": view.queued,
                     "rtt": view.rtt,

@@ -3,17 +3,40 @@
 RFC 4430 §3.7: the epoch tells peers whether we lost our SAs. A restart or upgrade of kinkd that
 finds its SAs still in the kernel is no loss, so it keeps the epoch and takes the SAs over
 (Engine.restore, from the engine's ChildRecords saved here with their kernel SAs and the wall
-clock time of the save); a reboot or a flush is a loss, so a new epoch starts. The file is
-written atomically (temporary file, fsync, rename) after the set of SAs changes, before the
-datagram that follows the change leaves (kink.daemon.state_writer). With 10,000s of children
-and a save per batch of exchanges, encoding every record each time was most of a save (issue
-9): a child's entry is encoded once, with the wall clock time ("at") its record's age and
-time to rekey refer to, and reused by the next saves while the child is unchanged. A responder
-child carries the REPLY that answered its CREATE while the initiator may still retransmit that
-CREATE (kink.daemon.answers): a restarted kinkd answers the retransmission with it. A responder
-child of a 3-way CREATE is saved before its REPLY (ACKREQ) leaves, with its inbound SAs only
-(the outbound one waits for the ACK, §3.2): a restarted kinkd takes it over to DELETE it
-(§3.3), since the ACK went to the old process and the initiator may hold the pair.
+clock time they were recorded at); a reboot or a flush is a loss, so a new epoch starts. The
+children are saved after the set of SAs changes, before the datagram that follows the change
+leaves (kink.daemon.state_writer). A responder child carries the REPLY that answered its CREATE
+while the initiator may still retransmit that CREATE (kink.daemon.answers): a restarted kinkd
+answers the retransmission with it. A responder child of a 3-way CREATE is saved before its
+REPLY (ACKREQ) leaves, with its inbound SAs only (the outbound one waits for the ACK, §3.2): a
+restarted kinkd takes it over to DELETE it (§3.3), since the ACK went to the old process and the
+initiator may hold the pair.
+
+The file (version 5) is a journal: with 10,000s of children and a save per batch of exchanges,
+rewriting every child at each save made a save cost the whole state (issue 9: 60 MB at 100,000
+children); a save now costs what changed. One JSON document per line:
+
+  {"version":5,"epoch":E,"saved_at":T,"children":[ENTRY,...]}     the snapshot, first line
+  {"saved_at":T,"set":[ENTRY,...],"del":[ID,...]}                  a batch, one per save
+
+  ENTRY = {"id":ID,"record":ChildRecord.to_dict(),"sas":[[proto,spi,dst],...],"at":T0
+           [,"answer":{"to":[host,port],"xid":X,"reply":base64,"until":T1}]}
+
+ID is the child's id in the engine that wrote it (never reused by that engine); T, T0, T1 are
+wall clock times (time.time()): the record's age and time to rekey are as of T0, the time it
+was recorded at. Loading reads the snapshot, then applies each batch in order (an entry
+replaces the one of its id, "del" drops ids); saved_at is the last batch's. A batch is appended
+and fdatasync'd by one save, as one line, so it counts whole or not at all: a last line cut
+short (no newline, or not JSON) is a save that never completed, whose datagrams therefore never
+left, and is ignored. Each process starts with a snapshot (its first save: the ids are its
+engine's), and writes a new one when the batches appended since pass COMPACT_FACTOR times the
+size of the live entries (at least COMPACT_MIN), after a failed write and if the epoch changed:
+a snapshot is written whole (temporary file, fsync, rename, fsync of the directory), without
+the answers expired by then (a restarted kinkd ignores expired ones, kink.daemon.answers).
+
+Versions 2 to 4 were one JSON document, {"version","epoch","saved_at","children":[ENTRY
+without "id"]} (3: no "at", every record as of saved_at; 2: no answers either): read for an
+upgrade, and replaced by a snapshot at the first save.
 
 Kernel SAs kink owns that the file does not account for are deleted at start-up (unaccounted):
 those of a kinkd killed between an install and the save, whose datagram (the REPLY or ACK that
@@ -37,10 +60,11 @@ from kink.engine.events import Address
 log = logging.getLogger("kinkd")
 
 STATE_FILE = "state.json"
-_VERSION = 4
-_READABLE = (2, 3, 4)  # 3: every record's times as of saved_at (no "at"); 2: no answers either
-_COMPACT = (",", ":")  # JSON without blanks: kept in memory per child, written at each save
-_SAME_TIME = 0.1  # seconds: a child's created and rekey times within this count as unchanged
+_VERSION = 5
+_READABLE = (2, 3, 4, 5)
+_COMPACT = (",", ":")  # JSON without blanks
+COMPACT_FACTOR = 2  # a snapshot once the batches appended pass this times the live entries
+COMPACT_MIN = 1 << 20  # ... and this many bytes
 
 SaId = tuple[str, int, str]  # ("esp" | "ah", spi, destination address): an SA in the kernel
 
@@ -98,15 +122,34 @@ class StateError(Exception):
     """The state file exists but cannot be read: treated as lost state."""
 
 
-_EntryKey = tuple[
-    str, tuple[tuple[int, int, int], ...], int, bool, float, float | None, float | None
-]
+@dataclass(slots=True)
+class _Entry:
+    """A child's entry as written: without its closing brace, so that its answer can be
+    left out once expired (a snapshot), and the answer's expiry and text."""
+
+    head: bytes
+    until: float | None
+    answer: bytes
+
+    def encoded(self, now: float) -> bytes:
+        if self.until is not None and self.until > now:
+            return b"".join((self.head, b',"answer":', self.answer, b"}"))
+        return self.head + b"}"
+
+    def size(self) -> int:
+        return len(self.head) + len(self.answer)
 
 
 class StateStore:
+    """StateStore(directory): load() once at start-up; then update() at each save (the first
+    one writes a snapshot). save() replaces the whole state with the children given."""
+
     def __init__(self, directory: Path) -> None:
         self.path = directory / STATE_FILE
-        self._entries: dict[_EntryKey, bytes] = {}  # the children of the last save, encoded
+        self._entries: dict[int, _Entry] = {}  # the live children as written, by id
+        self._live = 0  # their size
+        self._appended = 0  # bytes of batches appended since the last snapshot
+        self._epoch: int | None = None  # the file's, while appending to it is right
 
     def load(self) -> Saved | None:
         """The saved state; None if there is none; StateError if it is unreadable."""
@@ -117,47 +160,92 @@ class StateStore:
         except OSError as exc:
             raise StateError(f"{self.path}: {exc.strerror}") from None
         try:
-            doc = json.loads(raw)
-            if doc["version"] not in _READABLE:
-                raise StateError(f"{self.path}: unknown version {doc['version']!r}")
-            epoch, saved_at = doc["epoch"], doc["saved_at"]
-            if type(epoch) is not int or not 0 <= epoch <= 0xFFFF_FFFF:
-                raise StateError(f"{self.path}: bad epoch")
-            if type(saved_at) not in (int, float):
-                raise StateError(f"{self.path}: bad saved_at")
-            children = tuple(
-                SavedChild(
-                    _as_of(ChildRecord.from_dict(item["record"]), saved_at, item.get("at")),
-                    frozenset((str(p), int(spi), str(dst)) for p, spi, dst in item["sas"]),
-                    SavedAnswer.from_dict(item["answer"]) if "answer" in item else None,
-                )
-                for item in doc["children"]
-            )
+            return _parse(raw)
+        except StateError as exc:
+            raise StateError(f"{self.path}: {exc}") from None
         except (ValueError, KeyError, TypeError) as exc:  # RecordError, binascii.Error too
             raise StateError(f"{self.path}: not a kinkd state file ({exc})") from None
-        return Saved(epoch, float(saved_at), children)
 
     def save(self, epoch: int, saved_at: float, children: Iterable[SavedChild]) -> None:
+        """The state is `children` and nothing else: a snapshot."""
+        self._entries, self._live = {}, 0
+        for child_id, child in enumerate(children):
+            self._put(child_id, child, saved_at)
+        self._snapshot(epoch, saved_at)
+
+    def update(
+        self,
+        epoch: int,
+        saved_at: float,
+        children: Mapping[int, SavedChild],
+        gone: Iterable[int],
+    ) -> None:
+        """Apply changes, by child id (kink.engine.lifecycle.RecordChanges): `children` new
+        or changed (an entry replaces the one of its id), `gone` no longer saved (ids never
+        saved are ignored). Durable on return: one batch appended, or a snapshot."""
+        dropped = [child_id for child_id in gone if child_id in self._entries]
+        for child_id in dropped:
+            self._live -= self._entries.pop(child_id).size()
+        entries = [self._put(child_id, child, saved_at) for child_id, child in children.items()]
+        if self._epoch != epoch or self._appended > max(COMPACT_MIN, COMPACT_FACTOR * self._live):
+            self._snapshot(epoch, saved_at)
+            return
+        if not entries and not dropped:
+            return  # the file says it all already
+        line = b"".join(
+            (
+                b'{"saved_at":',
+                json.dumps(saved_at).encode(),
+                b',"set":[',
+                b",".join(entry.encoded(saved_at) for entry in entries),
+                b'],"del":',
+                json.dumps(dropped, separators=_COMPACT).encode(),
+                b"}\n",
+            )
+        )
+        self._epoch = None  # until the batch is durable: after a failure, a snapshot
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        try:
+            _write_all(fd, line)
+            os.fdatasync(fd)  # the data and the file's new size
+        finally:
+            os.close(fd)
+        self._epoch = epoch
+        self._appended += len(line)
+
+    def _put(self, child_id: int, child: SavedChild, at: float) -> _Entry:
+        doc: dict[str, Any] = {"id": child_id, **_child_dict(child, at)}
+        head = json.dumps(doc, separators=_COMPACT).encode()[:-1]
+        answer = child.answer
+        if answer is None:
+            entry = _Entry(head, None, b"")
+        else:
+            text = json.dumps(answer.to_dict(), separators=_COMPACT).encode()
+            entry = _Entry(head, answer.until, text)
+        old = self._entries.get(child_id)
+        if old is not None:
+            self._live -= old.size()
+        self._entries[child_id] = entry
+        self._live += entry.size()
+        return entry
+
+    def _snapshot(self, epoch: int, saved_at: float) -> None:
+        self._epoch = None
         head = json.dumps({"version": _VERSION, "epoch": epoch, "saved_at": saved_at})
-        entries: dict[_EntryKey, bytes] = {}
-        for child in children:
-            key = _entry_key(child, saved_at)
-            entry = self._entries.get(key)
-            if entry is None:
-                entry = json.dumps(_child_dict(child, saved_at), separators=_COMPACT).encode()
-            entries[key] = entry
-        self._entries = entries
         # One buffer written at once: json.dump would write it piecemeal.
-        data = b"".join((head[:-1].encode(), b',"children":[', b",".join(entries.values()), b"]}"))
+        children = b",".join(entry.encoded(saved_at) for entry in self._entries.values())
+        data = b"".join((head[:-1].encode(), b',"children":[', children, b"]}\n"))
         tmp = self.path.with_name(self.path.name + ".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
+            _write_all(fd, data)
+            os.fsync(fd)
+            os.close(fd)
+            fd = -1
             os.replace(tmp, self.path)
         except BaseException:
+            if fd >= 0:
+                os.close(fd)
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
@@ -167,6 +255,73 @@ class StateStore:
                 os.fsync(dir_fd)
             finally:
                 os.close(dir_fd)
+        self._epoch, self._appended = epoch, 0
+        # Expired answers were left out: forget them.
+        for entry in self._entries.values():
+            if entry.until is not None and entry.until <= saved_at:
+                self._live -= len(entry.answer)
+                entry.until, entry.answer = None, b""
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _parse(raw: bytes) -> Saved:
+    """The state in a file's bytes (any readable version)."""
+    first, _, rest = raw.partition(b"\n")
+    doc = json.loads(first)  # a snapshot is written whole: never cut short
+    version = doc["version"]
+    if version not in _READABLE:
+        raise StateError(f"unknown version {version!r}")
+    epoch, saved_at = doc["epoch"], doc["saved_at"]
+    if type(epoch) is not int or not 0 <= epoch <= 0xFFFF_FFFF:
+        raise StateError("bad epoch")
+    if type(saved_at) not in (int, float):
+        raise StateError("bad saved_at")
+    items: dict[int, dict[str, Any]] = {}
+    if version < 5:
+        items = dict(enumerate(doc["children"]))
+    else:
+        _apply(items, doc["children"], [])
+        lines = rest.split(b"\n")
+        # The last piece follows the last newline: empty, or a batch cut short.
+        for n, line in enumerate(lines[:-1]):
+            try:
+                batch = json.loads(line)
+            except ValueError:
+                if n == len(lines) - 2:
+                    break  # a batch cut short that still got its newline: never completed
+                raise
+            _apply(items, batch["set"], batch["del"])
+            saved_at = batch["saved_at"]
+            if type(saved_at) not in (int, float):
+                raise StateError("bad saved_at")
+    children = tuple(
+        SavedChild(
+            _as_of(ChildRecord.from_dict(item["record"]), saved_at, item.get("at")),
+            frozenset((str(p), int(spi), str(dst)) for p, spi, dst in item["sas"]),
+            SavedAnswer.from_dict(item["answer"]) if "answer" in item else None,
+        )
+        for item in items.values()
+    )
+    return Saved(epoch, float(saved_at), children)
+
+
+def _apply(items: dict[int, dict[str, Any]], entries: object, gone: object) -> None:
+    if not isinstance(entries, list) or not isinstance(gone, list):
+        raise StateError("bad batch")
+    for child_id in gone:
+        if type(child_id) is not int:
+            raise StateError("bad id")
+        items.pop(child_id, None)
+    for entry in entries:
+        child_id = entry["id"]
+        if type(child_id) is not int:
+            raise StateError("bad id")
+        items[child_id] = entry
 
 
 def _child_dict(child: SavedChild, at: float) -> dict[str, Any]:
@@ -174,24 +329,6 @@ def _child_dict(child: SavedChild, at: float) -> dict[str, Any]:
     if child.answer is not None:
         doc["answer"] = child.answer.to_dict()
     return doc
-
-
-def _entry_key(child: SavedChild, now: float) -> _EntryKey:
-    """What makes a child's entry (saved at wall clock `now`) still right: the same child (a
-    record's other fields are fixed for its SPIs, unique among live children, but for
-    awaiting_ack, which the ACK ends, and the SAs with it), the same answer, and created and to
-    be rekeyed at the same wall clock times (to _SAME_TIME)."""
-    record, answer = child.record, child.answer
-    rekey = None if record.rekey_in is None else round((now + record.rekey_in) / _SAME_TIME)
-    return (
-        record.peer,
-        record.spis,
-        record.reqid,
-        record.awaiting_ack,
-        round((now - record.age) / _SAME_TIME),
-        rekey,
-        None if answer is None else answer.until,
-    )
 
 
 def _as_of(record: ChildRecord, saved_at: float, at: object) -> ChildRecord:

@@ -12,12 +12,18 @@ without `awaiting_ack`, written before it existed, is of an established child).
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from ipaddress import ip_network
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import Any, TypeVar
 
 from kink.engine.events import SaLifetimes, SaTransform, Selector
 
 T = TypeVar("T")
+
+# Networks parsed from records, by their text: a restart reads 10,000s of records whose
+# selectors are mostly the same few networks (issue 9: parsing them was half of from_dict).
+# Bounded: cleared when full.
+_NETWORKS: dict[str, IPv4Network | IPv6Network] = {}
+_NETWORKS_MAX = 4096
 
 
 class RecordError(ValueError):
@@ -173,10 +179,20 @@ def _spi_triple(value: object) -> tuple[int, int, int]:
 def _selector(value: object, what: str) -> Selector:
     d = _mapping(value, what)
     try:
-        network = ip_network(_typed(d["network"], str, what))
+        network = _network(_typed(d["network"], str, what))
     except (KeyError, ValueError):
         raise RecordError(f"{what}: no valid network") from None
     return Selector(network, _int(d.get("protocol", 0), what), _int(d.get("port", 0), what))
+
+
+def _network(text: str) -> IPv4Network | IPv6Network:
+    network = _NETWORKS.get(text)
+    if network is None:
+        network = ip_network(text)
+        if len(_NETWORKS) >= _NETWORKS_MAX:
+            _NETWORKS.clear()
+        _NETWORKS[text] = network
+    return network
 
 
 def _transform(value: object) -> SaTransform:

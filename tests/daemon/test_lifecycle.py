@@ -1,6 +1,5 @@
 """Reload, restart with the epoch kept or renewed (RFC 4430 §3.7), helper restarts, sd_notify."""
 
-import json
 import socket
 from dataclasses import replace
 from typing import Any
@@ -10,7 +9,7 @@ import trio
 
 from kink.daemon.config import KinkConfig
 from kink.daemon.notify import Notifier
-from kink.daemon.state import STATE_FILE
+from kink.daemon.state import STATE_FILE, StateStore
 from kink.engine import StartAction
 from kink_privsep.client import Client
 from tests.daemon.conftest import HostsFactory
@@ -78,7 +77,7 @@ async def test_restart_keeps_epoch_while_the_kernel_keeps_the_sas(
 ) -> None:
     hosts = make_hosts(a={"b": START}, b={"a": NONE})
     a, b = hosts["a"], hosts["b"]
-    state = a.config.daemon.state_dir / STATE_FILE
+    store = StateStore(a.config.daemon.state_dir)
     async with trio.open_nursery() as nursery:
         await b.start(nursery)
         await a.start(nursery)
@@ -86,10 +85,9 @@ async def test_restart_keeps_epoch_while_the_kernel_keeps_the_sas(
         epoch = (await a.request("status"))["epoch"]
         sas = await a.request("sas")
         await a.stop()
-        saved = json.loads(state.read_text())
-        assert saved["epoch"] == epoch
-        saved_spis = {spi for child in saved["children"] for _, spi, _ in child["sas"]}
-        assert saved_spis == {sa["spi"] for sa in a.sas()}
+        saved = store.load()
+        assert saved is not None and saved.epoch == epoch
+        assert {spi for _, spi, _ in saved.sas} == {sa["spi"] for sa in a.sas()}
 
         await a.start(nursery)  # kinkd restarted, the kernel kept its SAs: it takes them over
         assert (await a.request("status"))["epoch"] == epoch
@@ -99,6 +97,36 @@ async def test_restart_keeps_epoch_while_the_kernel_keeps_the_sas(
         a.helper.restart(keep_kernel=False)  # a reboot: the SAs are gone
         await a.start(nursery)
         assert (await a.request("status"))["epoch"] != epoch
+        await a.stop()
+        await b.stop()
+
+
+async def test_a_kinkd_killed_after_rekeys_takes_its_pair_back_from_the_journal(
+    make_hosts: HostsFactory,
+) -> None:
+    """Issue 9: each save appends a batch to the state file; a kinkd killed (no save at the
+    stop) after two rekeys finds the pair of the last one in snapshot + batches, takes it over
+    with its epoch, and deletes whatever else of its own is left in the kernel."""
+    hosts = make_hosts(a={"b": START}, b={"a": NONE})
+    a, b = hosts["a"], hosts["b"]
+    async with trio.open_nursery() as nursery:
+        await b.start(nursery)
+        async with trio.open_nursery() as doomed:
+            await a.start(doomed)
+            await wait_for_a_pair(a, b)
+            epoch = (await a.request("status"))["epoch"]
+            for _ in range(2):
+                await _rekey(a, b)
+            sas = await a.request("sas")
+            doomed.cancel_scope.cancel()  # killed: nothing saved at the stop
+        lines = (a.config.daemon.state_dir / STATE_FILE).read_bytes().count(b"\n")
+        assert lines > 1  # a snapshot and batches
+
+        await a.start(nursery)
+        assert (await a.request("status"))["epoch"] == epoch
+        assert _pairs(await a.request("sas")) == _pairs(sas)
+        assert {sa["spi"] for sa in a.sas()} == {spi for pair in _pairs(sas) for spi in pair}
+        assert matching_pairs(a, b) == 2
         await a.stop()
         await b.stop()
 
@@ -147,6 +175,15 @@ async def test_helper_restart_reconnects_and_resyncs(make_hosts: HostsFactory) -
         assert matching_pairs(a, b) == 2
         await a.stop()
         await b.stop()
+
+
+async def _rekey(a: Node, b: Node) -> None:
+    old = {sa["spi"] for sa in a.sas()}
+    assert (await a.request("rekey", peer="b")) == {"children": 1}
+    await wait_for(
+        lambda: len(a.sas()) == len(b.sas()) == 2 and not old & {sa["spi"] for sa in a.sas()},
+        "the rekeyed pair replacing the old one",
+    )
 
 
 def _pairs(sas: dict[str, Any]) -> set[tuple[int, int]]:

@@ -1,7 +1,10 @@
 """What makes a kinkd killed mid-CREATE leave both directions or none (issue 10): the state file
-with the REPLYs of young responder children, the SAs it does not account for, coalesced
-write-ahead saving and the outbox that holds datagrams until what precedes them is done."""
+(a journal of batches since issue 9) with the REPLYs of young responder children, the SAs it
+does not account for, coalesced write-ahead saving and the outbox that holds datagrams until
+what precedes them is done."""
 
+import json
+import os
 from dataclasses import replace
 from ipaddress import ip_network
 from pathlib import Path
@@ -10,9 +13,18 @@ import pytest
 import trio
 import trio.testing
 
+from kink.daemon import state
 from kink.daemon.answers import Answers, asks_ack
 from kink.daemon.outbox import Outbox
-from kink.daemon.state import SaId, SavedAnswer, SavedChild, StateStore, unaccounted
+from kink.daemon.state import (
+    STATE_FILE,
+    SaId,
+    SavedAnswer,
+    SavedChild,
+    StateError,
+    StateStore,
+    unaccounted,
+)
 from kink.daemon.state_writer import LAZY_DELAY, StateWriter
 from kink.engine import ChildRecord
 from kink.engine.events import Address, SaLifetimes, SaTransform, Selector
@@ -64,38 +76,130 @@ def test_state_file_keeps_answers_with_their_children(tmp_path: Path) -> None:
     assert saved.epoch == 9 and saved.children == tuple(children)
 
 
-def test_a_child_saved_again_keeps_its_times_right(tmp_path: Path) -> None:
-    # The second save reuses the first one's entry (encoded as of 1000.0) for the same child,
-    # now 30 s older; the record comes back as of the second save all the same.
+def test_a_journal_of_batches_gives_the_state_of_the_last_one(tmp_path: Path) -> None:
+    # The first update writes a snapshot; each later one appends one batch (a line). A child
+    # saved at 1000.0 and unchanged since comes back as of the last save, 30 s older.
     store = StateStore(tmp_path)
     first = replace(record(0x1001, 0x2002), age=1.5, rekey_in=100.0)
-    store.save(9, 1000.0, [SavedChild(first, PAIR)])
-    later = replace(first, age=31.5, rekey_in=70.0)
-    store.save(9, 1030.0, [SavedChild(later, PAIR), SavedChild(record(0x3003, 0x4004), OTHER)])
-    text = (tmp_path / "state.json").read_text()
-    assert '"at":1000.0' in text and '"at":1030.0' in text
+    store.update(9, 1000.0, {1: SavedChild(first, PAIR)}, [])
+    store.update(9, 1030.0, {2: SavedChild(record(0x3003, 0x4004), OTHER)}, [])
+    store.update(9, 1030.0, {}, [])  # nothing changed: nothing written
+    lines = (tmp_path / STATE_FILE).read_bytes().split(b"\n")
+    assert len(lines) == 3 and lines[-1] == b""
+    assert json.loads(lines[0])["version"] == 5
     saved = store.load()
     assert saved is not None and saved.saved_at == 1030.0
+    later = replace(first, age=31.5, rekey_in=70.0)
     assert saved.children == (SavedChild(later, PAIR), SavedChild(record(0x3003, 0x4004), OTHER))
-    rekeyed_later = replace(later, rekey_in=75.0)  # rescheduled: encoded anew
-    store.save(9, 1030.0, [SavedChild(rekeyed_later, PAIR)])
+    store.update(9, 1040.0, {}, [1, 77])  # 77: never saved
     saved = store.load()
-    assert saved is not None and saved.children == (SavedChild(rekeyed_later, PAIR),)
+    aged = replace(record(0x3003, 0x4004), age=11.5)
+    assert saved is not None and saved.children == (SavedChild(aged, OTHER),)
 
 
 def test_a_child_that_got_its_ack_is_saved_anew(tmp_path: Path) -> None:
     # A responder child awaiting the ACK is saved with its inbound SA only (RFC 4430 §3.2);
-    # once the ACK came, the same SPIs make another entry, not the first one's again.
+    # once the ACK came, its entry is replaced by one with both.
     store = StateStore(tmp_path)
     waiting = replace(record(0x1001, 0x2002), awaiting_ack=True)
     inbound = frozenset({("esp", 0x1001, "192.0.2.1")})
-    store.save(9, 1000.0, [SavedChild(waiting, inbound)])
+    store.update(9, 1000.0, {5: SavedChild(waiting, inbound)}, [])
     saved = store.load()
     assert saved is not None and saved.children == (SavedChild(waiting, inbound),)
     acked = replace(waiting, awaiting_ack=False)
-    store.save(9, 1000.0, [SavedChild(acked, PAIR)])
+    store.update(9, 1000.0, {5: SavedChild(acked, PAIR)}, [])
     saved = store.load()
     assert saved is not None and saved.children == (SavedChild(acked, PAIR),)
+
+
+@pytest.mark.parametrize("tail", [b'{"saved_at":1020.0,"set":[{"id":3,"rec', b"\0" * 64])
+def test_a_batch_cut_short_is_ignored(tmp_path: Path, tail: bytes) -> None:
+    # A save killed in its write (or a file system that shows zeros past the last write):
+    # the state of the saves that completed.
+    store = StateStore(tmp_path)
+    store.update(9, 1000.0, {1: SavedChild(record(0x1001, 0x2002), PAIR)}, [])
+    store.update(9, 1010.0, {2: SavedChild(record(0x3003, 0x4004), OTHER)}, [])
+    whole = store.load()
+    with (tmp_path / STATE_FILE).open("ab") as f:
+        f.write(tail)
+    assert StateStore(tmp_path).load() == whole
+    batch = (tmp_path / STATE_FILE).read_bytes().split(b"\n")[1]
+    with (tmp_path / STATE_FILE).open("ab") as f:
+        f.write(b"\n" + batch + b"\n")  # a damaged line before another: a damaged file
+    with pytest.raises(StateError):
+        StateStore(tmp_path).load()
+
+
+def test_the_journal_is_compacted_into_a_snapshot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(state, "COMPACT_MIN", 0)
+    store = StateStore(tmp_path)
+    store.update(9, 1000.0, {1: SavedChild(record(0x1001, 0x2002), PAIR)}, [])
+    for n in range(2, 12):  # each batch replaces child n - 1 by child n
+        child = SavedChild(record(0x1000 + n, 0x2000 + n), frozenset({("esp", n, "192.0.2.1")}))
+        store.update(9, 1000.0 + n, {n: child}, [n - 1])
+        lines = (tmp_path / STATE_FILE).read_bytes().count(b"\n")
+        assert lines <= 1 + state.COMPACT_FACTOR + 1
+    saved = store.load()
+    assert saved is not None and len(saved.children) == 1
+    assert saved.children[0].record.spis == ((3, 0x100B, 0x200B),)
+    store.update(10, 1020.0, {}, [])  # another epoch: a snapshot
+    assert (tmp_path / STATE_FILE).read_bytes().count(b"\n") == 1
+    again = StateStore(tmp_path).load()
+    assert again is not None and again.epoch == 10
+    assert [c.record.spis for c in again.children] == [((3, 0x100B, 0x200B),)]
+
+
+def test_after_a_failed_write_the_next_save_writes_everything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = StateStore(tmp_path)
+    store.update(9, 1000.0, {1: SavedChild(record(0x1001, 0x2002), PAIR)}, [])
+
+    def full(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as m:
+        m.setattr(os, "fdatasync", full)
+        with pytest.raises(OSError):
+            store.update(9, 1010.0, {2: SavedChild(record(0x3003, 0x4004), OTHER)}, [1])
+    store.update(9, 1020.0, {}, [])
+    assert (tmp_path / STATE_FILE).read_bytes().count(b"\n") == 1  # a snapshot
+    saved = store.load()
+    assert saved is not None
+    assert saved.children == (SavedChild(replace(record(0x3003, 0x4004), age=11.5), OTHER),)
+
+
+def test_a_version_4_file_is_read_and_replaced_at_the_first_save(tmp_path: Path) -> None:
+    # What kinkd wrote before the journal: one document, entries without ids.
+    answer = SavedAnswer(PEER, 0xABCD, b"\x03reply", 2000.0)
+    old = {
+        "version": 4,
+        "epoch": 9,
+        "saved_at": 1030.0,
+        "children": [
+            {
+                "record": record(0x1001, 0x2002).to_dict(),
+                "sas": sorted(PAIR),
+                "at": 1000.0,
+                "answer": answer.to_dict(),
+            },
+            {"record": record(0x3003, 0x4004).to_dict(), "sas": sorted(OTHER), "at": 1030.0},
+        ],
+    }
+    (tmp_path / STATE_FILE).write_text(json.dumps(old))
+    saved = StateStore(tmp_path).load()
+    assert saved is not None and saved.epoch == 9 and saved.saved_at == 1030.0
+    assert saved.children == (
+        SavedChild(replace(record(0x1001, 0x2002), age=31.5), PAIR, answer),
+        SavedChild(record(0x3003, 0x4004), OTHER),
+    )
+    store = StateStore(tmp_path)
+    store.update(9, 1040.0, dict(enumerate(saved.children)), [])
+    assert json.loads((tmp_path / STATE_FILE).read_bytes())["version"] == 5
+    again = store.load()  # the records as given, as of 1040.0
+    assert again is not None and again.children == saved.children
 
 
 def test_unaccounted_sas_are_ours_and_not_kept() -> None:
@@ -118,34 +222,35 @@ def test_unaccounted_sas_are_ours_and_not_kept() -> None:
 def test_a_two_way_reply_is_kept_with_its_child_and_replayed_after_a_restart() -> None:
     answers = Answers(lifetime=60.0)
     answers.received(datagram(MessageType.CREATE, 5), PEER[0])
-    answers.established(PAIR)
+    answers.established(7)
     reply = datagram(MessageType.REPLY, 5)
     assert answers.sent(reply, PEER, now=100.0)
-    kept = answers.for_child(PAIR, now=101.0)
-    assert kept == SavedAnswer(PEER, 5, reply, 160.0)
+    kept = SavedAnswer(PEER, 5, reply, 160.0)
+    assert answers.take(now=101.0) == {7: kept}
+    assert answers.take(now=101.0) == {}  # handed to the state file once
 
     restarted = Answers(lifetime=60.0)
-    restarted.restore([SavedChild(record(0x1001, 0x2002), PAIR, kept)], {PAIR})
+    restarted.restore([SavedChild(record(0x1001, 0x2002), PAIR, kept)], {PAIR: 3})
     assert restarted.replay(datagram(MessageType.CREATE, 5), PEER[0], now=102.0) == kept
     assert restarted.replay(datagram(MessageType.CREATE, 6), PEER[0], now=102.0) is None
     assert restarted.replay(datagram(MessageType.DELETE, 5), PEER[0], now=102.0) is None
     assert restarted.replay(datagram(MessageType.CREATE, 5), "192.0.2.9", now=102.0) is None
-    assert restarted.for_child(PAIR, now=102.0) == kept  # saved again by the next kinkd
+    assert restarted.take(now=102.0) == {3: kept}  # saved again by the next kinkd
     assert restarted.replay(datagram(MessageType.CREATE, 5), PEER[0], now=161.0) is None
 
 
 def test_no_answer_is_kept_for_three_way_refusals_or_strangers() -> None:
     answers = Answers(lifetime=60.0)
     answers.received(datagram(MessageType.CREATE, 1), PEER[0])
-    answers.established(PAIR)
+    answers.established(7)
     assert not answers.sent(datagram(MessageType.REPLY, 1, ackreq=True), PEER, now=0.0)
     answers.received(datagram(MessageType.CREATE, 2), PEER[0])
     assert not answers.sent(datagram(MessageType.REPLY, 2), PEER, now=0.0)  # nothing installed
-    answers.established(PAIR)
+    answers.established(7)
     assert not answers.sent(datagram(MessageType.REPLY, 3), PEER, now=0.0)  # no such CREATE
     answers.received(b"\x01short", PEER[0])
     assert not answers.sent(b"\x03", PEER, now=0.0)
-    assert answers.for_child(PAIR, now=0.0) is None
+    assert answers.take(now=0.0) == {}
 
 
 def test_only_a_reply_with_ackreq_asks_for_an_ack() -> None:
@@ -162,9 +267,9 @@ def test_an_answer_is_replayed_only_if_every_child_it_made_was_taken_over() -> N
         SavedChild(record(0x3003, 0x4004), OTHER, answer),
     ]
     answers = Answers(lifetime=60.0)
-    answers.restore(children, {PAIR})
+    answers.restore(children, {PAIR: 3})
     assert answers.replay(datagram(MessageType.CREATE, 5), PEER[0], now=0.0) is None
-    assert answers.for_child(PAIR, now=0.0) is None
+    assert answers.take(now=0.0) == {}
 
 
 # ------------------------------------------------------------------------- state writer
