@@ -11,10 +11,7 @@ from kink.crypto.errors import CryptoError
 
 BLOCK = 16
 _ZERO_IV = bytes(BLOCK)
-
-
-def _xor(a: bytes, b: bytes) -> bytes:
-    return (int.from_bytes(a, "little") ^ int.from_bytes(b, "little")).to_bytes(len(a), "little")
+_PADDING = tuple(bytes(n) for n in range(BLOCK))  # the zero padding of CBC-CS3, by length
 
 
 class AesCts:
@@ -25,8 +22,9 @@ class AesCts:
     building a context costs several times more than encrypting a KINK-sized message. A CBC
     context carries its chaining value from one update() to the next, so each message's first
     block is xored with the previous message's last ciphertext block (`_enc_chain`,
-    `_dec_chain`), which is exactly CBC from the zero IV again. Because of that state, one
-    AesCts must not be used from several threads at once.
+    `_dec_chain`, kept as little-endian ints: the xor is one int operation), which is exactly
+    CBC from the zero IV again. Because of that state, one AesCts must not be used from
+    several threads at once.
     """
 
     __slots__ = ("_aes", "_cbc_dec", "_cbc_enc", "_dec_chain", "_ecb_dec", "_enc_chain", "_key")
@@ -37,9 +35,9 @@ class AesCts:
         self._cbc_enc: CipherContext | None = Cipher(self._aes, modes.CBC(_ZERO_IV)).encryptor()
         self._cbc_dec: CipherContext | None = None
         self._ecb_dec: CipherContext | None = None
-        # The last ciphertext block each CBC context has seen.
-        self._enc_chain = _ZERO_IV
-        self._dec_chain = _ZERO_IV
+        # The last ciphertext block each CBC context has seen, as a little-endian int.
+        self._enc_chain = 0
+        self._dec_chain = 0
 
     def __repr__(self) -> str:
         return f"AesCts(aes{len(self._key) * 8})"
@@ -61,14 +59,18 @@ class AesCts:
         if n < BLOCK:
             raise CryptoError(f"AES-CTS input is {n} octets, needs at least {BLOCK}")
         pad = -n % BLOCK
-        first = _xor(data[:BLOCK], self._enc_chain)
-        out = cbc.update(b"".join((first, data[BLOCK:], _ZERO_IV[:pad])))
-        self._enc_chain = out[-BLOCK:]
+        # The whole message as one little-endian int: xoring the chaining value into it
+        # changes its first block only, with one conversion each way and no slicing.
+        chained = (int.from_bytes(data, "little") ^ self._enc_chain).to_bytes(n, "little")
+        out = cbc.update(chained + _PADDING[pad])
+        self._enc_chain = int.from_bytes(out[-BLOCK:], "little")
         if n == BLOCK:
             return out
         # RFC 3962 §5: CBC over the zero-padded input, then swap the last two blocks and drop
         # the padding's worth of the (now final) next-to-last block.
-        return b"".join((out[:-32], out[-16:], out[-32 : -16 - pad]))
+        if n <= 2 * BLOCK:
+            return out[BLOCK:] + out[: BLOCK - pad]
+        return out[:-32] + out[-16:] + out[-32 : -16 - pad]
 
     def decrypt(self, data: bytes) -> bytes:
         """CBC-CS3 decryption; `data` must be at least one block long."""
@@ -84,14 +86,18 @@ class AesCts:
         if n == BLOCK:
             return ecb.update(bytes(data))
         r = n - BLOCK * ((n - 1) // BLOCK)  # octets in the short final block, 1..16
-        last_full = bytes(data[n - BLOCK - r : n - r])  # Cn, sent before the stolen block
-        stolen = bytes(data[n - r :])  # the first r octets of C(n-1)
+        last_full = data[n - BLOCK - r : n - r]  # Cn, sent before the stolen block
+        stolen = data[n - r :]  # the first r octets of C(n-1)
         # D(Cn) = C(n-1) xor (Pn | 0...): its tail completes C(n-1), its head gives Pn.
         d_last = ecb.update(last_full)
-        chain = b"".join((data[: n - BLOCK - r], stolen, d_last[r:]))  # C1 .. C(n-1)
-        plain_last = _xor(d_last[:r], stolen)
+        chain = data[: n - BLOCK - r] + stolen + d_last[r:]  # C1 .. C(n-1)
+        plain_last = (
+            int.from_bytes(d_last[:r], "little") ^ int.from_bytes(stolen, "little")
+        ).to_bytes(r, "little")
         # Plain CBC for the rest: Pi = D(Ci) xor C(i-1), C0 = IV = 0; the context chains from
         # the previous message's last block, which the first block's xor takes back out.
         out = cbc.update(chain)
-        self._dec_chain, prev = chain[-BLOCK:], self._dec_chain
-        return b"".join((_xor(out[:BLOCK], prev), out[BLOCK:], plain_last))
+        prev = self._dec_chain
+        self._dec_chain = int.from_bytes(chain[-BLOCK:], "little")
+        # As in encrypt: one int for the whole output, whose first block the xor changes.
+        return (int.from_bytes(out, "little") ^ prev).to_bytes(len(out), "little") + plain_last

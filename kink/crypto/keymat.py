@@ -9,7 +9,7 @@ expanded as in RFC 2409 §5.5: K1 = prf(Ksess, src), Kn = prf(Ksess, K(n-1) | sr
 
 from kink.crypto.errors import CryptoError
 from kink.crypto.profiles import AesPrf
-from kink.crypto.rfc3961 import Key, prf
+from kink.crypto.rfc3961 import Key
 
 SPI_LENGTH = 4  # an IPsec SPI in the ISAKMP SA payload, RFC 2407 §4.6.1
 MAX_KEYMAT = 1024  # far above any transform's need (AES-256 + HMAC-SHA-512 is 96 octets)
@@ -40,11 +40,14 @@ def keymat(
         raise CryptoError(f"KEYMAT length {length} is out of range (1..{MAX_KEYMAT})")
     src = b"".join((gxy or b"", bytes((protocol,)), spi, ni, nr or b""))
     out = bytearray(length)  # sized once: no reallocation leaves key copies behind
-    block = prf(key, src, aes_prf=aes_prf)
+    # rfc3961.prf is key._prf().prf: the PRF key is fetched once for the whole expansion
+    # (every SA takes two or more PRFs, issue 4).
+    prf = key._prf().prf
+    block = prf(src, aes_prf)
     filled = len(block)
     out[:filled] = block[:length]
     while filled < length:
-        block = prf(key, block + src, aes_prf=aes_prf)
+        block = prf(block + src, aes_prf)
         out[filled : filled + len(block)] = block[: length - filled]
         filled += len(block)
     return out

@@ -106,6 +106,9 @@ class EngineCore(ABC):
         for peer in config.peers:
             self.register(PeerState(peer))
         self.actions: deque[Action] = deque()
+        # Emitting an action is appending it: the deque's own append, bound once, spares a
+        # Python frame per action (about sixteen per CREATE exchange, issue 4).
+        self.emit: Callable[[Action], None] = self.actions.append
         self.timers: list[Timer] = []
         self._prune_at = _MIN_PRUNE
         self._timer_seq = itertools.count()
@@ -119,9 +122,6 @@ class EngineCore(ABC):
         self.created = now
 
     # ------------------------------------------------------------------------- plumbing
-
-    def emit(self, action: Action) -> None:
-        self.actions.append(action)
 
     def token(self, callback: HelperCallback) -> int:
         token = next(self._tokens)

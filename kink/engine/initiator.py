@@ -12,8 +12,9 @@ rejected the REPLY) is followed by a DELETE of them, so that no pair stays half-
 
 import os
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from kink.crypto.dh import DhExchange
 from kink.crypto.errors import CryptoError
@@ -68,7 +69,8 @@ from kink.wire import (
 )
 from kink.wire.ipsec_doi import NotifyType
 from kink.wire.isakmp import IsakmpPayload
-from kink.wire.payloads import KinkPayload
+
+_P = TypeVar("_P")
 
 KRB_AP_ERR_TKT_EXPIRED = 32
 KRB_AP_ERR_SKEW = 37
@@ -437,7 +439,9 @@ class Initiator(EngineCore):
 
     def _life(self, seconds: int, kilobytes: int) -> SaLifetimes:
         hard_bytes = kilobytes * 1024
-        soft_bytes = int(hard_bytes * self.rng.uniform(0.8, 0.9))
+        # rng.uniform(0.8, 0.9) written out (random.Random.uniform is a + (b - a) * random()):
+        # the same draw and value without its Python frame, three times per exchange.
+        soft_bytes = int(hard_bytes * (0.8 + (0.9 - 0.8) * self.rng.random()))
         return SaLifetimes(0, seconds, soft_bytes, hard_bytes)
 
     # ------------------------------------------------------------------ transmitting
@@ -574,7 +578,7 @@ class Initiator(EngineCore):
         if txn.kind is MessageType.GETTGT:
             self._gettgt_reply(txn, msg, now)
             return
-        ap_rep = next((p for p in msg.payloads if isinstance(p, ApRep)), None)
+        ap_rep = first_of(msg.payloads, ApRep)
         if ap_rep is None:
             self._lone_reply(txn, msg, now)
             return
@@ -598,18 +602,24 @@ class Initiator(EngineCore):
         if txn.attempts == 1:
             peer.rtt = now - txn.first_sent  # Karn: only unambiguous samples
         self.saw_epoch(peer, ap_rep.epoch, now)
-        inner: tuple[KinkPayload, ...] = msg.encrypted or ()
-        krb = next((p for p in inner if isinstance(p, KrbError)), None)
+        krb: KrbError | None = None
+        error: ErrorPayload | None = None
+        isakmps: list[Isakmp] = []
+        for p in msg.encrypted or ():  # one pass: this runs for every REPLY (issue 4)
+            if isinstance(p, Isakmp):
+                isakmps.append(p)
+            elif isinstance(p, KrbError):
+                krb = krb or p
+            elif isinstance(p, ErrorPayload) and p.code != 0:
+                # §4.2.8: "When received, the initiator MAY act as if the specific KINK_ERROR
+                # payload were not present" for KINK_OK.
+                error = error or p
         if krb is not None:
             self._authenticated_krb_error(txn, krb, now)
             return
-        # §4.2.8: "When received, the initiator MAY act as if the specific KINK_ERROR payload
-        # were not present" for KINK_OK.
-        error = next((p for p in inner if isinstance(p, ErrorPayload) and p.code != 0), None)
         if error is not None:
             self._kink_error(txn, error.code, now)
             return
-        isakmps = [p for p in inner if isinstance(p, Isakmp)]
         if txn.kind is MessageType.CREATE:
             self._create_reply(txn, msg, isakmps, data, now)
         elif txn.kind is MessageType.DELETE:
@@ -780,12 +790,21 @@ class Initiator(EngineCore):
     def _negotiated(
         self, txn: Transaction, neg: Negotiation, isakmp: Isakmp, ackreq: bool, now: float
     ) -> str:
-        sa = next((p for p in isakmp.payloads if isinstance(p, SaPayload)), None)
+        sa: SaPayload | None = None
+        nonce: NoncePayload | None = None
+        ke: KePayload | None = None
+        ids: list[IdPayload] = []
+        for p in isakmp.payloads:  # one pass (issue 4); check_message allows one of each
+            if isinstance(p, SaPayload):
+                sa = sa or p
+            elif isinstance(p, NoncePayload):
+                nonce = nonce or p
+            elif isinstance(p, KePayload):
+                ke = ke or p
+            elif isinstance(p, IdPayload):
+                ids.append(p)
         if sa is None:
             return self._refused(txn, neg, isakmp)
-        nonce = next((p for p in isakmp.payloads if isinstance(p, NoncePayload)), None)
-        ke = next((p for p in isakmp.payloads if isinstance(p, KePayload)), None)
-        ids = [p for p in isakmp.payloads if isinstance(p, IdPayload)]
         assert neg.offered is not None and txn.key is not None
         try:
             choice = check_reply(neg.offered, sa)
@@ -1013,6 +1032,15 @@ class _Queued:
 
     def __call__(self, now: float) -> None:
         self.engine._start(self.txn, now)
+
+
+def first_of(payloads: Iterable[object], kind: type[_P]) -> _P | None:
+    """The first of `payloads` that is a `kind`, or None (a loop rather than next() over a
+    generator, whose frame costs more: this runs for every message, issue 4)."""
+    for p in payloads:
+        if isinstance(p, kind):
+            return p
+    return None
 
 
 def _spi_into(neg: Negotiation, protocol: int, join: Join) -> Callable[[HelperResult, float], None]:

@@ -133,14 +133,17 @@ class Krb5Port:
         self._initiator = initiator
         self._acceptor = acceptor
         self._credentials = credentials
-        self._keys: dict[SessionKey, Key] = {}
+        # Keyed by (enctype, material) rather than by the SessionKey: a tuple of an int and
+        # bytes hashes and compares in C, a dataclass through Python methods (issue 4).
+        self._keys: dict[tuple[int, bytes], Key] = {}
 
     def _key(self, session_key: SessionKey) -> Key:
-        key = self._keys.get(session_key)
+        index = (session_key.enctype, session_key.material)
+        key = self._keys.get(index)
         if key is None:
             if len(self._keys) >= _KEY_CACHE_LIMIT:
                 self._keys.clear()  # the Keys stay valid for whoever still holds them
-            key = self._keys[session_key] = Key(session_key.enctype, session_key.material)
+            key = self._keys[index] = Key(session_key.enctype, session_key.material)
         return key
 
     def ticket_for(self, principal: str) -> object:

@@ -22,6 +22,7 @@ from kink.wire.ipsec_doi import (
     LifeType,
     NotifyType,
 )
+from kink.wire.isakmp import shared
 
 _LIFE = (AttributeType.SA_LIFE_TYPE, AttributeType.SA_LIFE_DURATION)
 _MODES = {"transport": EncapsulationMode.TRANSPORT, "tunnel": EncapsulationMode.TUNNEL}
@@ -130,7 +131,7 @@ def _offered(peer: PeerConfig, group: int | None) -> _Offered:
         (
             number,
             spec.protocol,
-            Transform(1, spec.transform_id, life + _attributes(spec, peer.mode, group)),
+            shared(Transform(1, spec.transform_id, life + _attributes(spec, peer.mode, group))),
         )
         for number, bundle in enumerate(peer.proposals, start=1)
         for spec in bundle.transforms
@@ -150,8 +151,8 @@ def protocols_of(peer: PeerConfig) -> list[int]:
     return list(seen)
 
 
-def _bundles(sa: SaPayload) -> Iterator[tuple[int, tuple[Proposal, ...]]]:
-    for number, group in groupby(sa.proposals, key=lambda p: p.number):
+def _bundles(proposals: tuple[Proposal, ...]) -> Iterator[tuple[int, tuple[Proposal, ...]]]:
+    for number, group in groupby(proposals, key=lambda p: p.number):
         yield number, tuple(group)
 
 
@@ -188,43 +189,79 @@ def params_of(transform: Transform) -> TransformParams:
     return TransformParams(transform.transform_id, auth, key_length)
 
 
+# One protocol of a selection: (position of its Proposal in the SA payload, the transform
+# picked, its parameters, the reply's copy of it).
+_Pick = tuple[int, Transform, TransformParams, Transform]
+# number, picks, lifetime in force, optimistic
+_Selection = tuple[int, tuple[_Pick, ...], Lifetime, bool]
+# What the responder picks depends only on the configuration, the DH group and the SA
+# payload's shape (proposal numbers, protocols, SPI sizes and transforms), not on the SPIs:
+# an exchange meets the same shapes again and again (decoded transforms are shared objects),
+# so the analysis is kept. Keyed by the configuration's identity, the entry holding the
+# configuration itself (as for _offers); a shape holds its transforms. Bounded: shapes come
+# from authenticated peers, but from the wire.
+_SELECTION_CACHE = 1024
+_Shape = tuple[tuple[int, int, int, tuple[Transform, ...]], ...]
+_selections: dict[tuple[int, int | None, _Shape], tuple[PeerConfig, _Selection | None]] = {}
+
+
 def select(sa: SaPayload, peer: PeerConfig, group: int | None) -> tuple[Choice, SaPayload]:
     """The responder's pick from the initiator's SA payload, and the reply's SA payload with
     zero SPIs in place of ours (the caller fills them in with `with_spis`). `group` is the DH
     group of the initiator's KE payload, None without KE. NoProposal if nothing fits."""
+    proposals = sa.proposals
+    key = (id(peer), group, _shape(proposals))
+    hit = _selections.get(key)
+    if hit is None or hit[0] is not peer:
+        if len(_selections) >= _SELECTION_CACHE:
+            _selections.clear()
+        hit = _selections[key] = (peer, _select(proposals, peer, group))
+    selection = hit[1]
+    if selection is None:
+        raise NoProposal("no proposal matches the configuration")
+    number, picks, life, optimistic = selection
+    chosen: list[Negotiated] = []
+    reply: list[Proposal] = []
+    for index, transform, params, picked in picks:
+        proposal = proposals[index]
+        peer_spi = int.from_bytes(proposal.spi, "big")
+        chosen.append(Negotiated(proposal.protocol, peer_spi, transform, params))
+        reply.append(Proposal(number, proposal.protocol, bytes(4), (picked,)))
+    return Choice(number, tuple(chosen), life, optimistic), SaPayload(tuple(reply))
+
+
+def _select(
+    proposals: tuple[Proposal, ...], peer: PeerConfig, group: int | None
+) -> _Selection | None:
     ours = configured_life(peer)
     first = True
-    for number, bundle in _bundles(sa):
+    position = 0
+    for number, bundle in _bundles(proposals):
         for spec in peer.proposals:
             picked = _match_bundle(bundle, spec, peer.mode, group)
             if picked is None:
                 continue
-            chosen: list[Negotiated] = []
-            reply: list[Proposal] = []
             life = ours
             optimistic = first
-            for proposal, (index, transform) in zip(bundle, picked, strict=True):
+            for index, transform in picked:
                 theirs, _ = _split(transform)
                 life = life.shorter(theirs)
                 optimistic = optimistic and index == 0
-                peer_spi = int.from_bytes(proposal.spi, "big")
-                chosen.append(
-                    Negotiated(proposal.protocol, peer_spi, transform, params_of(transform))
-                )
-            for proposal, (_, transform) in zip(bundle, picked, strict=True):
-                reply.append(
-                    Proposal(number, proposal.protocol, bytes(4), (_picked(transform, life),))
-                )
-            return Choice(number, tuple(chosen), life, optimistic), SaPayload(tuple(reply))
+            picks = tuple(
+                (position + i, transform, params_of(transform), _picked(transform, life))
+                for i, (_, transform) in enumerate(picked)
+            )
+            return number, picks, life, optimistic
         first = False
-    raise NoProposal("no proposal matches the configuration")
+        position += len(bundle)
+    return None
 
 
 @lru_cache(maxsize=_TRANSFORM_CACHE)
 def _picked(transform: Transform, life: Lifetime) -> Transform:
     """The reply's copy of a chosen transform: its attributes with the lifetime in force."""
     attrs = life_attributes(life) + tuple(a for a in transform.attributes if a.type not in _LIFE)
-    return Transform(transform.number, transform.transform_id, attrs)
+    return shared(Transform(transform.number, transform.transform_id, attrs))
 
 
 def with_spis(sa: SaPayload, spis: dict[int, int]) -> SaPayload:
@@ -271,23 +308,58 @@ def _wanted(
     return frozenset((a.type, a.value) for a in _attributes(spec, mode, group))
 
 
+# The initiator's check of a pick depends only on the shapes of its offer and of the reply
+# (numbers, protocols, SPI sizes, transforms), not on the SPIs: cached like _selections, the
+# verdict (a Choice without SPIs, or the reason for NoProposal) by both shapes.
+_CHECK_CACHE = 1024
+_Verdict = tuple[int, tuple[tuple[Transform, TransformParams], ...], Lifetime, bool] | str
+_checks: dict[tuple[_Shape, _Shape], _Verdict] = {}
+
+
 def check_reply(offered: SaPayload, reply: SaPayload) -> Choice:
     """The initiator's check of the responder's pick (§3.2): one of the offered bundles, each
     transform one we offered with identical attributes except lifetimes, which may only be
     lower. NoProposal otherwise."""
+    key = (_shape(offered.proposals), _shape(reply.proposals))
+    verdict = _checks.get(key)
+    if verdict is None:
+        try:
+            verdict = _check_reply(offered.proposals, reply.proposals)
+        except NoProposal as exc:
+            verdict = str(exc)
+        if len(_checks) >= _CHECK_CACHE:
+            _checks.clear()
+        _checks[key] = verdict
+    if isinstance(verdict, str):
+        raise NoProposal(verdict)
+    number, picks, life, optimistic = verdict
+    chosen = [
+        Negotiated(theirs.protocol, int.from_bytes(theirs.spi, "big"), picked, params)
+        for theirs, (picked, params) in zip(reply.proposals, picks, strict=True)
+    ]
+    return Choice(number, tuple(chosen), life, optimistic)
+
+
+def _shape(proposals: tuple[Proposal, ...]) -> _Shape:
+    return tuple([(p.number, p.protocol, len(p.spi), p.transforms) for p in proposals])
+
+
+def _check_reply(
+    offered: tuple[Proposal, ...], replied: tuple[Proposal, ...]
+) -> tuple[int, tuple[tuple[Transform, TransformParams], ...], Lifetime, bool]:
     bundles = dict(_bundles(offered))
-    first_number = offered.proposals[0].number
-    numbers = {p.number for p in reply.proposals}
+    first_number = offered[0].number
+    numbers = {p.number for p in replied}
     if len(numbers) != 1:
         raise NoProposal("the reply names more than one proposal")
     number = numbers.pop()
     bundle = bundles.get(number)
-    if bundle is None or len(bundle) != len(reply.proposals):
+    if bundle is None or len(bundle) != len(replied):
         raise NoProposal(f"the reply names proposal {number}, which was not offered as such")
-    chosen: list[Negotiated] = []
+    picks: list[tuple[Transform, TransformParams]] = []
     optimistic = number == first_number
     life: Lifetime | None = None
-    for ours, theirs in zip(bundle, reply.proposals, strict=True):
+    for ours, theirs in zip(bundle, replied, strict=True):
         if ours.protocol != theirs.protocol or len(theirs.spi) != 4:
             raise NoProposal("the reply's protocols differ from the offer")
         (picked,) = theirs.transforms
@@ -304,10 +376,9 @@ def check_reply(offered: SaPayload, reply: SaPayload) -> Choice:
             raise NoProposal("the responder raised a lifetime (RFC 4430 §3.2)")
         optimistic = optimistic and index == 0
         life = their_life if life is None else life.shorter(their_life)
-        peer_spi = int.from_bytes(theirs.spi, "big")
-        chosen.append(Negotiated(theirs.protocol, peer_spi, picked, params_of(picked)))
+        picks.append((picked, params_of(picked)))
     assert life is not None
-    return Choice(number, tuple(chosen), life, optimistic)
+    return number, tuple(picks), life, optimistic
 
 
 def _longer(theirs: Lifetime, ours: Lifetime) -> bool:

@@ -32,7 +32,7 @@ from kink.engine.events import (
     SendDatagram,
 )
 from kink.engine.ids import selector_of, within
-from kink.engine.initiator import Initiator, _delete_payloads, _notify_name, _reaper
+from kink.engine.initiator import Initiator, _delete_payloads, _notify_name, _reaper, first_of
 from kink.engine.kerberos import AcceptedRequest, KerberosError, KerberosPort
 from kink.engine.keys import KeyInput, sa_spec, sa_transform
 from kink.engine.proposals import Choice, NoProposal, select, with_spis
@@ -122,7 +122,7 @@ class Responder(Initiator):
 
     def on_command(self, peer: PeerState, msg: Message, data: bytes, now: float) -> None:
         addr = self.address(peer)
-        ap_req = next((p for p in msg.payloads if isinstance(p, ApReq)), None)
+        ap_req = first_of(msg.payloads, ApReq)
         if ap_req is None:
             # §6: a command without AP_REQ cannot be authenticated; answer without crypto.
             if msg.type is not MessageType.ACK and self.may_answer_unauthenticated(addr, now):

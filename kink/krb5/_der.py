@@ -162,6 +162,25 @@ _AP_REQ_HEAD_END = len(_AP_REQ_HEAD) + 4
 def ap_options(data: bytes) -> int:
     """Only the ap-options of an AP-REQ: the responder reads use-session-key on every request
     (RFC 4120 §3.7), so this stops before the ticket instead of parsing all of it."""
+    # The usual encoding at once: [APPLICATION 14] and its SEQUENCE with two-octet lengths
+    # (an AP-REQ of 256 to 65535 octets, as a ticket with a PAC makes it), both lengths
+    # checked as _expect checks them, then the usual head. Anything else: field by field.
+    if (
+        len(data) >= 8 + _AP_REQ_HEAD_END
+        and data[0] == _TAG_AP_REQ
+        and data[1] == 0x82
+        and data[4] == _TAG_SEQUENCE
+        and data[5] == 0x82
+    ):
+        outer_end = 4 + (data[2] << 8 | data[3])
+        stop = 8 + (data[6] << 8 | data[7])
+        if (
+            outer_end <= len(data)
+            and stop - 8 >= _AP_REQ_HEAD_END
+            and stop <= outer_end
+            and data.startswith(_AP_REQ_HEAD, 8)
+        ):
+            return int.from_bytes(data[8 + len(_AP_REQ_HEAD) : 8 + _AP_REQ_HEAD_END], "big")
     start, stop = _ap_req_body(data, "AP-REQ")
     if stop - start >= _AP_REQ_HEAD_END and data.startswith(_AP_REQ_HEAD, start):
         # The usual encoding, which _ap_options would read to the same value field by field.

@@ -184,6 +184,19 @@ class RawContext:
         if code:
             raise Krb5Error(code, message_for(code))
         self._ctx = _ffi.gc(ctxp[0], _c.krb5_free_context)
+        ctx = self._ctx
+        self._free_auth_context = lambda p: _c.krb5_auth_con_free(ctx, p)
+        # Argument and result cells of the AP exchange calls, made once: each call fills them
+        # and has read them before it returns (a RawContext serves one thread at a time), and
+        # a cffi allocation per call was a good part of these calls' cost (issue 4).
+        self._data_in = _ffi.new("krb5_data *")
+        self._data_out = _ffi.new("krb5_data *")
+        self._ac_cell = _ffi.new("krb5_auth_context *")
+        self._ticket_cell = _ffi.new("krb5_ticket **")
+        self._authenticator_cell = _ffi.new("krb5_authenticator **")
+        self._ap_rep_cell = _ffi.new("krb5_ap_rep_enc_part **")
+        self._name_cell = _ffi.new("char **")
+        self._data_in_buffer: Any = None
 
     # -- errors, names, time -------------------------------------------------------------
 
@@ -232,7 +245,7 @@ class RawContext:
         return Principal(self._unparse(ptr), ptr)
 
     def _unparse(self, principal: Any) -> str:
-        out = _ffi.new("char **")
+        out = self._name_cell
         self._check(_c.krb5_unparse_name(self._ctx, principal, out))
         try:
             return str(_ffi.string(out[0]).decode("utf-8", "replace"))
@@ -363,16 +376,24 @@ class RawContext:
     # -- AP exchange ---------------------------------------------------------------------
 
     def auth_context(self) -> AuthContext:
-        out = _ffi.new("krb5_auth_context *")
+        out = self._ac_cell
         self._check(_c.krb5_auth_con_init(self._ctx, out))
-        ptr = _ffi.gc(out[0], lambda p, ctx=self._ctx: _c.krb5_auth_con_free(ctx, p))
-        return AuthContext(ptr)
+        return AuthContext(_ffi.gc(out[0], self._free_auth_context))
+
+    def _input(self, data: bytes) -> Any:
+        """The krb5_data cell pointing at `data` (no copy; kept alive until the next call)."""
+        self._data_in_buffer = buf = _ffi.from_buffer("char[]", data)
+        cell = self._data_in
+        cell.data = buf
+        cell.length = len(data)
+        return cell
 
     def mk_req(self, creds: Creds, options: int) -> tuple[bytes, AuthContext]:
         """A raw AP-REQ with a fresh authenticator: no checksum (in_data NULL), no subkey."""
         ac = self.auth_context()
-        ac_ptr = _ffi.new("krb5_auth_context *", ac._ptr)
-        out = _ffi.new("krb5_data *")
+        ac_ptr = self._ac_cell
+        ac_ptr[0] = ac._ptr
+        out = self._data_out
         self._check(_c.krb5_mk_req_extended(self._ctx, ac_ptr, options, _ffi.NULL, creds._ptr, out))
         try:
             return _bytes(out), ac
@@ -381,9 +402,8 @@ class RawContext:
 
     def rd_rep(self, ac: AuthContext, data: bytes) -> None:
         """Decrypt an AP-REP with the auth context's key and check its ctime/cusec echo."""
-        inp = _Input(data)
-        out = _ffi.new("krb5_ap_rep_enc_part **")
-        self._check(_c.krb5_rd_rep(self._ctx, ac._ptr, inp.ptr, out))
+        out = self._ap_rep_cell
+        self._check(_c.krb5_rd_rep(self._ctx, ac._ptr, self._input(data), out))
         _c.krb5_free_ap_rep_enc_part(self._ctx, out[0])
 
     def rd_req(
@@ -399,19 +419,19 @@ class RawContext:
 
         The replay cache is lent to `ac` for this call only: krb5_auth_con_free would close it.
         """
-        inp = _Input(data)
-        ac_ptr = _ffi.new("krb5_auth_context *", ac._ptr)
         if user_to_user_key is not None:
             # RFC 4120 §3.7: the ticket is encrypted in our TGT session key, not a keytab key.
             self.set_key(ac, user_to_user_key)
         if rcache is not None:
             self._check(_c.krb5_auth_con_setrcache(self._ctx, ac._ptr, rcache._ptr))
-        ticket_out = _ffi.new("krb5_ticket **")
+        ac_ptr = self._ac_cell
+        ac_ptr[0] = ac._ptr
+        ticket_out = self._ticket_cell
         try:
             code = _c.krb5_rd_req(
                 self._ctx,
                 ac_ptr,
-                inp.ptr,
+                self._input(data),
                 server._ptr,
                 _ffi.NULL if keytab is None else keytab._ptr,
                 _ffi.NULL,
@@ -422,10 +442,11 @@ class RawContext:
         finally:
             if rcache is not None:
                 _c.krb5_auth_con_setrcache(self._ctx, ac._ptr, _ffi.NULL)
+        ticket = ticket_out[0]
         try:
-            return self._decrypted_ticket(ticket_out[0])
+            return self._decrypted_ticket(ticket)
         finally:
-            _c.krb5_free_ticket(self._ctx, ticket_out[0])
+            _c.krb5_free_ticket(self._ctx, ticket)
 
     def _decrypted_ticket(self, ticket: Any) -> DecryptedTicket:
         enc = ticket.enc_part2
@@ -446,12 +467,13 @@ class RawContext:
         Only for an acceptor's auth context after krb5_rd_req got past authenticator
         decryption: on an initiator's context MIT 1.20 crashes here (client field cleared).
         """
-        out = _ffi.new("krb5_authenticator **")
+        out = self._authenticator_cell
         self._check(_c.krb5_auth_con_getauthenticator(self._ctx, ac._ptr, out))
+        authenticator = out[0]
         try:
-            return int(out[0].ctime), int(out[0].cusec)
+            return int(authenticator.ctime), int(authenticator.cusec)
         finally:
-            _c.krb5_free_authenticator(self._ctx, out[0])
+            _c.krb5_free_authenticator(self._ctx, authenticator)
 
     def set_key(self, ac: AuthContext, key: SessionKey) -> None:
         """Make `key` the auth context's key (krb5_auth_con_setuseruserkey), e.g. for mk_rep."""
@@ -462,7 +484,7 @@ class RawContext:
             block.wipe()
 
     def mk_rep(self, ac: AuthContext) -> bytes:
-        out = _ffi.new("krb5_data *")
+        out = self._data_out
         self._check(_c.krb5_mk_rep(self._ctx, ac._ptr, out))
         try:
             return _bytes(out)

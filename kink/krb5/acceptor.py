@@ -83,6 +83,14 @@ class Acceptor:
         self._raw = context.raw
         self._principal = self._raw.parse_principal(principal)
         self._keytab_name = keytab
+        # The file behind a FILE: (or prefix-less) keytab name, None for other types.
+        self._keytab_path: str | None = None
+        if keytab is not None:
+            prefix, sep, path = keytab.partition(":")
+            if not sep:
+                self._keytab_path = keytab
+            elif prefix.upper() == "FILE":
+                self._keytab_path = path
         self._keytab_stamp: tuple[int, int, int, int] | None = None
         self._keytab: _lib.Keytab | None = None
         if keytab is not None:
@@ -98,12 +106,11 @@ class Acceptor:
         (inode, size, mtime, ctime) is compared before each accept, a stat() instead of an open
         and a parse. Other keytab types (MEMORY:, ...) are used as they are.
         """
-        prefix, sep, path = name.partition(":")
-        if sep and prefix.upper() != "FILE":
+        path = self._keytab_path
+        if path is None:
             if self._keytab is None:
                 self._keytab = self._raw.keytab(name)
             return
-        path = path if sep else name
         try:
             st = os.stat(path)
         except OSError:

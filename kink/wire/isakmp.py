@@ -46,6 +46,10 @@ _PAYLOAD_TYPES = {int(t): t for t in IsakmpPayloadType}
 # kink.engine.proposals) hit on identity. Bounded, as the octets come from the wire.
 TRANSFORM_CACHE_SIZE = 1024
 _decoded_transforms: dict[bytes, "Transform"] = {}
+# One object per Transform value (see `shared`): what the engine builds (its offer, its pick)
+# and what it decodes meet as the same object, so that a cache keyed by Transform does not
+# compare them attribute by attribute (a Python __eq__ per attribute) on every exchange.
+_shared_transforms: dict["Transform", "Transform"] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +99,19 @@ class Transform:
         # Copies and pickles are built anew: a bytes attribute hashes differently in another
         # process (PYTHONHASHSEED), so the cached hash must not travel.
         return Transform, (self.number, self.transform_id, self.attributes)
+
+
+def shared(transform: Transform) -> Transform:
+    """The one object of this process equal to `transform` (`transform` itself when it is the
+    first of its value). Bounded: past TRANSFORM_CACHE_SIZE values the table starts again,
+    which only costs later comparisons their identity shortcut."""
+    found = _shared_transforms.get(transform)
+    if found is not None:
+        return found
+    if len(_shared_transforms) >= TRANSFORM_CACHE_SIZE:
+        _shared_transforms.clear()
+    _shared_transforms[transform] = transform
+    return transform
 
 
 # Proposal, SaPayload and NoncePayload are not frozen (issue 4): every CREATE builds and decodes
@@ -269,7 +286,7 @@ def _decode_transforms(data: bytes, off: int, end: int, count: int) -> tuple[Tra
         if transform is None:
             number, transform_id, _ = _TRANSFORM_HEAD.unpack_from(data, off + 4)
             attrs = _decode_attributes(data, off + 8, off + length)
-            transform = Transform(number, transform_id, attrs)
+            transform = shared(Transform(number, transform_id, attrs))
             if len(_decoded_transforms) >= TRANSFORM_CACHE_SIZE:
                 _decoded_transforms.clear()
             _decoded_transforms[raw] = transform

@@ -16,7 +16,6 @@ senders to set (§4) but gives receivers no rule for: it is ignored.
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from itertools import pairwise
 
 from kink.wire.constants import (
     QM_MAJOR_VERSION,
@@ -118,26 +117,48 @@ def check_message(msg: Message, request: int | None = None) -> None:
         raise ValueError(f"{request} is not a KINK command type")
     if msg.doi != IPSEC_DOI:
         raise ProtocolError(f"DOI {msg.doi} is not supported", kink_error=KinkErrorCode.INVDOI)
-    if msg.encrypted is None and msg.ciphertext is not None:
+    encrypted = msg.encrypted
+    if encrypted is None and msg.ciphertext is not None:
         raise ProtocolError("KINK_ENCRYPT has not been decrypted")
-    inner = msg.encrypted or ()
-    for payload in msg.payloads + inner:
+    # One pass over the payloads (this runs for every authenticated message, issue 4); the
+    # faults are still reported in the order of the rules: unknown types, then AP_REQ/AP_REP
+    # inside KINK_ENCRYPT, then more than one of them.
+    auth: ApReq | ApRep | None = None
+    auths = 0
+    rest: list[KinkPayload] = []
+    for payload in msg.payloads:
+        if isinstance(payload, _AUTH_TYPES):
+            auths += 1
+            if auth is None:
+                auth = payload
+        elif isinstance(payload, RawPayload):
+            raise _unknown(payload)
+        else:
+            rest.append(payload)
+    inner_auth = False
+    for payload in encrypted or ():
         if isinstance(payload, RawPayload):
-            raise ProtocolError(f"unknown KINK payload type {payload.payload_type} (§4.2)")
-    if any(isinstance(p, _AUTH_TYPES) for p in inner):
+            raise _unknown(payload)
+        if isinstance(payload, _AUTH_TYPES):
+            inner_auth = True
+        else:
+            rest.append(payload)
+    if inner_auth:
         raise ProtocolError("KINK_AP_REQ/KINK_AP_REP inside KINK_ENCRYPT (§6)")
-    auth = [p for p in msg.payloads if isinstance(p, _AUTH_TYPES)]
-    if len(auth) > 1:
+    if auths > 1:
         raise ProtocolError("more than one KINK_AP_REQ/KINK_AP_REP")
-    if msg.encrypted is not None and not auth:
+    if encrypted is not None and auth is None:
         raise ProtocolError("KINK_ENCRYPT without KINK_AP_REQ or KINK_AP_REP (§6)")
-    if auth and not msg.cksum:
+    if auth is not None and not msg.cksum:
         raise ProtocolError("no Cksum although KINK_AP_REQ/KINK_AP_REP gives a key (§4)")
-    rest = tuple(p for p in msg.payloads if not isinstance(p, _AUTH_TYPES)) + inner
     check = _BY_TYPE.get(msg.type)
     if check is None:
         raise ProtocolError(f"unknown message type {msg.type} (§4)")
-    check(auth[0] if auth else None, rest, msg, request)
+    check(auth, rest, msg, request)
+
+
+def _unknown(payload: RawPayload) -> ProtocolError:
+    return ProtocolError(f"unknown KINK payload type {payload.payload_type} (§4.2)")
 
 
 _Auth = ApReq | ApRep | None
@@ -149,10 +170,12 @@ def _command(name: str, auth: _Auth) -> None:
 
 
 def _isakmps(name: str, rest: Sequence[KinkPayload]) -> list[Isakmp]:
-    found = [p for p in rest if isinstance(p, Isakmp)]
-    if len(found) != len(rest):
-        others = sorted({p.payload_type for p in rest if not isinstance(p, Isakmp)})
-        raise ProtocolError(f"{name} carries KINK payload types {others} (§6)")
+    found: list[Isakmp] = []
+    for p in rest:
+        if not isinstance(p, Isakmp):
+            others = sorted({p.payload_type for p in rest if not isinstance(p, Isakmp)})
+            raise ProtocolError(f"{name} carries KINK payload types {others} (§6)")
+        found.append(p)
     return found
 
 
@@ -199,12 +222,19 @@ def _check_reply(
 ) -> None:
     if isinstance(auth, ApReq):
         raise ProtocolError("REPLY with KINK_AP_REQ (§6.1)")
-    if any(isinstance(p, TgtReq) for p in rest):
-        raise ProtocolError("REPLY with KINK_TGT_REQ (§6.1)")
-    krb_errors = sum(isinstance(p, KrbError) for p in rest)
-    errors = sum(isinstance(p, ErrorPayload) for p in rest)
-    tgt_reps = sum(isinstance(p, TgtRep) for p in rest)
-    isakmps = [p for p in rest if isinstance(p, Isakmp)]
+    krb_errors = errors = tgt_reps = 0
+    isakmps: list[Isakmp] = []
+    for p in rest:  # one pass: this runs for every REPLY (issue 4)
+        if isinstance(p, Isakmp):
+            isakmps.append(p)
+        elif isinstance(p, KrbError):
+            krb_errors += 1
+        elif isinstance(p, ErrorPayload):
+            errors += 1
+        elif isinstance(p, TgtRep):
+            tgt_reps += 1
+        elif isinstance(p, TgtReq):
+            raise ProtocolError("REPLY with KINK_TGT_REQ (§6.1)")
     if krb_errors > 1 or errors > 1:
         raise ProtocolError("REPLY with more than one KINK_KRB_ERROR or KINK_ERROR")
     if auth is None:
@@ -231,8 +261,12 @@ def _reply_to_create(rest: Sequence[KinkPayload], isakmps: list[Isakmp], doi: in
     if not rest:
         raise ProtocolError("REPLY to CREATE with neither KINK_ISAKMP nor an error (§6.3)")
     for isakmp in isakmps:
-        has_sa = any(isinstance(p, SaPayload) for p in isakmp.payloads)
-        _check_qm(isakmp, _CREATE_REPLY if has_sa else _NOTIFY_ONLY, doi)
+        form = _NOTIFY_ONLY
+        for p in isakmp.payloads:
+            if isinstance(p, SaPayload):
+                form = _CREATE_REPLY
+                break
+        _check_qm(isakmp, form, doi)
 
 
 def _reply_to_delete(rest: Sequence[KinkPayload], isakmps: list[Isakmp], doi: int) -> None:
@@ -279,7 +313,7 @@ def _malformed(reason: str) -> ProtocolError:
 
 
 def _check_qm(isakmp: Isakmp, form: _QuickMode, doi: int) -> None:
-    if (isakmp.qm_major, isakmp.qm_minor) != (QM_MAJOR_VERSION, QM_MINOR_VERSION):
+    if isakmp.qm_major != QM_MAJOR_VERSION or isakmp.qm_minor != QM_MINOR_VERSION:
         raise ProtocolError(
             f"Quick Mode version {isakmp.qm_major}.{isakmp.qm_minor} (§4.2.6)",
             kink_error=KinkErrorCode.BADQMVERS,
@@ -298,10 +332,9 @@ def _check_qm(isakmp: Isakmp, form: _QuickMode, doi: int) -> None:
         counts[kind] = counts.get(kind, 0) + 1
         _check_isakmp_payload(payload, form, doi)
     for kind, (low, high) in form.counts.items():
-        if not low <= counts.get(kind, 0) <= high:
-            raise _malformed(
-                f"{counts.get(kind, 0)} ISAKMP payloads of type {kind} in a {form.name}"
-            )
+        count = counts.get(kind, 0)
+        if count < low or count > high:
+            raise _malformed(f"{count} ISAKMP payloads of type {kind} in a {form.name}")
     if counts.get(_T.ID, 0) == 1:
         raise _malformed("one ID payload: IDci and IDcr go in pairs (RFC 2409 §5.5)")
 
@@ -363,9 +396,11 @@ def _check_sa(sa: SaPayload, form: _QuickMode, doi: int) -> None:
             raise _malformed(f"proposal {proposal.number} without a transform (RFC 2408 §4.2)")
         if form.one_transform and len(proposal.transforms) != 1:
             raise _malformed("a REPLY must name one transform per proposal (RFC 2408 §4.2)")
-        numbers = [t.number for t in proposal.transforms]
-        if any(b <= a for a, b in pairwise(numbers)):
-            raise _malformed("Transform numbers do not increase (RFC 2408 §4.2)")
+        last = -1
+        for transform in proposal.transforms:
+            if transform.number <= last:
+                raise _malformed("Transform numbers do not increase (RFC 2408 §4.2)")
+            last = transform.number
         for transform in proposal.transforms:
             _check_transform(transform)
 

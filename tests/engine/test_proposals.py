@@ -3,8 +3,10 @@ follows the configuration in force, however the offer and the pick are cached.""
 
 import dataclasses
 
+import pytest
+
 from kink.engine.config import PeerConfig, ProposalSpec, TransformSpec
-from kink.engine.proposals import Lifetime, check_reply, offer, select, with_spis
+from kink.engine.proposals import Lifetime, NoProposal, check_reply, offer, select, with_spis
 from kink.wire import SaPayload, decode_qm, encode_qm
 from kink.wire.ipsec_doi import AuthAlgorithm, EspTransform, GroupDescription, ProtocolId
 
@@ -52,3 +54,34 @@ def test_the_pick_carries_the_lifetime_in_force() -> None:
         checked = check_reply(offered, _wire(reply))
         assert checked.lifetime == choice.lifetime == Lifetime(seconds, 0)
         assert checked.protocols[0].peer_spi == 9
+
+
+def test_picks_and_checks_of_one_shape_keep_their_own_spis() -> None:
+    # select and check_reply keep their analysis per shape (transforms, not SPIs): each call
+    # still answers with the SPIs of its own payloads.
+    for spi in (0x100, 0x200, 0x100):
+        offered = offer(PEER, {ProtocolId.ESP: spi}, None)
+        choice, reply = select(_wire(offered), PEER, None)
+        assert choice.protocols[0].peer_spi == spi
+        assert reply.proposals[0].spi == bytes(4)
+        checked = check_reply(offered, _wire(with_spis(reply, {ProtocolId.ESP: spi + 1})))
+        assert checked.protocols[0].peer_spi == spi + 1
+        assert checked.optimistic and choice.optimistic
+
+
+def test_a_refusal_is_raised_again_for_the_same_shape() -> None:
+    sha256 = ProposalSpec(
+        (TransformSpec(ProtocolId.ESP, EspTransform.AES_CBC, AuthAlgorithm.HMAC_SHA2_256, 128),)
+    )
+    other = dataclasses.replace(PEER, proposals=(sha256,))
+    offered = _wire(offer(other, {ProtocolId.ESP: 5}, None))
+    for _ in range(2):
+        with pytest.raises(NoProposal):
+            select(offered, PEER, None)
+    # The same payload for a configuration that has the transform: picked.
+    assert select(offered, other, None)[0].protocols[0].peer_spi == 5
+    # A reply naming a transform we did not offer is refused every time, too.
+    _, reply = select(offered, other, None)
+    for _ in range(2):
+        with pytest.raises(NoProposal):
+            check_reply(offer(PEER, {ProtocolId.ESP: 5}, None), _wire(with_spis(reply, {3: 1})))

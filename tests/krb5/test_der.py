@@ -115,3 +115,16 @@ def test_ap_options_reads_other_encodings_field_by_field() -> None:
     # Five octets of flags: not the usual form either; the first 32 bits count.
     flags = bytes.fromhex("a003020105a10302010ea20803060012345678ff")
     assert _der.ap_options(tlv(0x6E, tlv(0x30, flags))) == 0x12345678
+
+
+def test_ap_options_reads_the_usual_form_at_once_with_its_lengths_checked() -> None:
+    ap_req = kink_ap_req(CAPTURE, 5)
+    assert ap_req[1] == 0x82 and ap_req[5] == 0x82  # two-octet lengths: the form read at once
+    assert _der.ap_options(ap_req) == _der.parse_ap_req(ap_req).ap_options
+    # A SEQUENCE reaching past its [APPLICATION 14] is refused there as field by field.
+    bad = bytearray(ap_req)
+    bad[6:8] = (int.from_bytes(ap_req[2:4], "big") - 3).to_bytes(2, "big")
+    with pytest.raises(Krb5Error):
+        _der.ap_options(bytes(bad))
+    # Octets after the AP-REQ are ignored by both readings.
+    assert _der.ap_options(ap_req + b"\0\0") == _der.ap_options(ap_req)

@@ -524,3 +524,20 @@ def test_a_transform_hashes_by_value_in_every_process() -> None:
     travelled = pickle.loads(made.stdout)
     assert travelled == transform
     assert {transform: 1}[travelled] == 1
+
+
+def test_a_decoded_transform_is_the_one_built_with_its_value() -> None:
+    # kink.wire.isakmp.shared: a transform built here (as the engine builds its offer) and the
+    # same transform decoded from the wire are one object, so that caches keyed by Transform
+    # find it by identity; distinct values stay distinct, and the table stays bounded.
+    isakmp._decoded_transforms.clear()  # what other tests decoded was shared in its time
+    built = isakmp.shared(Transform(1, 12, (Attribute(AttributeType.KEY_LENGTH, 192, True),)))
+    sa = SaPayload((Proposal(1, ProtocolId.ESP, SPI, (built,)),))
+    (decoded,) = decode_qm(encode_qm([sa]), sa.payload_type)
+    assert isinstance(decoded, SaPayload)
+    assert decoded.proposals[0].transforms[0] is built
+    other = isakmp.shared(Transform(1, 12, (Attribute(AttributeType.KEY_LENGTH, 256, True),)))
+    assert other is not built and other != built
+    for length in range(isakmp.TRANSFORM_CACHE_SIZE + 10):
+        isakmp.shared(Transform(2, 12, (Attribute(AttributeType.KEY_LENGTH, length, True),)))
+        assert len(isakmp._shared_transforms) <= isakmp.TRANSFORM_CACHE_SIZE
