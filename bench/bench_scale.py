@@ -1,7 +1,7 @@
 """Scale of kinkd (bench.harness processes): RSS of host a with no SA and with each of PAIRS SA
 pairs negotiated with host b (bytes per pair; one peer with that many selector pairs), the time
-of `kinkctl sas` listing them, and the start-up and reload times of a kinkd configured with
-PEERS peers (trap peers: each has its policies installed at start).
+of `kinkctl sas` listing them (as a table and as JSON), and the start-up and reload times of a
+kinkd configured with PEERS peers (trap peers: each has its policies installed at start).
 
 The SA pairs of PAIRS are negotiated by the two daemons (an ACQUIRE each: CREATE exchange, RFC
 4430 §3.2). ADOPTED pairs are not (two daemons on this machine take many minutes for them):
@@ -51,21 +51,27 @@ def _trap_peers(count: int) -> str:
 
 
 def _kinkctl_sas(host: Host, sas: int) -> None:
-    began = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, "-m", "kink.ctl", "--socket", host.control_path, "sas"],
-        cwd=REPO,
-        capture_output=True,
-        check=False,
-    )
-    emit(
-        "scale.kinkctl_sas",
-        (time.monotonic() - began) * 1e3,
-        "ms",
-        sas=sas,
-        exit=done.returncode,
-        lines=done.stdout.count(b"\n"),
-    )
+    """`kinkctl sas` as a table and with --json (one JSON document): until it has printed the
+    last line of kinkd's paged answer."""
+    for json_output in (False, True):
+        began = time.monotonic()
+        done = subprocess.run(
+            [sys.executable, "-m", "kink.ctl", "--socket", host.control_path, "sas"]
+            + ["--json"] * json_output,
+            cwd=REPO,
+            capture_output=True,
+            check=False,
+        )
+        emit(
+            "scale.kinkctl_sas",
+            (time.monotonic() - began) * 1e3,
+            "ms",
+            sas=sas,
+            json=json_output,
+            exit=done.returncode,
+            lines=done.stdout.count(b"\n"),
+            mb=round(len(done.stdout) / 1e6, 1),
+        )
 
 
 def pairs_rss(pairs: int) -> None:

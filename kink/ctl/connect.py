@@ -11,11 +11,12 @@ can answer.
 """
 
 import argparse
+import contextlib
 import grp
 import json
 import os
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from kink.ctl.command import EXIT_DENIED, EXIT_FAILURE, EXIT_NOT_RUNNING, EXIT_OK
@@ -89,18 +90,32 @@ def open_client(path: str, timeout: float | None = TIMEOUT) -> ControlClient:
 
 def ask(path: str, command: str, **args: Any) -> dict[str, Any]:
     """kinkd's result for one command; Failure for anything else."""
-    with open_client(path) as client:
-        try:
-            return client.request(command, **args)
-        except ControlError as exc:
-            message = f"kinkd refused {command}: {exc.message}"
-            raise Failure(EXIT_FAILURE, exc.code, message) from None
-        except TimeoutError:
-            message = f"kinkd did not answer within {TIMEOUT:g} s"
-            raise Failure(EXIT_FAILURE, ERR_TIMEOUT, message) from None
-        except OSError as exc:  # ConnectionError included: kinkd stopped while answering
-            message = f"lost the connection to kinkd: {exc.strerror or exc}"
-            raise Failure(EXIT_FAILURE, ERR_CONNECTION, message) from None
+    with open_client(path) as client, _failures(command):
+        return client.request(command, **args)
+
+
+def ask_parts(path: str, command: str, **args: Any) -> Iterator[dict[str, Any]]:
+    """kinkd's result for one command part by part (a paged answer,
+    kink.daemon.control_protocol.PAGED), each as it is read; Failure for anything else,
+    raised where it happens: before the first part or between two."""
+    with open_client(path) as client, _failures(command):
+        yield from client.parts(command, **args)
+
+
+@contextlib.contextmanager
+def _failures(command: str) -> Iterator[None]:
+    """What can go wrong once connected, as a Failure."""
+    try:
+        yield
+    except ControlError as exc:
+        message = f"kinkd refused {command}: {exc.message}"
+        raise Failure(EXIT_FAILURE, exc.code, message) from None
+    except TimeoutError:
+        message = f"kinkd did not answer within {TIMEOUT:g} s"
+        raise Failure(EXIT_FAILURE, ERR_TIMEOUT, message) from None
+    except OSError as exc:  # ConnectionError included: kinkd stopped while answering
+        message = f"lost the connection to kinkd: {exc.strerror or exc}"
+        raise Failure(EXIT_FAILURE, ERR_CONNECTION, message) from None
 
 
 def fail(args: argparse.Namespace, failure: Failure) -> int:

@@ -5,7 +5,7 @@ and their reqids."""
 import hashlib
 import re
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import MISSING, dataclass, fields
 from ipaddress import IPv4Address, IPv4Network, IPv6Network, ip_address
 from typing import Any
 
@@ -119,6 +119,23 @@ PEER_FIELDS: tuple[Field[Any], ...] = (
     PROPOSALS,
 )
 PEER_KEYS = tuple(f.name for f in PEER_FIELDS)
+# What a peer gets for a key neither it nor [defaults] sets: PeerConfig's defaults.
+_UNSET: dict[str, Any] = {f.name: f.default for f in fields(PeerConfig) if f.default is not MISSING}
+
+Pair = tuple[Selector, Selector]  # a policy's (local, remote) selectors, before its reqid
+
+
+@dataclass(slots=True)
+class _Draft:
+    """A peer whose keys are checked, built into its PeerConfig once its policies have their
+    reqids (_numbered): one PeerConfig per peer, made once (10,000 peers load in a start-up)."""
+
+    name: str
+    values: Values
+    address: str
+    settings: dict[str, Any]  # PeerConfig's keyword arguments but name, address, policies
+    pairs: tuple[Pair, ...]
+    send_ids: bool  # False: host to host without ID payloads (RFC 4430 §5.3)
 
 
 def read_peers(
@@ -143,8 +160,8 @@ def read_peers(
     except Invalid as e:
         ctx.problem(("peers",), e.reason)
         return ()
-    built: list[PeerConfig] = []
-    where: dict[str, Values] = {}
+    drafts: list[_Draft] = []
+    here: Selector | None = None  # daemon.address's host selector, shared by every peer
     for name, data in tables.items():
         before = ctx.count
         if not _NAME.fullmatch(name):
@@ -159,24 +176,26 @@ def read_peers(
         ctx.require(values, (ADDRESS.name, PRINCIPAL.name))
         if engine is None or ctx.count > before or values.invalid:
             continue
-        peer = _build(ctx, name, values, engine)
-        if peer is not None:
-            built.append(peer)
-            where[name] = values
-    return _numbered(ctx, _unique(ctx, built, where), reqids)
+        if here is None:
+            here = Selector(_host(ip_address(engine.address)))
+        draft = _draft(ctx, name, values, engine, here)
+        if draft is not None:
+            drafts.append(draft)
+    return _numbered(ctx, _unique(ctx, drafts), reqids)
 
 
 def _numbered(
-    ctx: Collector, peers: tuple[PeerConfig, ...], reqids: tuple[int, int]
+    ctx: Collector, drafts: list[_Draft], reqids: tuple[int, int]
 ) -> tuple[PeerConfig, ...]:
-    """The peers with their policies' reqids: each peer a run of whole blocks (see BLOCK)."""
+    """The peers, built with their policies' reqids: each peer a run of whole blocks (see
+    BLOCK), in the order of the file."""
     base, count = reqids
     blocks = (count - IMPLICIT_REQIDS) // BLOCK
     taken = bytearray(blocks)  # 1: the block is some peer's
     out: dict[str, PeerConfig] = {}
-    for peer in sorted(peers, key=lambda p: p.name):
-        size = -(-len(peer.policies) // BLOCK)
-        start = _free_run(taken, size, _hash(peer.name) % blocks)
+    for draft in sorted(drafts, key=lambda d: d.name):
+        size = -(-len(draft.pairs) // BLOCK)
+        start = _free_run(taken, size, _hash(draft.name) % blocks)
         if start is None:
             ctx.problem(
                 ("peers",),
@@ -186,12 +205,15 @@ def _numbered(
             )
             return ()
         taken[start : start + size] = b"\x01" * size
+        send_ids = draft.send_ids
         policies = tuple(
-            replace(p, reqid=base + _offset(start + i // BLOCK) + i % BLOCK)
-            for i, p in enumerate(peer.policies)
+            Policy(local, remote, base + _offset(start + i // BLOCK) + i % BLOCK, send_ids)
+            for i, (local, remote) in enumerate(draft.pairs)
         )
-        out[peer.name] = replace(peer, policies=policies)
-    return tuple(out[peer.name] for peer in peers)
+        out[draft.name] = PeerConfig(
+            name=draft.name, address=draft.address, policies=policies, **draft.settings
+        )
+    return tuple(out[draft.name] for draft in drafts)
 
 
 def _offset(block: int) -> int:
@@ -216,20 +238,23 @@ def _free_run(taken: bytearray, size: int, start: int) -> int | None:
     return None
 
 
-def _build(ctx: Collector, name: str, values: Values, engine: EngineConfig) -> PeerConfig | None:
-    """The peer's PeerConfig, its policies' reqids still 0 (_numbered gives them); None (with
-    problems recorded) if its keys do not fit together."""
+def _draft(
+    ctx: Collector,
+    name: str,
+    values: Values,
+    engine: EngineConfig,
+    here: Selector,
+) -> _Draft | None:
+    """The peer's checked keys (`here`: daemon.address's host selector); None (with problems
+    recorded) if they do not fit together."""
     before = ctx.count
-    local = ip_address(engine.address)
+    local = here.network.network_address
     remote = values.get(ADDRESS, local)  # required: read_peers checked it is set
-    peer = PeerConfig(
-        name=name,
-        address=str(remote),
-        principal=values.get(PRINCIPAL, ""),
-        policies=(),
-        proposals=values.get(PROPOSALS, DEFAULT_PROPOSALS),
+    settings = {
+        "principal": values.get(PRINCIPAL, ""),
+        "proposals": values.get(PROPOSALS, DEFAULT_PROPOSALS),
         **values.kwargs(_DIRECT),
-    )
+    }
     if remote.version != local.version:
         ctx.key_problem(
             values,
@@ -239,25 +264,28 @@ def _build(ctx: Collector, name: str, values: Values, engine: EngineConfig) -> P
         )
     elif remote == local:
         ctx.key_problem(values, ADDRESS.name, f"{remote} is daemon.address, this host's own")
-    if peer.pfs_required and peer.pfs_group is None:
+    pfs_group = settings.get("pfs_group", _UNSET["pfs_group"])
+    if settings.get("pfs_required", _UNSET["pfs_required"]) and pfs_group is None:
         ctx.key_problem(values, PFS_REQUIRED.name, "needs a pfs_group other than 'none'")
-    if peer.lifetime_seconds <= engine.rekey_margin:
+    lifetime = settings.get("lifetime_seconds", _UNSET["lifetime_seconds"])
+    if lifetime <= engine.rekey_margin:
         ctx.key_problem(
             values,
             LIFETIME_SECONDS.name,
-            f"{peer.lifetime_seconds} s is not longer than daemon.rekey_margin "
+            f"{lifetime} s is not longer than daemon.rekey_margin "
             f"({engine.rekey_margin:g} s): the SA would be rekeyed as soon as it is up",
         )
-    policies = _policies(ctx, values, local, remote, peer.mode)
+    mode = settings.get("mode", _UNSET["mode"])
+    pairs, send_ids = _policies(ctx, values, here, remote, mode)
     if ctx.count > before:
         return None
-    return replace(peer, policies=policies)
+    return _Draft(name, values, str(remote), settings, pairs, send_ids)
 
 
 def _policies(
-    ctx: Collector, values: Values, local: IpAddress, remote: IpAddress, mode: str
-) -> tuple[Policy, ...]:
-    """The selector pairs of the peer (reqids still 0).
+    ctx: Collector, values: Values, here_selector: Selector, remote: IpAddress, mode: str
+) -> tuple[tuple[Pair, ...], bool]:
+    """The selector pairs of the peer, and whether they go in ID payloads.
 
     No subnets, protocol or ports: host to host without ID payloads (RFC 4430 §5.3). Otherwise
     every local subnet with every remote subnet of the same family, a side without subnets
@@ -267,10 +295,10 @@ def _policies(
     for name, port in ((LOCAL_PORT.name, local_port), (REMOTE_PORT.name, remote_port)):
         if port and protocol not in _PORTED:
             ctx.key_problem(values, name, "a port needs protocol 'tcp', 'udp' or 'sctp'")
-    here, there = _host(local), _host(remote)
+    here, there = here_selector.network, _host(remote)
     mine, theirs = values.get(LOCAL_SUBNETS, ()), values.get(REMOTE_SUBNETS, ())
     if not (mine or theirs or protocol or local_port or remote_port):
-        return (Policy(Selector(here), Selector(there), 0, send_ids=False),)
+        return ((here_selector, Selector(there)),), False
     sides = (
         (LOCAL_SUBNETS, mine, here, theirs or (there,), REMOTE_SUBNETS),
         (REMOTE_SUBNETS, theirs, there, mine or (here,), LOCAL_SUBNETS),
@@ -302,9 +330,9 @@ def _policies(
         if ours.version == peer.version
     ]
     return tuple(
-        Policy(Selector(ours, protocol, local_port), Selector(peer, protocol, remote_port), 0)
+        (Selector(ours, protocol, local_port), Selector(peer, protocol, remote_port))
         for ours, peer in pairs
-    )
+    ), True
 
 
 def _host(address: IpAddress) -> IPv4Network | IPv6Network:
@@ -314,38 +342,35 @@ def _host(address: IpAddress) -> IPv4Network | IPv6Network:
     return IPv6Network((int(address), 128))
 
 
-def _unique(
-    ctx: Collector, peers: list[PeerConfig], where: dict[str, Values]
-) -> tuple[PeerConfig, ...]:
+def _unique(ctx: Collector, drafts: list[_Draft]) -> list[_Draft]:
     """No two peers share an address (the engine finds a peer by it) or a selector pair (the
     kernel holds one policy per pair)."""
     addresses: dict[str, str] = {}
-    pairs: dict[tuple[Selector, Selector], str] = {}
-    kept: list[PeerConfig] = []
-    for peer in peers:
-        values = where[peer.name]
-        owner = addresses.setdefault(peer.address, peer.name)
-        if owner != peer.name:
+    pairs: dict[Pair, str] = {}
+    kept: list[_Draft] = []
+    for draft in drafts:
+        values = draft.values
+        owner = addresses.setdefault(draft.address, draft.name)
+        if owner != draft.name:
             ctx.key_problem(
                 values,
                 ADDRESS.name,
-                f"{peer.address} is already the address of {format_path(('peers', owner))}",
+                f"{draft.address} is already the address of {format_path(('peers', owner))}",
             )
             continue
-        clash = next((p for p in peer.policies if (p.local, p.remote) in pairs), None)
+        clash = next((pair for pair in draft.pairs if pair in pairs), None)
         if clash is not None:
             key = REMOTE_SUBNETS if values.has(REMOTE_SUBNETS.name) else LOCAL_SUBNETS
             ctx.key_problem(
                 values,
                 key.name,
-                f"selectors {_selector(clash.local)} -> {_selector(clash.remote)} are already "
-                f"used by {format_path(('peers', pairs[(clash.local, clash.remote)]))}",
+                f"selectors {_selector(clash[0])} -> {_selector(clash[1])} are already "
+                f"used by {format_path(('peers', pairs[clash]))}",
             )
             continue
-        for p in peer.policies:
-            pairs[(p.local, p.remote)] = peer.name
-        kept.append(peer)
-    return tuple(kept)
+        pairs.update(dict.fromkeys(draft.pairs, draft.name))
+        kept.append(draft)
+    return kept
 
 
 def _selector(selector: Selector) -> str:

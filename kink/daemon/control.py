@@ -13,7 +13,7 @@ import os
 import socket
 import stat
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -100,8 +100,9 @@ class ControlServer:
                     buffer += chunk
                     while (end := buffer.find(b"\n")) >= 0:
                         line, buffer = bytes(buffer[:end]), buffer[end + 1 :]
-                        reply, monitor = await self._answer(line)
-                        await stream.send_all(reply)
+                        replies, monitor = await self._answer(line)
+                        for reply in replies:  # a paged answer: a part encoded, then sent
+                            await stream.send_all(reply)
                         if monitor:
                             await self._monitor(stream)
                             return
@@ -113,21 +114,34 @@ class ControlServer:
         finally:
             self._connections -= 1
 
-    async def _answer(self, line: bytes) -> tuple[bytes, bool]:
+    async def _answer(self, line: bytes) -> tuple[Iterable[bytes], bool]:
+        """The response lines to a request line, and whether it starts a monitor stream."""
         try:
             request = cp.decode_request(line)
         except cp.ControlError as exc:
-            return cp.encode_error(exc.request_id, exc.code, exc.message), False
+            return [cp.encode_error(exc.request_id, exc.code, exc.message)], False
         if request.command == "monitor":
-            return cp.encode_result(request.id, {}), True
+            return [cp.encode_result(request.id, {})], True
         try:
             result = await self._handler(request)
         except cp.ControlError as exc:
-            return cp.encode_error(request.id, exc.code, exc.message), False
+            return [cp.encode_error(request.id, exc.code, exc.message)], False
         except Exception:
-            log.exception("control command %s failed", request.command)
-            return cp.encode_error(request.id, cp.ERR_INTERNAL, "see the daemon's log"), False
-        return cp.encode_result(request.id, result), False
+            return [self._failed(request)], False
+        return self._parts(request, result), False
+
+    def _parts(self, request: cp.Request, result: dict[str, Any]) -> Iterator[bytes]:
+        """The parts of the answer (cp.encode_parts); a failure while making them (a paged
+        list made as it is gone through) ends the answer with an error."""
+        try:
+            yield from cp.encode_parts(request, result)
+        except Exception:
+            yield self._failed(request)
+
+    @staticmethod
+    def _failed(request: cp.Request) -> bytes:
+        log.exception("control command %s failed", request.command)
+        return cp.encode_error(request.id, cp.ERR_INTERNAL, "see the daemon's log")
 
     async def _monitor(self, stream: trio.SocketStream) -> None:
         send, receive = trio.open_memory_channel[bytes](MONITOR_QUEUE)

@@ -7,8 +7,19 @@ MAX_ANSWER). Requests on a connection are answered in order; a client may send s
 
   request   {"v": 1, "id": int, "command": COMMAND, "args": {...}}
   response  {"v": 1, "id": int, "ok": true, "result": {...}}
+            {"v": 1, "id": int, "ok": true, "more": true, "result": {...}}   a part, see below
             {"v": 1, "id": int | null, "ok": false, "error": ERR_*, "message": str}
   event     {"v": 1, "event": EVENT_*, "time": float (Unix time), "data": {...}}
+
+Paged answers: a command of PAGED asked with "paged": true among its args is answered in parts,
+each a response line; every part but the last has "more": true. Each part's result has the
+whole result's keys, the list named in PAGED holding the next PAGE items (fewer in the last
+part, which may hold none): the result is the parts' lists joined, in order. A client can use
+(print) each part as it comes, and kinkd encodes and sends one part at a time (issue 9: the
+`sas` answer for 100,000 SA pairs is some 60 MB of JSON, which a client should not have to
+hold whole, nor wait for whole). An error response may follow parts (a failure while making
+the rest): the answer is then that error, whatever parts came before it. Without "paged" the
+answer is one response, as for any command (clients written before parts existed).
 
 Commands (args -> result). SPIs are integers; times are seconds; absent values are null.
   status     {} -> {"version", "pid", "uid", "epoch", "uptime", "address", "port",
@@ -21,8 +32,8 @@ Commands (args -> result). SPIs are integers; times are seconds; absent values a
                     "kerberos": {"fetches", "failures"}}
   peers      {} -> {"peers": [{"name", "address", "port", "principal", "start_action", "mode",
                     "epoch", "sas", "transactions", "queued", "rtt"}]}
-  sas        {} -> {"sas": [{"child", "peer", "state", "initiator", "mode", "reqid",
-                    "peer_epoch", "rekey_in", "expires_in", "age",
+  sas        {} | {"paged": true} -> {"sas": [{"child", "peer", "state", "initiator",
+                    "mode", "reqid", "peer_epoch", "rekey_in", "expires_in", "age",
                     "local": SELECTOR, "remote": SELECTOR, "pfs_group": "modp2048" | null,
                     "life": {"soft_seconds", "hard_seconds", "soft_bytes", "hard_bytes"},
                     "sas": [{"protocol": "esp"|"ah", "spi_in", "spi_out",
@@ -53,6 +64,7 @@ import json
 import socket
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any
 
 VERSION = 1
@@ -61,7 +73,12 @@ DEFAULT_CONTROL_SOCKET = "/run/kink/kinkd.sock"
 # Selector protocols by IANA number: the names kink.toml accepts and kinkctl shows.
 IP_PROTOCOL_NAMES = {0: "any", 1: "icmp", 6: "tcp", 17: "udp", 47: "gre", 58: "icmpv6", 132: "sctp"}
 MAX_LINE = 1 << 20  # a request: what kinkd reads from a client
-MAX_ANSWER = 1 << 30  # what a client reads: the `sas` answer for 100,000 SAs is about 80 MB
+# What a client reads in one line: the largest answers are paged (a part of `sas` is ~0.6 MB);
+# `peers` is not, at ~250 bytes a peer.
+MAX_ANSWER = 1 << 28
+PAGE = 1000  # items in a part of a paged answer
+# Paged commands (see above): the result key holding the list that is split among the parts.
+PAGED = {"sas": "sas"}
 
 COMMANDS = (
     "status",
@@ -151,8 +168,34 @@ def decode_request(line: bytes) -> Request:
     return Request(request_id, command, args)
 
 
-def encode_result(request_id: int, result: Mapping[str, Any]) -> bytes:
-    return _line({"v": VERSION, "id": request_id, "ok": True, "result": dict(result)})
+def encode_result(request_id: int, result: Mapping[str, Any], *, more: bool = False) -> bytes:
+    """A response; `more`: a part of a paged answer that others follow."""
+    message: dict[str, Any] = {"v": VERSION, "id": request_id, "ok": True}
+    if more:
+        message["more"] = True
+    message["result"] = dict(result)
+    return _line(message)
+
+
+def encode_parts(request: Request, result: Mapping[str, Any]) -> Iterator[bytes]:
+    """The response lines answering `request` with `result`: one, or the parts of a paged
+    answer, each encoded when asked for (the paged list may be any iterable, gone through
+    once, a part at a time)."""
+    key = PAGED.get(request.command)
+    if key is None:
+        yield encode_result(request.id, result)
+        return
+    items = iter(result[key])
+    if request.args.get("paged") is not True:
+        yield encode_result(request.id, {**result, key: list(items)})
+        return
+    page = list(islice(items, PAGE))
+    while True:
+        following = list(islice(items, PAGE))
+        yield encode_result(request.id, {**result, key: page}, more=bool(following))
+        if not following:
+            return
+        page = following
 
 
 def encode_error(request_id: int | None, code: str, message: str) -> bytes:
@@ -197,17 +240,38 @@ class ControlClient:
         return _parse(line)
 
     def request(self, command: str, **args: Any) -> dict[str, Any]:
-        """The result of one command; ControlError for an error answer."""
+        """The result of one command (a paged answer's parts joined); ControlError for an
+        error answer."""
+        parts = self.parts(command, **args)
+        result = next(parts)
+        key = PAGED.get(command)
+        for part in parts:
+            assert key is not None  # only paged answers come in parts
+            result[key] += part[key]
+        return result
+
+    def parts(self, command: str, **args: Any) -> Iterator[dict[str, Any]]:
+        """Send one command now (a PAGED one asking for a paged answer); its result part by
+        part (one part unless the command is PAGED), each as it is read. ControlError for an
+        error answer, when it comes."""
+        if command in PAGED:
+            args = {**args, "paged": True}
         self._next_id += 1
         self._sock.sendall(encode_request(self._next_id, command, args))
+        return self._results()
+
+    def _results(self) -> Iterator[dict[str, Any]]:
         while True:
             reply = self._read()
             if "event" in reply:
                 continue  # a monitor stream's event; callers of request() do not monitor
-            if reply.get("ok") is True:
-                result: dict[str, Any] = reply["result"]
-                return result
-            raise ControlError(str(reply.get("error")), str(reply.get("message")), reply.get("id"))
+            if reply.get("ok") is not True:
+                code, message = str(reply.get("error")), str(reply.get("message"))
+                raise ControlError(code, message, reply.get("id"))
+            result: dict[str, Any] = reply["result"]
+            yield result
+            if reply.get("more") is not True:
+                return
 
     def subscribe(self) -> Iterator[Event]:
         """Subscribe to the events (the `monitor` command) and return them as an iterator.

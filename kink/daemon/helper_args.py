@@ -86,9 +86,13 @@ def _prefix(selector: Selector) -> str:
 
 
 def selector(src: Selector, dst: Selector) -> dict[str, Any]:
+    return _selector(src, _prefix(src), dst, _prefix(dst))
+
+
+def _selector(src: Selector, src_text: str, dst: Selector, dst_text: str) -> dict[str, Any]:
     return {
-        "src": _prefix(src),
-        "dst": _prefix(dst),
+        "src": src_text,
+        "dst": dst_text,
         "proto": src.protocol or dst.protocol,
         "sport": src.port,
         "dport": dst.port,
@@ -161,10 +165,14 @@ def policies(
     for policy in peer_policies:
         reqid = policy.reqid
         priority = ranges.priority(policy)
-        for direction, src, dst, a, b in (
-            ("out", policy.local, policy.remote, local, peer.address),
-            ("in", policy.remote, policy.local, peer.address, local),
-            ("fwd", policy.remote, policy.local, peer.address, local),
+        # Each side's prefix once for its two or three policies (ipaddress formats slowly:
+        # 10,000 peers are installed at start-up).
+        ours, theirs = policy.local, policy.remote
+        here, there = _prefix(ours), _prefix(theirs)
+        for direction, src, src_text, dst, dst_text, a, b in (
+            ("out", ours, here, theirs, there, local, peer.address),
+            ("in", theirs, there, ours, here, peer.address, local),
+            ("fwd", theirs, there, ours, here, peer.address, local),
         ):
             if direction == "fwd" and peer.mode != "tunnel":
                 continue
@@ -177,7 +185,7 @@ def policies(
             out.append(
                 {
                     "dir": direction,
-                    "selector": selector(src, dst),
+                    "selector": _selector(src, src_text, dst, dst_text),
                     "priority": priority,
                     "templates": templates,
                 }

@@ -3,9 +3,15 @@ each child (selectors, transforms, lifetimes, PFS group) with the kernel's count
 
 Algorithms are named as kink.toml names them (aes-cbc, aes-gcm, hmac-sha256), not by their
 XFRM names (cbc(aes), rfc4106(gcm(aes)), hmac(sha256)): operators compare the two.
+
+An entry is made for every child at each `sas` (100,000s of them, issue 9), from values most
+children share (their policy's selectors, their transforms and lifetimes: kink.engine.sadb):
+the parts made of those are made once and shared between entries, which are encoded and never
+changed.
 """
 
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 
 from kink.daemon.helper_args import PROTOCOL_NAMES
@@ -26,6 +32,10 @@ AUTH_NAMES = {
 KernelSas = Mapping[tuple[str, int, str], Mapping[str, Any]]
 
 
+_SHARED = 4096  # distinct selectors, transforms and lifetimes whose parts are kept
+
+
+@lru_cache(maxsize=_SHARED)
 def selector(sel: Selector | None) -> dict[str, Any] | None:
     if sel is None:
         return None
@@ -44,10 +54,20 @@ def group_name(group: int | None) -> str | None:
 
 def lifetimes(life: SaLifetimes | None) -> dict[str, int | None]:
     """The limits the SAs were installed with; 0 (none) becomes null."""
+    if life is None:
+        return _lifetimes(None)
+    return _lifetimes((life.soft_seconds, life.hard_seconds, life.soft_bytes, life.hard_bytes))
+
+
+@lru_cache(maxsize=_SHARED)
+def _lifetimes(limits: tuple[int, int, int, int] | None) -> dict[str, int | None]:
     names = ("soft_seconds", "hard_seconds", "soft_bytes", "hard_bytes")
-    return {name: (getattr(life, name) or None) if life else None for name in names}
+    if limits is None:
+        return dict.fromkeys(names)
+    return {name: limit or None for name, limit in zip(names, limits, strict=True)}
 
 
+@lru_cache(maxsize=_SHARED)
 def transform(t: SaTransform | None) -> dict[str, Any]:
     if t is None:
         return dict.fromkeys(("enc", "enc_key_bits", "icv_bits", "auth", "auth_trunc_bits"))

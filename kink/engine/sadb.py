@@ -18,8 +18,6 @@ from kink.engine.proposals import Lifetime
 if TYPE_CHECKING:
     from kink.engine.core import Timer
 
-_K = TypeVar("_K")
-
 
 class ChildState(Enum):
     LARVAL = "larval"  # being installed
@@ -34,9 +32,36 @@ class SaPair:
     outbound_spi: int
     inbound: bool = False  # installed in the kernel
     outbound: bool = False
+    counters: tuple[int, int] | None = None  # DPD: the last (inbound, outbound) byte counts
 
 
-@dataclass(eq=False)
+class SaCounters:
+    """Child.counters: per protocol the (inbound, outbound) byte counters last seen (DPD,
+    §3.7), kept on the child's SaPair of that protocol. A dict per child was ~300 octets once
+    the daemon's traffic poll had sampled it, i.e. for every child (issue 9)."""
+
+    __slots__ = ("_sas",)
+
+    def __init__(self, sas: list[SaPair]) -> None:
+        self._sas = sas
+
+    def get(self, protocol: int, default: tuple[int, int]) -> tuple[int, int]:
+        for sa in self._sas:
+            if sa.protocol == protocol and sa.counters is not None:
+                return sa.counters
+        return default
+
+    def __setitem__(self, protocol: int, counters: tuple[int, int]) -> None:
+        for sa in self._sas:
+            if sa.protocol == protocol:
+                sa.counters = counters
+                return
+        raise KeyError(protocol)  # a protocol the child has no SA of
+
+
+# A Child has slots, not a __dict__: 100,000s of them live as long as their SAs (issue 9).
+# (A weak reference slot too: tests check that nothing holds a forgotten child.)
+@dataclass(eq=False, slots=True, weakref_slot=True)
 class Child:
     id: int
     peer: "PeerState"
@@ -52,15 +77,19 @@ class Child:
     rekey_at: float | None = None
     rekey_timer: "Timer | None" = None  # cancelled when the child is forgotten
     rekeying: bool = False
-    # What was installed, for kinkctl and restart records (no keys).
+    # What was installed, for kinkctl and restart records (no keys). Equal ones are shared
+    # between children (Sadb.add).
     mode: str = "transport"
     transforms: tuple[SaTransform, ...] = ()
     life: SaLifetimes | None = None
     pfs_group: int | None = None  # the KE group when the exchange carried KE (§3.2)
-    # DPD (§3.7): per protocol the (inbound, outbound) byte counters last seen, and since when
-    # outbound grew without inbound.
-    counters: dict[int, tuple[int, int]] = field(default_factory=dict)
+    # DPD (§3.7): since when outbound grew without inbound (the counters: SaPair).
     quiet_since: float | None = None
+
+    @property
+    def counters(self) -> SaCounters:
+        """Per protocol the (inbound, outbound) byte counters last seen (DPD, §3.7)."""
+        return SaCounters(self.sas)
 
     def spis(self) -> tuple[tuple[int, int, int], ...]:
         return tuple((s.protocol, s.inbound_spi, s.outbound_spi) for s in self.sas)
@@ -90,6 +119,14 @@ class PeerState:
     retry: "Timer | None" = None
 
 
+# Distinct values Sadb.add shares at most (per kind): the values children hold come from the
+# configuration (transforms, modes, lifetimes), so a handful are in use; a bound all the same,
+# since nothing is ever dropped from the tables.
+_SHARED_MAX = 1024
+
+_Life = tuple[int, int, int, int]
+
+
 class Sadb:
     """Children by id, by peer name, by (peer name, policy), inbound (protocol, spi) and
     outbound (peer, protocol, spi).
@@ -100,14 +137,25 @@ class Sadb:
     child (issue 9: 10,000+ SAs; one peer may hold most of them, one per policy). A child's
     peer name and policy never change and a peer keeps its name for its life (a rename is a
     new peer), so the keys at add() find the entries again at remove().
+
+    Memory (issue 9: 100,000 SA pairs in a few hundred MB): an index entry holding one child
+    holds the child itself, not a dict of one (most policies, and many peers, have one child
+    at a time); the SPI indexes are keyed by the SPIs the SaPairs hold, with no tuple per
+    child; and the mode, lifetimes and transforms of children are shared when equal (add).
     """
 
     def __init__(self) -> None:
         self.children: dict[int, Child] = {}
-        self._by_peer: dict[str, dict[int, Child]] = {}
-        self._by_policy: dict[tuple[str, Policy], dict[int, Child]] = {}
-        self._inbound: dict[tuple[int, int], Child] = {}
-        self._outbound: dict[tuple[str, int, int], Child] = {}
+        self._by_peer: dict[str, Child | dict[int, Child]] = {}
+        self._by_policy: dict[tuple[str, Policy], Child | dict[int, Child]] = {}
+        self._inbound: dict[int, dict[int, Child]] = {}  # protocol -> inbound SPI -> child
+        # protocol -> outbound SPI -> child, or its children by peer name when peers chose
+        # the same SPI (an SPI is unique per destination only, RFC 4301 §4.1)
+        self._outbound: dict[int, dict[int, Child | dict[str, Child]]] = {}
+        self._transforms: dict[tuple[SaTransform, ...], tuple[SaTransform, ...]] = {}
+        self._lives: dict[_Life, SaLifetimes] = {}
+        self._lifetimes: dict[Lifetime, Lifetime] = {}
+        self._modes: dict[str, str] = {}
         self._next_id = 1
 
     def new_id(self) -> int:
@@ -115,13 +163,21 @@ class Sadb:
         return self._next_id - 1
 
     def add(self, child: Child) -> None:
+        self._share(child)
         self.children[child.id] = child
         name = child.peer.config.name
-        self._by_peer.setdefault(name, {})[child.id] = child
-        self._by_policy.setdefault((name, child.policy), {})[child.id] = child
+        _index(self._by_peer, name, child)
+        _index(self._by_policy, (name, child.policy), child)
         for sa in child.sas:
-            self._inbound[(sa.protocol, sa.inbound_spi)] = child
-            self._outbound[(child.peer.config.name, sa.protocol, sa.outbound_spi)] = child
+            self._inbound.setdefault(sa.protocol, {})[sa.inbound_spi] = child
+            out = self._outbound.setdefault(sa.protocol, {})
+            held = out.get(sa.outbound_spi)
+            if held is None or (isinstance(held, Child) and held.peer.config.name == name):
+                out[sa.outbound_spi] = child
+            elif isinstance(held, Child):
+                out[sa.outbound_spi] = {held.peer.config.name: held, name: child}
+            else:
+                held[name] = child
 
     def remove(self, child: Child) -> None:
         if child.rekey_timer is not None:
@@ -132,34 +188,94 @@ class Sadb:
         _unindex(self._by_peer, name, child)
         _unindex(self._by_policy, (name, child.policy), child)
         for sa in child.sas:
-            if self._inbound.get((sa.protocol, sa.inbound_spi)) is child:
-                del self._inbound[(sa.protocol, sa.inbound_spi)]
-            key = (child.peer.config.name, sa.protocol, sa.outbound_spi)
-            if self._outbound.get(key) is child:
-                del self._outbound[key]
+            inbound = self._inbound.get(sa.protocol)
+            if inbound is not None and inbound.get(sa.inbound_spi) is child:
+                del inbound[sa.inbound_spi]
+            out = self._outbound.get(sa.protocol)
+            if out is not None:
+                _drop_outbound(out, sa.outbound_spi, name, child)
 
     def by_inbound(self, protocol: int, spi: int) -> Child | None:
-        return self._inbound.get((protocol, spi))
+        inbound = self._inbound.get(protocol)
+        return None if inbound is None else inbound.get(spi)
 
     def by_outbound(self, peer: str, protocol: int, spi: int) -> Child | None:
-        return self._outbound.get((peer, protocol, spi))
+        out = self._outbound.get(protocol)
+        held = None if out is None else out.get(spi)
+        if isinstance(held, dict):
+            return held.get(peer)
+        return held if held is not None and held.peer.config.name == peer else None
 
     def of_peer(self, peer: str) -> Iterator[Child]:
         """The peer's children in the order they were added, as they are now: callers may
         add or remove children while they go through them."""
-        mine = self._by_peer.get(peer)
-        return iter(()) if mine is None else iter(list(mine.values()))
+        return iter(_listed(self._by_peer.get(peer)))
 
     def of_policy(self, peer: str, policy: Policy) -> list[Child]:
         """The peer's children for `policy` (equal selectors and reqid), in the order they
         were added; a list of its own, so callers may add or remove children meanwhile."""
-        mine = self._by_policy.get((peer, policy))
-        return [] if mine is None else list(mine.values())
+        return _listed(self._by_policy.get((peer, policy)))
+
+    def _share(self, child: Child) -> None:
+        """The child's mode, lifetimes and transforms: those of an earlier child if equal.
+        A restored child's come from its own record (a state file's text), a negotiated
+        one's from its own exchange; kept per child they were ~400 octets of each."""
+        child.mode = _shared(self._modes, child.mode, child.mode)
+        child.lifetime = _shared(self._lifetimes, child.lifetime, child.lifetime)
+        child.transforms = _shared(self._transforms, child.transforms, child.transforms)
+        life = child.life
+        if life is not None:
+            key = (life.soft_seconds, life.hard_seconds, life.soft_bytes, life.hard_bytes)
+            child.life = _shared(self._lives, key, life)
 
 
-def _unindex(index: dict[_K, dict[int, Child]], key: _K, child: Child) -> None:
-    mine = index.get(key)
-    if mine is not None and mine.get(child.id) is child:
-        del mine[child.id]
-        if not mine:
-            del index[key]
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+def _shared(table: dict[_K, _V], key: _K, value: _V) -> _V:
+    """The value kept for `key`, or `value` (kept for it, unless the table is full)."""
+    kept = table.get(key)
+    if kept is not None:
+        return kept
+    if len(table) < _SHARED_MAX:
+        table[key] = value
+    return value
+
+
+def _index(index: dict[_K, Child | dict[int, Child]], key: _K, child: Child) -> None:
+    held = index.get(key)
+    if held is None:
+        index[key] = child
+    elif isinstance(held, dict):
+        held[child.id] = child
+    elif held is not child:
+        index[key] = {held.id: held, child.id: child}
+
+
+def _unindex(index: dict[_K, Child | dict[int, Child]], key: _K, child: Child) -> None:
+    held = index.get(key)
+    if held is child:
+        del index[key]
+    elif isinstance(held, dict) and held.get(child.id) is child:
+        del held[child.id]
+        if len(held) == 1:  # one child again (a rekey is over): held alone
+            index[key] = next(iter(held.values()))
+
+
+def _drop_outbound(
+    out: dict[int, Child | dict[str, Child]], spi: int, name: str, child: Child
+) -> None:
+    held = out.get(spi)
+    if held is child:
+        del out[spi]
+    elif isinstance(held, dict) and held.get(name) is child:
+        del held[name]
+        if len(held) == 1:  # one peer's SPI again
+            out[spi] = next(iter(held.values()))
+
+
+def _listed(held: Child | dict[int, Child] | None) -> list[Child]:
+    if held is None:
+        return []
+    return list(held.values()) if isinstance(held, dict) else [held]

@@ -3,7 +3,9 @@
 from ipaddress import ip_network
 
 from kink.daemon import helper_args
+from kink.engine.config import PeerConfig, Policy, ProposalSpec, TransformSpec
 from kink.engine.events import Acquire, SaSpec, Selector
+from kink.wire.ipsec_doi import EspTransform, ProtocolId
 from kink_privsep import protocol
 from kink_privsep.schema import check
 
@@ -44,3 +46,33 @@ def test_nd_bypass_lets_every_nd_type_through_at_the_best_priority() -> None:
         assert policy["priority"] == RANGES.priority_lo
     kinds = {(p["dir"], p["selector"]["proto"], p["selector"]["sport"]) for p in policies}
     assert kinds == {(d, 58, t) for d in ("in", "out", "fwd") for t in range(133, 138)}
+
+
+def test_tunnel_policies_go_out_in_and_forward_with_the_selectors_each_way() -> None:
+    ours = Selector(ip_network("10.1.0.0/24"), 17, 53)
+    theirs = Selector(ip_network("10.2.0.0/24"), 17, 0)
+    peer = PeerConfig(
+        "b",
+        "192.0.2.2",
+        "kink/b@TEST",
+        (Policy(ours, theirs, REQID),),
+        (ProposalSpec((TransformSpec(ProtocolId.ESP, EspTransform.AES_CBC, None, 128),)),),
+        mode="tunnel",
+    )
+    out, inbound, forward = helper_args.policies(peer, peer.policies, "192.0.2.1", RANGES)
+    assert (out["dir"], inbound["dir"], forward["dir"]) == ("out", "in", "fwd")
+    assert out["selector"] == helper_args.selector(ours, theirs)
+    assert out["selector"] == {
+        "src": "10.1.0.0/24",
+        "dst": "10.2.0.0/24",
+        "proto": 17,
+        "sport": 53,
+        "dport": 0,
+    }
+    assert inbound["selector"] == forward["selector"] == helper_args.selector(theirs, ours)
+    assert inbound["selector"]["sport"] == 0 and inbound["selector"]["dport"] == 53
+    template = {"proto": "esp", "mode": "tunnel", "reqid": REQID}
+    assert out["templates"] == [{**template, "src": "192.0.2.1", "dst": "192.0.2.2"}]
+    assert forward["templates"] == [{**template, "src": "192.0.2.2", "dst": "192.0.2.1"}]
+    for policy in (out, inbound, forward):
+        check(protocol.REQUESTS["update_policy"], policy, "args")

@@ -1,13 +1,19 @@
-"""`kinkctl sas`: the SAs kinkd negotiated, with the kernel's counters."""
+"""`kinkctl sas`: the SAs kinkd negotiated, with the kernel's counters.
+
+kinkd answers `sas` in parts (kink.daemon.control_protocol: paged answers); each part is
+printed as it comes, so that 100,000 SA pairs are never held whole (issue 9)."""
 
 import argparse
-from collections.abc import Iterator
+import itertools
+import json
+import sys
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from kink.ctl import units
-from kink.ctl.command import Command
-from kink.ctl.connect import EXIT_CODES_HELP, add_common, answer
-from kink.ctl.table import table
+from kink.ctl.command import EXIT_OK, Command
+from kink.ctl.connect import EXIT_CODES_HELP, Failure, add_common, ask_parts, fail
+from kink.ctl.table import Table
 from kink.daemon.control_protocol import IP_PROTOCOL_NAMES
 
 _DESCRIPTION = f"""\
@@ -23,7 +29,8 @@ direction.
 With --json: the result of the control protocol's `sas` command
 (kink.daemon.control_protocol), with the selectors, lifetimes and reqid as well: SPIs as
 integers, times in seconds, counters as the kernel reports them (null when the kernel has no
-such SA).
+such SA); one SA bundle a line. A failure after the first bundles were printed ends the
+document with "error" and "message" next to "sas".
 
 {EXIT_CODES_HELP}"""
 
@@ -85,12 +92,9 @@ def algorithms(sa: dict[str, Any]) -> str:
     return "/".join(parts) or units.ABSENT
 
 
-def render(result: dict[str, Any]) -> Iterator[str]:
-    children = result["sas"]
-    if not children:
-        yield "no SAs"
-        return
-    rows = [
+def rows(children: Iterable[dict[str, Any]]) -> list[tuple[str, ...]]:
+    """The table's rows of `sas` entries: one per protocol of each bundle."""
+    return [
         (
             child["peer"],
             str(child["child"]),
@@ -112,11 +116,54 @@ def render(result: dict[str, Any]) -> Iterator[str]:
         for child in children
         for sa in child["sas"]
     ]
-    yield from table(_HEADERS, rows, _RIGHT)
+
+
+def render(parts: Iterable[dict[str, Any]]) -> Iterator[str]:
+    """The lines of the table, a part of the answer at a time (kink.ctl.table.Table)."""
+    table = Table(_HEADERS, _RIGHT)
+    for part in parts:
+        if part["sas"]:
+            yield from table.lines(rows(part["sas"]))
+    if not table.started:
+        yield "no SAs"
+
+
+def render_json(parts: Iterable[dict[str, Any]]) -> Iterator[str]:
+    """{"sas": [...]} a part at a time, one bundle a line (keys sorted), once the first part
+    is in. A Failure between parts comes out once every bundle before it is out."""
+    parts = iter(parts)
+    first = next(parts)
+    yield '{"sas": ['
+    held: str | None = None  # the last bundle: its comma depends on what follows
+    try:
+        for part in itertools.chain((first,), parts):
+            for child in part["sas"]:
+                if held is not None:
+                    yield held + ","
+                held = json.dumps(child, sort_keys=True)
+    except Failure:
+        if held is not None:
+            yield held
+        raise
+    if held is not None:
+        yield held
+    yield "]}"
 
 
 def _run(args: argparse.Namespace) -> int:
-    return answer(args, "sas", {}, render)
+    printed = False
+    try:
+        for line in (render_json if args.json else render)(ask_parts(args.socket, "sas")):
+            print(line)
+            printed = True
+    except Failure as failure:
+        if not (printed and args.json):
+            return fail(args, failure)
+        # The document is open: closed with the error, so that it stays JSON.
+        print(f"kinkctl: {failure.message}", file=sys.stderr)
+        print(f"], {json.dumps({'error': failure.code, 'message': failure.message})[1:]}")
+        return failure.exit_code
+    return EXIT_OK
 
 
 COMMAND = Command(
