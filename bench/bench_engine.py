@@ -1,5 +1,5 @@
 """Complete CREATE exchanges per second between two engines in one process: real Kerberos
-(a throwaway MIT realm, aes256-cts-hmac-sha1-96 session keys, file2 replay cache), the
+(a throwaway MIT realm, aes256-cts-hmac-sha1-96 session keys, kink.krb5.replay cache), the
 in-memory SA backend of the engine tests, 2-way optimistic ESP AES-128-CBC + HMAC-SHA1.
 
 Each exchange: ACQUIRE -> SPI allocation -> optimistic inbound SA -> CREATE -> AP-REQ check ->

@@ -61,7 +61,7 @@ def main() -> None:
             _per_second(list(contexts), accept_and_reply),
             "ops/s",
             enctype=enctype,
-            replay_cache="file2",
+            replay_cache="kink.krb5.replay",
             keytab="FILE",
         )
 

@@ -28,7 +28,6 @@ typedef struct _krb5_context *krb5_context;
 typedef struct _krb5_auth_context *krb5_auth_context;
 typedef struct _krb5_kt *krb5_keytab;
 typedef struct _krb5_ccache *krb5_ccache;
-typedef struct krb5_rc_st *krb5_rcache;
 typedef struct _profile_t *profile_t;
 typedef struct _krb5_get_init_creds_opt krb5_get_init_creds_opt;
 
@@ -81,6 +80,12 @@ typedef void *krb5_kt_cursor;
 
 long profile_init_path(const char *filepath, profile_t *ret_profile);
 void profile_abandon(profile_t profile);
+void profile_release(profile_t profile);
+long profile_get_integer(profile_t profile, const char *name, const char *subname,
+                         const char *subsubname, int def_val, int *ret_default);
+krb5_error_code krb5_get_profile(krb5_context context, profile_t *profile);
+krb5_error_code krb5_get_permitted_enctypes(krb5_context context, krb5_enctype **ktypes);
+void krb5_free_enctypes(krb5_context context, krb5_enctype *val);
 krb5_error_code krb5_init_context_profile(profile_t profile, krb5_flags flags,
                                           krb5_context *context);
 void krb5_free_context(krb5_context context);
@@ -139,8 +144,13 @@ void krb5_free_cred_contents(krb5_context context, krb5_creds *val);
 
 krb5_error_code krb5_auth_con_init(krb5_context context, krb5_auth_context *auth_context);
 krb5_error_code krb5_auth_con_free(krb5_context context, krb5_auth_context auth_context);
-krb5_error_code krb5_auth_con_setrcache(krb5_context context, krb5_auth_context auth_context,
-                                        krb5_rcache rcache);
+krb5_error_code krb5_auth_con_getflags(krb5_context context, krb5_auth_context auth_context,
+                                       krb5_int32 *flags);
+krb5_error_code krb5_auth_con_setflags(krb5_context context, krb5_auth_context auth_context,
+                                       krb5_int32 flags);
+krb5_error_code krb5_auth_con_setpermetypes(krb5_context context,
+                                            krb5_auth_context auth_context,
+                                            const krb5_enctype *permetypes);
 krb5_error_code krb5_auth_con_setuseruserkey(krb5_context context,
                                              krb5_auth_context auth_context,
                                              krb5_keyblock *keyblock);
@@ -148,8 +158,6 @@ krb5_error_code krb5_auth_con_getauthenticator(krb5_context context,
                                                krb5_auth_context auth_context,
                                                krb5_authenticator **authenticator);
 void krb5_free_authenticator(krb5_context context, krb5_authenticator *val);
-krb5_error_code krb5_get_server_rcache(krb5_context context, const krb5_data *piece,
-                                      krb5_rcache *rcptr);
 
 krb5_error_code krb5_mk_req_extended(krb5_context context, krb5_auth_context *auth_context,
                                      krb5_flags ap_req_options, krb5_data *in_data,
@@ -194,7 +202,11 @@ ffibuilder = FFI()
 ffibuilder.cdef(CDEF)
 ffibuilder.set_source(
     "kink.krb5._krb5",
-    "#include <krb5.h>\n#include <profile.h>\n",
+    # krb5_auth_con_setpermetypes is exported by libkrb5.so.3 but declared only in MIT's
+    # private k5-int.h: its prototype (MIT 1.20 auth_con.c) is given here.
+    "#include <krb5.h>\n#include <profile.h>\n"
+    "krb5_error_code KRB5_CALLCONV krb5_auth_con_setpermetypes(\n"
+    "    krb5_context, krb5_auth_context, const krb5_enctype *);\n",
     extra_compile_args=_krb5_config("--cflags"),
     extra_link_args=_krb5_config("--libs"),
 )

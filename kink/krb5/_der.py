@@ -205,6 +205,93 @@ def parse_ap_req(data: bytes) -> ApReqParts:
     return ApReqParts(options, ticket, etype, kvno, data[cipher_start:cipher_stop])
 
 
+def authenticator_cipher(data: bytes) -> bytes:
+    """Only the cipher octets of an AP-REQ's authenticator (EncryptedData [4], cipher [2]): what
+    the replay cache identifies an authenticator by (RFC 4120 §3.2.3). Fields must come in
+    DER order, ticket [3] then authenticator [4], as libkrb5's decoder requires."""
+    usual = _usual_authenticator_cipher(data)
+    return _authenticator_cipher_by_fields(data) if usual is None else usual
+
+
+def _authenticator_cipher_by_fields(data: bytes) -> bytes:
+    what = "AP-REQ"
+    start, stop = _ap_req_body(data, what)
+    if stop - start >= _AP_REQ_HEAD_END and data.startswith(_AP_REQ_HEAD, start):
+        pos = start + _AP_REQ_HEAD_END
+    else:
+        pos = _ap_options(data, start, stop, what)[1]
+    tag, _, pos = _tlv(data, pos, stop, what)
+    if tag != _CONTEXT_CONSTRUCTED | 3:
+        raise _error(what, ASN1_BAD_ID)
+    tag, s, e = _tlv(data, pos, stop, what)
+    if tag != _CONTEXT_CONSTRUCTED | 4 or e != stop:
+        raise _error(what, ASN1_BAD_ID)
+    enc = _sequence_fields(data, (s, e), what)
+    s, e = _field(enc, 2, what)
+    cipher_start, cipher_stop = _expect(data, s, e, _TAG_OCTET_STRING, what)
+    return data[cipher_start:cipher_stop]
+
+
+def _short_tlv(data: bytes, pos: int, tag: int) -> tuple[int, int]:
+    """(start, end) of the contents of a `tag` TLV at pos whose length takes at most two
+    octets; (0, -1) for anything else. IndexError past the end."""
+    if data[pos] != tag:
+        return 0, -1
+    length = data[pos + 1]
+    if length < 0x80:
+        return pos + 2, pos + 2 + length
+    if length == 0x81:
+        return pos + 3, pos + 3 + data[pos + 2]
+    if length == 0x82:
+        return pos + 4, pos + 4 + (data[pos + 2] << 8 | data[pos + 3])
+    return 0, -1
+
+
+# etype [0] INTEGER of one octet: how every enctype in use is encoded.
+_ETYPE_HEAD = bytes.fromhex("a0030201")
+
+
+def _usual_authenticator_cipher(data: bytes) -> bytes | None:
+    """authenticator_cipher for the usual encoding at once, or None to read field by field.
+
+    Usual: the outer and SEQUENCE lengths in two octets and the usual head (as ap_options
+    reads them), the ticket [3] with a two-octet length, then authenticator [4] ending the
+    SEQUENCE, holding EncryptedData {etype [0] of one octet, no kvno [1], cipher [2]} whose
+    every element ends exactly where its container does: the field by field reading would
+    find the same cipher octets, and accepts everything this accepts.
+    """
+    try:
+        if not (
+            data[0] == _TAG_AP_REQ
+            and data[1] == 0x82
+            and data[4] == _TAG_SEQUENCE
+            and data[5] == 0x82
+            and data[27] == _CONTEXT_CONSTRUCTED | 3
+            and data[28] == 0x82
+            and data.startswith(_AP_REQ_HEAD, 8)
+        ):
+            return None
+        outer_end = 4 + (data[2] << 8 | data[3])
+        stop = 8 + (data[6] << 8 | data[7])
+        if outer_end > len(data) or stop > outer_end:
+            return None
+        s, e = _short_tlv(data, 31 + (data[29] << 8 | data[30]), _CONTEXT_CONSTRUCTED | 4)
+        if e != stop:
+            return None
+        s, e = _short_tlv(data, s, _TAG_SEQUENCE)
+        if e != stop or not data.startswith(_ETYPE_HEAD, s):
+            return None
+        s, e = _short_tlv(data, s + 5, _CONTEXT_CONSTRUCTED | 2)
+        if e != stop:
+            return None
+        s, e = _short_tlv(data, s, _TAG_OCTET_STRING)
+        if e != stop:
+            return None
+        return data[s:e]
+    except IndexError:
+        return None
+
+
 def parse_authenticator(data: bytes) -> AuthenticatorParts:
     """Authenticator ::= [APPLICATION 2] SEQUENCE {..., cusec [4], ctime [5], subkey [6] ...}.
 

@@ -30,6 +30,7 @@ AP_OPTS_MUTUAL_REQUIRED: int = _c.AP_OPTS_MUTUAL_REQUIRED
 KEYUSAGE_AP_REQ_AUTH: int = _c.KRB5_KEYUSAGE_AP_REQ_AUTH
 
 _memory_keytab_ids = itertools.count()
+_DEFAULT_CLOCK_SKEW = 300  # seconds, MIT's DEFAULT_CLOCKSKEW
 
 
 def message_for(code: int) -> str:
@@ -112,14 +113,6 @@ class CCache:
 
 
 @dataclass(frozen=True, eq=False)
-class ReplayCache:
-    # libkrb5 1.20 has no public krb5_rc_close: the cache is parked on an auth context of its
-    # own, whose krb5_auth_con_free closes it.
-    _holder: Any = field(repr=False)
-    _ptr: Any = field(repr=False)
-
-
-@dataclass(frozen=True, eq=False)
 class Creds:
     """A krb5_creds (ticket + session key) with its fields copied out once."""
 
@@ -197,6 +190,25 @@ class RawContext:
         self._ap_rep_cell = _ffi.new("krb5_ap_rep_enc_part **")
         self._name_cell = _ffi.new("char **")
         self._data_in_buffer: Any = None
+        self._sec_cell = _ffi.new("krb5_timestamp *")
+        self._usec_cell = _ffi.new("krb5_int32 *")
+        # An acceptor's auth context: libkrb5's default flags without DO_TIME, so that
+        # krb5_rd_req opens no replay cache of its own (kink.krb5.replay is the acceptor's).
+        # Time checks do not depend on the flag: rd_req always checks skew and ticket times.
+        flags = _ffi.new("krb5_int32 *")
+        probe = self.auth_context()
+        self._check(_c.krb5_auth_con_getflags(ctx, probe._ptr, flags))
+        self._acceptor_flags = int(flags[0]) & ~_c.KRB5_AUTH_CONTEXT_DO_TIME
+        # krb5_rd_req parses [libdefaults] permitted_enctypes from the profile on every call
+        # unless the auth context carries its own list: read once here (a context's profile
+        # does not change) and lent to each acceptor's auth context. If libkrb5 cannot read
+        # it, rd_req reports that as before.
+        permitted = _ffi.new("krb5_enctype **")
+        self._permitted_enctypes: Any = None
+        if not _c.krb5_get_permitted_enctypes(ctx, permitted):
+            self._permitted_enctypes = _ffi.gc(
+                permitted[0], lambda p: _c.krb5_free_enctypes(ctx, p)
+            )
 
     # -- errors, names, time -------------------------------------------------------------
 
@@ -223,10 +235,26 @@ class RawContext:
 
     def now(self) -> tuple[int, int]:
         """Seconds and microseconds on this context's clock (system time + offset)."""
-        sec = _ffi.new("krb5_timestamp *")
-        usec = _ffi.new("krb5_int32 *")
+        sec = self._sec_cell
+        usec = self._usec_cell
         self._check(_c.krb5_us_timeofday(self._ctx, sec, usec))
         return int(sec[0]), int(usec[0])
+
+    def clock_skew(self) -> int:
+        """[libdefaults] clockskew in seconds, read as libkrb5 reads it (default 300): how far
+        krb5_rd_req lets an authenticator's ctime stray from this context's clock."""
+        profile = _ffi.new("profile_t *")
+        self._check(_c.krb5_get_profile(self._ctx, profile))
+        try:
+            out = _ffi.new("int *")
+            self._check(
+                _c.profile_get_integer(
+                    profile[0], b"libdefaults", b"clockskew", _ffi.NULL, _DEFAULT_CLOCK_SKEW, out
+                )
+            )
+            return int(out[0])
+        finally:
+            _c.profile_release(profile[0])
 
     def set_real_time(self, seconds: int, microseconds: int) -> None:
         """Offset this context's clock so that it reads (seconds, microseconds) now."""
@@ -309,17 +337,6 @@ class RawContext:
         """Empty the cache and put `tgt` in it (krb5_get_credentials takes the TGT from there)."""
         self._check(_c.krb5_cc_initialize(self._ctx, ccache._ptr, client._ptr))
         self._check(_c.krb5_cc_store_cred(self._ctx, ccache._ptr, tgt._ptr))
-
-    def server_rcache(self) -> ReplayCache:
-        """The replay cache libkrb5 selects for servers (default_rcache_name etc.)."""
-        holder_out = _ffi.new("krb5_auth_context *")
-        self._check(_c.krb5_auth_con_init(self._ctx, holder_out))
-        holder = _ffi.gc(holder_out[0], lambda p, ctx=self._ctx: _c.krb5_auth_con_free(ctx, p))
-        piece = _Input(b"kink")
-        out = _ffi.new("krb5_rcache *")
-        self._check(_c.krb5_get_server_rcache(self._ctx, piece.ptr, out))
-        self._check(_c.krb5_auth_con_setrcache(self._ctx, holder, out[0]))
-        return ReplayCache(holder, out[0])
 
     # -- credentials (these may contact the KDC and block) -------------------------------
 
@@ -412,36 +429,33 @@ class RawContext:
         data: bytes,
         server: Principal,
         keytab: Keytab | None,
-        rcache: ReplayCache | None,
         user_to_user_key: SessionKey | None,
     ) -> DecryptedTicket:
         """krb5_rd_req on `ac`, which keeps the decrypted authenticator even after a time error.
 
-        The replay cache is lent to `ac` for this call only: krb5_auth_con_free would close it.
+        No replay check: the caller's kink.krb5.replay cache does that (see __init__).
         """
         if user_to_user_key is not None:
             # RFC 4120 §3.7: the ticket is encrypted in our TGT session key, not a keytab key.
             self.set_key(ac, user_to_user_key)
-        if rcache is not None:
-            self._check(_c.krb5_auth_con_setrcache(self._ctx, ac._ptr, rcache._ptr))
+        ctx = self._ctx
+        _c.krb5_auth_con_setflags(ctx, ac._ptr, self._acceptor_flags)
+        if self._permitted_enctypes is not None:
+            self._check(_c.krb5_auth_con_setpermetypes(ctx, ac._ptr, self._permitted_enctypes))
         ac_ptr = self._ac_cell
         ac_ptr[0] = ac._ptr
         ticket_out = self._ticket_cell
-        try:
-            code = _c.krb5_rd_req(
-                self._ctx,
-                ac_ptr,
-                self._input(data),
-                server._ptr,
-                _ffi.NULL if keytab is None else keytab._ptr,
-                _ffi.NULL,
-                ticket_out,
-            )
-            if code:
-                raise self.error(code)
-        finally:
-            if rcache is not None:
-                _c.krb5_auth_con_setrcache(self._ctx, ac._ptr, _ffi.NULL)
+        code = _c.krb5_rd_req(
+            ctx,
+            ac_ptr,
+            self._input(data),
+            server._ptr,
+            _ffi.NULL if keytab is None else keytab._ptr,
+            _ffi.NULL,
+            ticket_out,
+        )
+        if code:
+            raise self.error(code)
         ticket = ticket_out[0]
         try:
             return self._decrypted_ticket(ticket)

@@ -6,7 +6,7 @@ None of these calls contacts the KDC; they run with the Context of the daemon's 
 import os
 from dataclasses import dataclass, field
 
-from kink.krb5 import _der, _lib
+from kink.krb5 import _der, _lib, replay
 from kink.krb5.context import Context
 from kink.krb5.credentials import Credentials
 from kink.krb5.errors import (
@@ -14,6 +14,7 @@ from kink.krb5.errors import (
     KRB_AP_ERR_BAD_INTEGRITY,
     KRB_AP_ERR_NO_TGT,
     KRB_AP_ERR_NOT_US,
+    KRB_AP_ERR_REPEAT,
     KRB_AP_ERR_SKEW,
     KRB_AP_ERR_TKT_EXPIRED,
     KRB_AP_ERR_TKT_NYV,
@@ -61,13 +62,19 @@ def _error(code: int, message: str) -> Krb5Error:
     return Krb5Error(ERROR_TABLE_BASE_KRB5 + code, message)
 
 
+def _replayed() -> Krb5Error:
+    # libkrb5's text for the code its own replay cache raised.
+    code = ERROR_TABLE_BASE_KRB5 + KRB_AP_ERR_REPEAT
+    return Krb5Error(code, _lib.message_for(code))
+
+
 class Acceptor:
     """Accepts AP-REQs for `principal` with a replay cache.
 
     keytab: the service keys for ordinary tickets (None for a host that only does
     user-to-user). credentials: our TGTs, whose session keys decrypt user-to-user tickets
-    (RFC 4120 §3.7); None disables user-to-user. The replay cache is libkrb5's server cache,
-    placed by Context(rcache_dir=...).
+    (RFC 4120 §3.7); None disables user-to-user. The replay cache (kink.krb5.replay) is the
+    file Context(rcache_dir=...) names, shared by every Acceptor on it in this process.
     """
 
     def __init__(
@@ -96,7 +103,8 @@ class Acceptor:
         if keytab is not None:
             self._load_keytab(keytab)
         self._credentials = credentials
-        self._rcache = self._raw.server_rcache()
+        self._clock_skew = self._raw.clock_skew()
+        self._replay = replay.open_replay_cache(context.rcache_path, self._raw.now()[0])
 
     def _load_keytab(self, name: str) -> None:
         """Copy the keytab into a MEMORY: one when it changed (or first).
@@ -134,7 +142,40 @@ class Acceptor:
         ctime/cusec, an auth context for make_ap_rep) so that the engine can answer with
         AP-REP + KINK_ENCRYPT{KINK_KRB_ERROR} + Cksum (RFC 4430 §3.5). A replayed AP-REQ fails
         with KRB_AP_ERR_REPEAT before any time check, so never gets an authenticated answer.
+
+        Replays (RFC 4120 §3.2.3): the authenticator's tag is looked up before krb5_rd_req and
+        remembered only once rd_req authenticated it (accepted, or a time error answered with
+        authentication), so an unauthenticated packet leaves no state.
         """
+        now = self._raw.now()[0]
+        cache = self._replay
+        tag: bytes | None = None
+        malformed: Krb5Error | None = None
+        try:
+            tag = replay.authenticator_tag(ap_req)
+        except Krb5Error as e:
+            malformed = e  # rd_req's own error for it stands
+        if tag is not None and cache.seen(tag, now):
+            raise _replayed()
+        try:
+            accepted = self._verify(ap_req)
+        except Krb5Error as e:
+            authenticated = e.accepted
+            if (
+                tag is not None
+                and authenticated is not None
+                and not cache.remember(tag, authenticated.ctime + self._clock_skew, now)
+            ):
+                raise _replayed() from None
+            raise
+        if malformed is not None:
+            # libkrb5 read an AP-REQ the replay cache cannot tag: refused, never unprotected.
+            raise malformed
+        if tag is not None and not cache.remember(tag, accepted.ctime + self._clock_skew, now):
+            raise _replayed()  # the same AP-REQ, accepted meanwhile on another thread
+        return accepted
+
+    def _verify(self, ap_req: bytes) -> Accepted:
         credentials = self._credentials
         keys: list[SessionKey | None]
         if credentials is not None and is_user_to_user(ap_req):
@@ -148,7 +189,7 @@ class Acceptor:
             self._load_keytab(self._keytab_name)
             keys = [None]
         # A user-to-user ticket may be under one of our older TGTs: try each key in turn
-        # (a failed decryption stores nothing in the replay cache).
+        # (a failed decryption leaves nothing in the replay cache).
         for key in keys[:-1]:
             try:
                 return self._accept_with(ap_req, key, keys)
@@ -162,7 +203,7 @@ class Acceptor:
     ) -> Accepted:
         ac = self._raw.auth_context()
         try:
-            ticket = self._raw.rd_req(ac, ap_req, self._principal, self._keytab, self._rcache, key)
+            ticket = self._raw.rd_req(ac, ap_req, self._principal, self._keytab, key)
         except Krb5Error as e:
             if e.protocol_code in _TIME_ERRORS:
                 self._authenticate_time_error(e, ac, ap_req, keys)

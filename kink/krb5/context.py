@@ -14,10 +14,10 @@ from pathlib import Path
 from kink.krb5 import _lib
 from kink.krb5.errors import KRB5_PARSE_MALFORMED, Krb5Error
 
-# Where libkrb5 looks when KRB5_CONFIG is unset (Debian's DEFAULT_PROFILE_PATH).
-_DEFAULT_CONFIG = "/etc/krb5.conf"
-_RCACHE_PROFILE = "kink-rcache.conf"
-_RCACHE_FILE = "kink.rcache2"
+_RCACHE_FILE = "kink.rcache"
+# Without rcache_dir: libkrb5's own default directory (KRB5RCACHEDIR, else /var/tmp), with the
+# euid in the name as in MIT's krb5_<euid>.rcache2, so that users sharing it stay apart.
+_DEFAULT_RCACHE_DIR = "/var/tmp"
 
 
 class Context:
@@ -25,10 +25,8 @@ class Context:
 
     config_path: the krb5.conf to use (several may be joined with ':'); None means libkrb5's
     own choice ($KRB5_CONFIG, else /etc/krb5.conf), read once here, as libkrb5 does.
-    rcache_dir: if given, the server replay cache (Acceptor) is the file2 cache
-    <rcache_dir>/kink.rcache2. libkrb5 1.20 takes the replay cache name only from the
-    environment or the profile, and a profile copy cannot be modified in memory, so a
-    one-line profile written to that directory is put first in the profile path.
+    rcache_dir: the directory of the Acceptor's replay cache (kink.krb5.replay), which is
+    <rcache_dir>/kink.rcache; without it, kink_<euid>.rcache in $KRB5RCACHEDIR or /var/tmp.
     """
 
     def __init__(
@@ -37,19 +35,19 @@ class Context:
         *,
         rcache_dir: str | os.PathLike[str] | None = None,
     ) -> None:
-        paths: list[str] = []
-        if rcache_dir is not None:
-            paths.append(str(_write_rcache_profile(Path(rcache_dir))))
+        config: str | None = None
         if config_path is not None:
             config = os.fspath(config_path)
             # libkrb5 skips missing files in a profile path; an explicit one must be there.
             if not any(os.path.isfile(p) for p in config.split(":")):
                 raise Krb5Error(errno.ENOENT, f"no Kerberos configuration at {config}")
-            paths.append(config)
-        elif paths:
-            paths.append(os.environ.get("KRB5_CONFIG") or _DEFAULT_CONFIG)
+        if rcache_dir is not None:
+            self.rcache_path = Path(rcache_dir) / _RCACHE_FILE
+        else:
+            directory = os.environ.get("KRB5RCACHEDIR") or _DEFAULT_RCACHE_DIR
+            self.rcache_path = Path(directory) / f"kink_{os.geteuid()}.rcache"
         # The libkrb5 binding, for kink.krb5's own modules.
-        self.raw = _lib.RawContext(":".join(paths) if paths else None)
+        self.raw = _lib.RawContext(config)
 
     def default_realm(self) -> str:
         return self.raw.default_realm()
@@ -73,12 +71,3 @@ def kink_principal(fqdn: str, realm: str) -> str:
     if not host or not realm or any(c in host or c in realm for c in "/@\\\0"):
         raise Krb5Error(KRB5_PARSE_MALFORMED, f"cannot build a KINK principal from {fqdn!r}")
     return f"kink/{host}@{realm}"
-
-
-def _write_rcache_profile(directory: Path) -> Path:
-    cache = directory.resolve() / _RCACHE_FILE
-    if "\n" in str(cache):
-        raise Krb5Error(KRB5_PARSE_MALFORMED, "replay cache directory name contains a newline")
-    profile = directory / _RCACHE_PROFILE
-    profile.write_text(f"[libdefaults]\n\tdefault_rcache_name = file2:{cache}\n")
-    return profile

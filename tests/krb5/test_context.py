@@ -1,5 +1,6 @@
 """Context configuration, clock offset and principal names."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -26,10 +27,20 @@ def test_missing_config_is_an_error(tmp_path: Path) -> None:
         Context("/nonexistent/krb5.conf", rcache_dir=tmp_path)
 
 
-def test_rcache_dir_profile_comes_first(tmp_path: Path) -> None:
-    Context(CONF, rcache_dir=tmp_path)
-    profile = (tmp_path / "kink-rcache.conf").read_text()
-    assert f"default_rcache_name = file2:{tmp_path.resolve()}/kink.rcache2" in profile
+def test_rcache_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Context(CONF, rcache_dir=tmp_path).rcache_path == tmp_path / "kink.rcache"
+    monkeypatch.setenv("KRB5RCACHEDIR", str(tmp_path / "elsewhere"))
+    default = Context(CONF).rcache_path
+    assert default == tmp_path / "elsewhere" / f"kink_{os.geteuid()}.rcache"
+    # Nothing is written until an Acceptor uses the cache.
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_clock_skew_is_read_from_the_profile(tmp_path: Path) -> None:
+    assert Context(CONF).raw.clock_skew() == 300  # the racoon2 krb5.conf sets none: MIT's
+    conf = tmp_path / "krb5.conf"
+    conf.write_text("[libdefaults]\n\tclockskew = 120\n")
+    assert Context(conf).raw.clock_skew() == 120
 
 
 def test_adopted_clock_skew_moves_the_context_clock() -> None:

@@ -90,7 +90,12 @@ def test_wrong_message() -> None:
 
 @given(st.binary(max_size=300))
 def test_garbage_never_escapes_as_another_error(data: bytes) -> None:
-    for parse in (_der.parse_ap_req, _der.ap_options, _der.parse_authenticator):
+    for parse in (
+        _der.parse_ap_req,
+        _der.ap_options,
+        _der.authenticator_cipher,
+        _der.parse_authenticator,
+    ):
         with contextlib.suppress(Krb5Error):
             parse(data)
 
@@ -103,6 +108,8 @@ def test_bit_flips_never_escape_as_another_error(index: int, bit: int) -> None:
         _der.parse_ap_req(bytes(damaged))
     with contextlib.suppress(Krb5Error):
         _der.ap_options(bytes(damaged))
+    with contextlib.suppress(Krb5Error):
+        _der.authenticator_cipher(bytes(damaged))
 
 
 def test_ap_options_reads_other_encodings_field_by_field() -> None:
@@ -128,3 +135,36 @@ def test_ap_options_reads_the_usual_form_at_once_with_its_lengths_checked() -> N
         _der.ap_options(bytes(bad))
     # Octets after the AP-REQ are ignored by both readings.
     assert _der.ap_options(ap_req + b"\0\0") == _der.ap_options(ap_req)
+
+
+def test_authenticator_cipher_from_capture() -> None:
+    ap_req = kink_ap_req(CAPTURE, 5)
+    cipher = _der.parse_ap_req(ap_req).authenticator_cipher
+    assert _der.authenticator_cipher(ap_req) == cipher
+    assert _der._usual_authenticator_cipher(ap_req) == cipher  # the usual form, read at once
+    assert _der.authenticator_cipher(ap_req + b"\0") == cipher  # octets after it: ignored
+    # With a kvno [1] in the EncryptedData it is read field by field, to the same octets.
+    enc_start = ap_req.rindex(bytes.fromhex("a0030201"))
+    with_kvno = ap_req[enc_start : enc_start + 5] + ctx(1, integer(3)) + ap_req[enc_start + 5 :]
+    ticket_end = 31 + int.from_bytes(ap_req[29:31], "big")
+    seq = tlv(0x30, with_kvno)
+    rebuilt = tlv(0x6E, tlv(0x30, ap_req[8:ticket_end] + ctx(4, seq)))
+    assert _der._usual_authenticator_cipher(rebuilt) is None
+    assert _der.authenticator_cipher(rebuilt) == cipher
+    assert _der.parse_ap_req(rebuilt).authenticator_kvno == 3
+
+
+@given(st.integers(0, 705), st.integers(0, 7), st.binary(max_size=3))
+def test_usual_form_agrees_with_field_by_field(index: int, bit: int, inserted: bytes) -> None:
+    """Whatever the fast reading accepts, the field-by-field one reads to the same octets
+    (the replay cache must never see two tags for one authenticator)."""
+    ap_req = kink_ap_req(CAPTURE, 5)
+    for damaged in (
+        ap_req[: index % len(ap_req)]
+        + bytes([ap_req[index % len(ap_req)] ^ 1 << bit])
+        + ap_req[index % len(ap_req) + 1 :],
+        ap_req[: index % len(ap_req)] + inserted + ap_req[index % len(ap_req) :],
+    ):
+        usual = _der._usual_authenticator_cipher(damaged)
+        if usual is not None:
+            assert _der._authenticator_cipher_by_fields(damaged) == usual
