@@ -11,14 +11,20 @@ b, one policy each (a peer takes as many reqid blocks as it has policies, config
 
 `python -m bench.uml_burst` boots UML and prints the figures (JSON lines, bench.common.emit);
 inside, `python -m bench.uml_burst --inside` does the work. About 60-90 s with the boot.
+`--syscalls` counts instead the system calls of each of the four processes during the burst
+(`strace -c -f`; every call costs ~22-35 us in UML, so they are the cost per pair there): per
+SA pair, by call. strace slows the burst several times over: its timings are not the figures.
 """
 
 import argparse
+import select
+import signal
 import socket
+import struct
+import subprocess
 import sys
 import tempfile
 import time
-from functools import partial
 from pathlib import Path
 
 from bench.common import emit
@@ -26,14 +32,20 @@ from bench.harness import cpu_seconds, percentile
 from kink.wire.constants import MessageType
 from kink.wire.header import HEADER
 from kink.wire.pcap import read_capture
+from kink_privsep import xfrm
+from kink_privsep.netlink import NLM_F_REQUEST, NetlinkSocket, attributes, message
 from tests.e2e.scenarios import GCM128, mirrored
 from tests.support import uml
-from tests.support.e2e import Capture, Host, Network, TomlValue, run, wait_until
+from tests.support.e2e import Capture, Host, Network, TomlValue, in_namespace, run, wait_until
 
 FLOWS = 200
 LONE = 8  # lone exchanges: rekeys of one pair at a time
 REMOTE = [f"10.3.{i}.0/24" for i in range(FLOWS)]
 TRAFFIC_PORT = 9  # discard: nothing needs to answer, the datagram only triggers the ACQUIRE
+POLL = 0.005  # seconds between looks at the SA counts during the burst
+# <linux/xfrm.h>: the SA count (struct xfrmu_sadhinfo's neighbour XFRMA_SAD_CNT, a u32).
+XFRM_MSG_GETSADINFO = 0x23
+XFRMA_SAD_CNT = 1
 
 
 def _configure(a: Host, b: Host) -> None:
@@ -65,9 +77,62 @@ def _configure(a: Host, b: Host) -> None:
     )
 
 
-def _cpu(hosts: tuple[Host, Host]) -> float:
-    pids = [p.pid for h in hosts for p in (h.kinkd, h.helper) if p is not None]
-    return sum(cpu_seconds(pid) for pid in pids)
+def _cpu(hosts: tuple[Host, Host]) -> dict[str, float]:
+    """CPU seconds so far of each kinkd and helper, by "kinkd-a" etc."""
+    return {
+        f"{role}-{h.name}": cpu_seconds(p.pid)
+        for h in hosts
+        for role, p in (("kinkd", h.kinkd), ("helper", h.helper))
+        if p is not None
+    }
+
+
+class _Xfrm:
+    """A netlink socket in one host's namespace: its SA count and SAs, read without `ip`.
+
+    Why: the burst's end is watched while it runs, on the one UML CPU the daemons share; a
+    fork + exec of `ip` and the parse of its text (twice per look) took that CPU from them
+    (and its 50 ms period blurred the end). A count is one request; the SAs are compared
+    only once both counts are there."""
+
+    def __init__(self, host: Host) -> None:
+        with in_namespace(host.name):
+            self._sock = NetlinkSocket(xfrm.NETLINK_XFRM)
+
+    def count(self) -> int:
+        """SAs of every kind (larval ones and the kernel's ACQUIRE placeholders too)."""
+        request = message(XFRM_MSG_GETSADINFO, NLM_F_REQUEST, [struct.pack("=I", 0)])
+        [count] = self._sock.request(request, _sad_count)
+        return count
+
+    def sas(self) -> set[tuple[object, ...]]:
+        """The complete SAs (with algorithms), as comparable between the two ends."""
+        return {
+            (sa.id.proto, sa.id.spi, sa.src, sa.id.dst, sa.enc, sa.auth)
+            for sa in self._sock.request(xfrm.encode_dump(xfrm.XFRM_MSG_GETSA), xfrm.decode_sa)
+            if sa.enc or sa.auth
+        }
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+def _sad_count(kind: int, pid: int, body: memoryview) -> int:
+    cnt = attributes(body, 4)[XFRMA_SAD_CNT]  # after the u32 flags
+    return int(struct.unpack_from("=I", cnt)[0])
+
+
+def _wait_mirrored(a: _Xfrm, b: _Xfrm, count: int, timeout: float) -> float:
+    """Until a and b hold the same `count` complete SAs: when their counts first showed it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        seen = time.monotonic()
+        if a.count() >= count and b.count() >= count:
+            sas = a.sas()
+            if len(sas) == count and sas == b.sas():
+                return seen
+        time.sleep(POLL)
+    raise TimeoutError(f"not {count} mirrored SAs after {timeout} s")
 
 
 def _create_reply_latencies(path: Path, a: Host) -> list[float]:
@@ -85,11 +150,99 @@ def _create_reply_latencies(path: Path, a: Host) -> list[float]:
     return out
 
 
-def _rekeyed(host: Host, before: set[int]) -> bool:
-    return bool({s.spi for s in host.states()} - before)
+class _Syscalls:
+    """`strace -c -f -p` attached to each of the four processes (summaries at stop())."""
+
+    def __init__(self, hosts: tuple[Host, Host], directory: Path) -> None:
+        self._tracers: dict[str, tuple[subprocess.Popen[bytes], Path]] = {}
+        for host in hosts:
+            for role, process in (("kinkd", host.kinkd), ("helper", host.helper)):
+                assert process is not None
+                name = f"{role}-{host.name}"
+                out = directory / f"{name}.strace"
+                argv = ["strace", "-c", "-f", "-q", "-o", str(out), "-p", str(process.pid)]
+                self._tracers[name] = (subprocess.Popen(argv), out)
+        # strace says nothing once attached; every thread of a traced process shows it.
+        wait_until(self._attached, "strace attached")
+
+    def _attached(self) -> bool:
+        return all(
+            _tracer_of(pid) for tracer, _ in self._tracers.values() for pid in _traced(tracer)
+        )
+
+    def stop(self, pairs: int) -> None:
+        for name, (tracer, out) in self._tracers.items():
+            tracer.send_signal(signal.SIGINT)
+            tracer.wait()
+            calls = _strace_summary(out.read_text())
+            total = calls.pop("total", 0)
+            top = sorted(calls.items(), key=lambda kv: -kv[1])
+            emit(
+                "uml.syscalls",
+                total / pairs,
+                "calls/pair",
+                process=name,
+                by_call={k: round(v / pairs, 2) for k, v in top if v / pairs >= 0.05},
+            )
 
 
-def inside() -> None:
+def _traced(tracer: subprocess.Popen[bytes]) -> list[int]:
+    """The threads of the process `tracer` was given (-p PID)."""
+    assert isinstance(tracer.args, list)
+    pid = tracer.args[-1]
+    return [int(t.name) for t in Path(f"/proc/{pid}/task").iterdir()]
+
+
+def _tracer_of(tid: int) -> bool:
+    for line in Path(f"/proc/{tid}/status").read_text().splitlines():
+        if line.startswith("TracerPid:"):
+            return line.split()[1] != "0"
+    return False
+
+
+def _strace_summary(text: str) -> dict[str, int]:
+    """calls by syscall (and "total") from `strace -c` output."""
+    calls: dict[str, int] = {}
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) < 5 or not fields[3].isdigit():
+            continue
+        calls[fields[-1]] = int(fields[3])
+    return calls
+
+
+class _SaEvents:
+    """The SA changes of one host's kernel, as they happen (XFRM's SA multicast group).
+
+    Why: a lone exchange's end is waited for without using the CPU it runs on: a blocking
+    read, where polling `ip xfrm state` (a fork + exec per look) ran beside the exchange on
+    the one UML CPU and lengthened it."""
+
+    def __init__(self, host: Host) -> None:
+        with in_namespace(host.name):
+            self._sock = NetlinkSocket(xfrm.NETLINK_XFRM, xfrm.XFRMGRP_SA)
+
+    def wait(self, added: int, deleted: int, timeout: float) -> None:
+        """Until `added` SAs were added (XFRM_MSG_NEWSA) and `deleted` deleted since the last
+        call: a rekey adds the new outbound SA (its inbound one fills a larval SA) and then
+        deletes the old pair."""
+        seen = {xfrm.XFRM_MSG_NEWSA: 0, xfrm.XFRM_MSG_DELSA: 0}
+        deadline = time.monotonic() + timeout
+        while seen[xfrm.XFRM_MSG_NEWSA] < added or seen[xfrm.XFRM_MSG_DELSA] < deleted:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"SA changes: {seen}, waiting for {added} and {deleted}")
+            select.select([self._sock], [], [], left)
+            kinds, _ = self._sock.pending(lambda kind, pid, body: kind)
+            for kind in kinds:
+                if kind in seen:
+                    seen[kind] += 1
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+def inside(syscalls: bool) -> None:
     uml.require_in_uml()
     net = Network.build(Path(tempfile.mkdtemp(prefix="kink-burst-")))
     try:
@@ -104,28 +257,39 @@ def inside() -> None:
         sock.sendto(b"go", ("10.3.0.1", TRAFFIC_PORT))
         wait_until(lambda: mirrored(a, b, 2), "the first pair")
 
+        kernels = _Xfrm(a), _Xfrm(b)
+        tracing = _Syscalls((a, b), net.directory) if syscalls else None
         cpu = _cpu((a, b))
         began = time.monotonic()
         for i in range(1, FLOWS):
             sock.sendto(b"go", (f"10.3.{i}.1", TRAFFIC_PORT))
-        wait_until(lambda: mirrored(a, b, 2 * FLOWS), "every pair in both kernels", timeout=120)
-        took = time.monotonic() - began
-        spent = _cpu((a, b)) - cpu
+        took = _wait_mirrored(*kernels, 2 * FLOWS, timeout=120) - began
+        spent = {name: seconds - cpu[name] for name, seconds in _cpu((a, b)).items()}
+        for kernel in kernels:
+            kernel.close()
+        assert mirrored(a, b, 2 * FLOWS)  # as `ip xfrm state` shows them too
+        if tracing is not None:
+            tracing.stop(FLOWS - 1)
+            return
         emit(
             "uml.burst",
             (FLOWS - 1) / took,
             "pairs/s",
             flows=FLOWS - 1,
             seconds=round(took, 3),
-            cpu_ms_per_pair=round(spent / (FLOWS - 1) * 1e3, 2),
-            note="every SA in both kernels (ip xfrm state)",
+            cpu_ms_per_pair=round(sum(spent.values()) / (FLOWS - 1) * 1e3, 2),
+            cpu_ms_per_pair_by_process={
+                name: round(seconds / (FLOWS - 1) * 1e3, 2) for name, seconds in spent.items()
+            },
+            note="every SA in both kernels (XFRM dumps, then ip xfrm state)",
         )
 
         capture = Capture(a, "lone")
+        changes = _SaEvents(a)
         for child in a.sas()[:LONE]:
-            before = {s.spi for s in a.states()}
             a.request("rekey", spi=child["sas"][0]["spi_in"])
-            wait_until(partial(_rekeyed, a, before), "the rekeyed pair")
+            changes.wait(added=1, deleted=2, timeout=30)
+        changes.close()
         capture.stop()
         lone = _create_reply_latencies(capture.path, a)
         emit(
@@ -141,12 +305,13 @@ def inside() -> None:
         net.close()
 
 
-def main() -> None:
+def main(syscalls: bool = False) -> None:
     reason = uml.available()
     if reason is not None:
         print(f"uml_burst: {reason}", file=sys.stderr)
         return
-    result = uml.run_in_uml("exec python -m bench.uml_burst --inside\n", timeout=600, mem="1024M")
+    script = "exec python -m bench.uml_burst --inside" + (" --syscalls" if syscalls else "")
+    result = uml.run_in_uml(script + "\n", timeout=600, mem="1024M")
     lines = [line for line in result.output.splitlines() if line.startswith("{")]
     for line in lines:
         print(line)
@@ -158,7 +323,9 @@ def main() -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--inside", action="store_true", help="the part run inside UML")
-    if parser.parse_args().inside:
-        inside()
+    parser.add_argument("--syscalls", action="store_true", help="count system calls per pair")
+    args = parser.parse_args()
+    if args.inside:
+        inside(args.syscalls)
     else:
-        main()
+        main(args.syscalls)

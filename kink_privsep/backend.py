@@ -78,6 +78,10 @@ class XfrmBackend:
         except BaseException:
             self._req.close()
             raise
+        try:
+            self._events.drop_echoes(self._req.portid, xfrm.CHANGE_MESSAGES)
+        except OSError as e:  # only an optimisation: _decode_event skips them as well
+            log.warning("no socket filter for the echoes of our own changes: %s", e)
 
     def fileno(self) -> int:
         return self._events.fileno()

@@ -7,9 +7,11 @@ may hold key material (requests, GETSA replies, dumps) is zeroed once read.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import socket
 import struct
+import sys
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
@@ -29,6 +31,16 @@ NETLINK_EXT_ACK = 11  # errors carry the kernel's reason text
 SO_RCVBUFFORCE = 33  # <asm-generic/socket.h>; the socket module lacks it
 RECV_SIZE = 65536  # a dump part never exceeds 32 KiB; one event or reply is far smaller
 MAX_PENDING_READS = 256
+# <linux/filter.h>: classic BPF, the socket filters of SO_ATTACH_FILTER.
+SO_ATTACH_FILTER = 26
+SOCK_FILTER = struct.Struct("=HBBI")  # struct sock_filter: code, jt, jf, k
+_LD_W_ABS, _LD_H_ABS, _JEQ_K, _RET_K = 0x20, 0x28, 0x15, 0x06
+_NLMSG_TYPE_OFFSET, _NLMSG_PID_OFFSET = 4, 12
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
 
 T = TypeVar("T")
 Decoder = Callable[[int, int, memoryview], T]  # (message type, sender portid, payload) -> T
@@ -92,6 +104,29 @@ class NetlinkSocket:
 
     def fileno(self) -> int:
         return self._sock.fileno()
+
+    def drop_echoes(self, portid: int, kinds: frozenset[int]) -> None:
+        """Have the kernel drop, before they are queued here, the multicasts of `kinds` whose
+        nlmsg_pid is `portid`: the echoes of the changes made through that socket. Why: each
+        one would cost a wake-up and a read (a system call) to be thrown away; the reader must
+        still skip them itself wherever no filter runs (this is only an optimisation)."""
+
+        def big_endian(value: int, size: int) -> int:
+            # BPF loads are big-endian; netlink headers are in host order.
+            return int.from_bytes(value.to_bytes(size, sys.byteorder), "big")
+
+        n = len(kinds)
+        program = [
+            (_LD_W_ABS, 0, 0, _NLMSG_PID_OFFSET),
+            (_JEQ_K, 0, n + 1, big_endian(portid, 4)),  # another sender: accept
+            (_LD_H_ABS, 0, 0, _NLMSG_TYPE_OFFSET),
+            *((_JEQ_K, n - i, 0, big_endian(kind, 2)) for i, kind in enumerate(sorted(kinds))),
+            (_RET_K, 0, 0, 0xFFFF_FFFF),  # accept, whole
+            (_RET_K, 0, 0, 0),  # drop
+        ]
+        code = ctypes.create_string_buffer(b"".join(SOCK_FILTER.pack(*i) for i in program))
+        fprog = _SockFprog(len(program), ctypes.addressof(code))
+        self._sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, bytes(fprog))
 
     def close(self) -> None:
         self._sock.close()

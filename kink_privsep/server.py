@@ -7,11 +7,13 @@ they may send many requests before reading replies, and replies carry the reques
 
 Each message is handled the same way, one request or a batch of them (protocol.py): pending
 kernel events are forwarded first (so a client sees them before the reply to anything that
-followed them), then each request in turn: decode -> validate -> execute. A refused request
-costs only its error reply. What a message brings about is sent once it is all done: the
-replies to a batch (and the events before them) leave together, batched for a client that
-batches (one send, one wake-up of the daemon). A client that does not read its replies and
-events is first no longer read from, then dropped.
+followed them), then each request in turn: decode -> validate -> execute. For the first message
+taken after a wake-up, the wake-up itself says whether events are pending (the events socket is
+read only if so); later ones read it. Why: a read that finds nothing costs a system call, and
+that was one per message. A refused request costs only its error reply. What a message brings
+about is sent once it is all done: the replies to a batch (and the events before them) leave
+together, batched for a client that batches (one send, one wake-up of the daemon). A client
+that does not read its replies and events is first no longer read from, then dropped.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ class Server:
         self._buf = bytearray(protocol.MAX_BATCH_BYTES)
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._stopping = False
+        self._pumped = False  # the kernel's events are forwarded up to the last wake-up
         self.requests = 0  # taken so far, and the messages that brought them (for benchmarks)
         self.messages = 0
         self._sel = selectors.DefaultSelector()
@@ -77,12 +80,14 @@ class Server:
     def run(self) -> None:
         try:
             while not self._stopping:
-                for key, mask in self._sel.select():
+                ready = self._sel.select()
+                if any(key.data is _KERNEL for key, _ in ready):
+                    self._forward(self._service.pump())
+                    self._flush()
+                self._pumped = True
+                for key, mask in ready:
                     if key.data is _LISTENER:
                         self._accept()
-                    elif key.data is _KERNEL:
-                        self._forward(self._service.pump())
-                        self._flush()
                     elif key.data is _WAKE:
                         os.read(self._wake_r, 4096)
                     elif isinstance(key.data, _Client) and key.data in self._clients:
@@ -220,7 +225,9 @@ class Server:
 
     def _handle(self, client: _Client, data: memoryview, size: int) -> None:
         """Queue the events pending now, then the replies to the message's requests."""
-        self._forward(self._service.pump())
+        if not self._pumped:
+            self._forward(self._service.pump())
+        self._pumped = False
         self.messages += 1
         requests: list[protocol.Request | protocol.ProtocolError]
         if size > len(data):

@@ -13,7 +13,8 @@ costs no trip through trio's scheduler.
 Protocol: kink_privsep.protocol (imported, never restated). While the helper is away, calls
 wait for it to come back; calls in flight when it went away fail with HelperGone (the helper may
 or may not have carried them out: the daemon re-reads the kernel's state with a dump once it is
-back, which is what on_reconnect is for).
+back, which is what on_reconnect is for). Once give_up() has been called (shutdown), calls no
+longer wait: while the helper is away they fail at once with HelperGone.
 """
 
 # Annotations stay strings: trio.TaskStatus only exists from trio 0.23 (Debian 12 has 0.22).
@@ -92,6 +93,7 @@ class HelperClient:
         self._queue: deque[bytes] = deque()  # encoded requests the writer has not sent yet
         self._queued = trio.Event()
         self._max_batch = 1  # requests per message: the helper's hello says how many
+        self._given_up = False  # give_up(): no call waits for the helper any more
         self.hello: dict[str, Any] = {}
         self.connects = 0
 
@@ -240,11 +242,22 @@ class HelperClient:
             taken.append(queue.popleft())
         return taken[0] if len(taken) == 1 else protocol.encode_batch(taken)
 
+    def give_up(self) -> None:
+        """From now on no call waits for the helper: those waiting for it and those made while
+        it is away fail at once with HelperGone. Why: at shutdown (SIGTERM) a helper that is
+        away may never come back, and kinkd must still stop promptly."""
+        self._given_up = True
+        self._up.set()  # wakes the calls waiting; while the helper is away it is a fresh Event
+
     async def submit(self, op: str, args: dict[str, Any], done: Done) -> None:
         """Queue one request (no checkpoint while the helper is up): the writer sends it with
         the others queued meanwhile, and the helper carries them out in turn, in the order
-        submitted; `done` gets its outcome later. Waits for the helper while it is away."""
+        submitted; `done` gets its outcome later. Waits for the helper while it is away
+        (unless give_up() was called: then `done` gets HelperGone at once)."""
         while self._sock is None:
+            if self._given_up:
+                done(HelperGone(op))
+                return
             await self._up.wait()
         self._next_id = self._next_id % 0xFFFF_FFFF + 1
         req_id = self._next_id

@@ -9,11 +9,15 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from ipaddress import ip_network
 from typing import Any
 
 import pytest
 
+from kink_privsep import xfrm
 from kink_privsep.client import Client, PrivsepError
+from kink_privsep.model import DIR_OUT, PolicyId, PolicySpec, Selector
+from kink_privsep.netlink import NetlinkSocket
 from tests.privsep.harness import (
     TEST_PRIORITIES,
     TEST_RANGES,
@@ -22,6 +26,7 @@ from tests.privsep.harness import (
     process_helper,
     wait_event,
 )
+from tests.support.e2e import in_namespace
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (netns, XFRM)")
 
@@ -226,3 +231,32 @@ def test_events_survive_a_kernel_flush(client: Client, netns: str) -> None:
     assert wait_event(client, lambda e: e.kind == "flushed").data == {"what": "policy"}
     assert client.call("hello")["owned_policies"] == 0
     assert socket.AF_INET  # the connection is alive
+
+
+def _policy(third_octet: int) -> PolicySpec:
+    selector = Selector(ip_network(f"10.40.{third_octet}.0/24"), ip_network("10.41.0.0/24"))
+    return PolicySpec(PolicyId(DIR_OUT, selector), FOREIGN_PRIORITY)
+
+
+def test_the_echoes_of_our_own_changes_are_dropped_by_the_kernel(netns: str) -> None:
+    """NetlinkSocket.drop_echoes: a change made through our request socket never reaches the
+    events socket (no wake-up, no read to throw it away); another sender's still does."""
+    with in_namespace(netns):
+        sockets = [NetlinkSocket(xfrm.NETLINK_XFRM, xfrm.XFRMGRP_POLICY)]
+        sockets += [NetlinkSocket(xfrm.NETLINK_XFRM) for _ in range(2)]
+    events, ours, theirs = sockets
+    try:
+        events.drop_echoes(ours.portid, xfrm.CHANGE_MESSAGES)
+        ours.request(xfrm.encode_newpolicy(_policy(1), update=False))
+        theirs.request(xfrm.encode_newpolicy(_policy(2), update=True))
+        ours.request(xfrm.encode_policy_id(xfrm.XFRM_MSG_DELPOLICY, _policy(1).id))
+        theirs.request(xfrm.encode_policy_id(xfrm.XFRM_MSG_DELPOLICY, _policy(2).id))
+        seen, lost = events.pending(lambda kind, pid, _: (kind, pid))
+        assert not lost
+        assert seen == [
+            (xfrm.XFRM_MSG_UPDPOLICY, theirs.portid),
+            (xfrm.XFRM_MSG_DELPOLICY, theirs.portid),
+        ]
+    finally:
+        for sock in sockets:
+            sock.close()

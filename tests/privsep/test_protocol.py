@@ -188,6 +188,28 @@ def test_foreign_objects_are_never_touched(helper: ThreadHelper, client: Client)
     assert "delete_policy" not in calls and "update_policy" not in calls
 
 
+def test_kinks_own_sas_change_without_a_kernel_read(helper: ThreadHelper, client: Client) -> None:
+    """An SA the helper made (or saw made, in its reqid range) is updated and deleted without
+    a GETSA first: the owned set says it is kink's."""
+    client.call("add_sa", sa(0x4200))
+    client.call("update_sa", sa(0x4200))
+    client.call("delete_sa", sa_id(0x4200))
+    assert helper.backend.calls.count("get_sa") == 0
+
+
+def test_an_sa_replaced_by_someone_elses_is_no_longer_kinks(
+    helper: ThreadHelper, client: Client
+) -> None:
+    client.call("add_sa", sa(0x4100))
+    helper.backend.foreign_add_sa(foreign_sa(0x4100, reqid=7))  # UPDSA by another process
+    for op, args in [("update_sa", sa(0x4100)), ("delete_sa", sa_id(0x4100))]:
+        with pytest.raises(PrivsepError) as e:
+            client.call(op, args)
+        assert e.value.code == "not_owned", op
+    assert helper.backend.get_sa(model_sa_id(0x4100)).reqid == 7
+    assert helper.backend.calls.count("add_sa") == 1 and "delete_sa" not in helper.backend.calls
+
+
 def test_update_policy_replaces_or_adds_kinks_own(client: Client) -> None:
     client.call("update_policy", POLICY)  # adds
     client.call("update_policy", {**POLICY, "priority": TEST_PRIORITIES[1]})
