@@ -11,7 +11,6 @@ from kink.crypto.errors import CryptoError
 
 BLOCK = 16
 _ZERO_IV = bytes(BLOCK)
-_PADDING = tuple(bytes(n) for n in range(BLOCK))  # the zero padding of CBC-CS3, by length
 
 
 class AesCts:
@@ -60,14 +59,15 @@ class AesCts:
             raise CryptoError(f"AES-CTS input is {n} octets, needs at least {BLOCK}")
         pad = -n % BLOCK
         # The whole message as one little-endian int: xoring the chaining value into it
-        # changes its first block only, with one conversion each way and no slicing.
-        chained = (int.from_bytes(data, "little") ^ self._enc_chain).to_bytes(n, "little")
-        out = cbc.update(chained + _PADDING[pad])
+        # changes its first block only, with one conversion each way and no slicing; and
+        # written back `pad` octets longer, it ends in CBC-CS3's zero padding (the extra octets
+        # of a little-endian int are its high-order zeros).
+        chained = (int.from_bytes(data, "little") ^ self._enc_chain).to_bytes(n + pad, "little")
+        out = cbc.update(chained)
         self._enc_chain = int.from_bytes(out[-BLOCK:], "little")
-        if n == BLOCK:
-            return out
         # RFC 3962 §5: CBC over the zero-padded input, then swap the last two blocks and drop
-        # the padding's worth of the (now final) next-to-last block.
+        # the padding's worth of the (now final) next-to-last block. One block is its own
+        # output, which the first form gives too (nothing after it, all of it before).
         if n <= 2 * BLOCK:
             return out[BLOCK:] + out[: BLOCK - pad]
         return out[:-32] + out[-16:] + out[-32 : -16 - pad]

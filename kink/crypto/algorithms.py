@@ -15,19 +15,22 @@ or HMAC-SHA2-256/384/512 (RFC 4868); ESP AES-GCM 128/192/256 with 8/12/16-octet 
 import functools
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import NamedTuple
 
 from kink.crypto.errors import UnsupportedTransform
-from kink.crypto.keymat import keymat
+from kink.crypto.keymat import SaKeymat, check_keymat_request
 from kink.crypto.profiles import AesPrf
 from kink.crypto.rfc3961 import Key
 from kink.wire.ipsec_doi import AhTransform, AuthAlgorithm, EspTransform, ProtocolId
 
 
-@dataclass(frozen=True, slots=True)
-class TransformParams:
+class TransformParams(NamedTuple):
     """The parts of one ISAKMP Transform (RFC 2407 §4.4, §4.5) that decide the keys.
 
-    Plain ints as they appear on the wire; None when the attribute is absent.
+    Plain ints as they appear on the wire; None when the attribute is absent. A NamedTuple
+    rather than a frozen dataclass: it keys the lru caches of sa_algorithms and sa_transform,
+    six lookups per CREATE exchange, and a tuple hashes and compares in C where a dataclass
+    runs a Python __hash__ (issue 4).
     """
 
     transform_id: int
@@ -219,10 +222,8 @@ def derive_sa_keys(
 ) -> SaKeys:
     """The keys of the SA with inbound `spi` (RFC 4430 §7); see `keymat` for the inputs."""
     algorithms = sa_algorithms(protocol, transform_params)
-    material = keymat(
-        key, protocol, spi, ni, nr, gxy, length=algorithms.keymat_length, aes_prf=aes_prf
-    )
-    split = algorithms.enc_key_length
-    keys = SaKeys(material[:split], material[split:], algorithms)
-    material[:] = bytes(len(material))
-    return keys
+    enc_length, auth_length = algorithms.enc_key_length, algorithms.auth_key_length
+    check_keymat_request(protocol, spi, enc_length + auth_length)
+    keymat = SaKeymat(key, ni, nr, gxy, aes_prf)
+    enc_key, auth_key = keymat.keys(protocol, spi, enc_length, auth_length)
+    return SaKeys(enc_key, auth_key, algorithms)

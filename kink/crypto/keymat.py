@@ -7,6 +7,8 @@ prf is the RFC 3961 PRF of the session key's enctype, SKEYID_d is the ticket ses
 expanded as in RFC 2409 §5.5: K1 = prf(Ksess, src), Kn = prf(Ksess, K(n-1) | src).
 """
 
+from collections.abc import Callable
+
 from kink.crypto.errors import CryptoError
 from kink.crypto.profiles import AesPrf
 from kink.crypto.rfc3961 import Key
@@ -32,22 +34,55 @@ def keymat(
     when KE payloads were exchanged. `aes_prf` picks the PRF reading for aes*-sha1 session keys
     (AesPrf.LITERAL interoperates with racoon2).
     """
+    check_keymat_request(protocol, spi, length)
+    whole, _ = SaKeymat(key, ni, nr, gxy, aes_prf).keys(protocol, spi, length, 0)
+    return whole
+
+
+def check_keymat_request(protocol: int, spi: bytes, length: int) -> None:
+    """CryptoError unless `protocol` fits its octet, `spi` has 4 octets and `length` is
+    within 1..MAX_KEYMAT."""
     if not 0 <= protocol <= 0xFF:
         raise CryptoError(f"protocol id {protocol} does not fit one octet")
     if len(spi) != SPI_LENGTH:
         raise CryptoError(f"SPI must be {SPI_LENGTH} octets, got {len(spi)}")
     if not 0 < length <= MAX_KEYMAT:
         raise CryptoError(f"KEYMAT length {length} is out of range (1..{MAX_KEYMAT})")
-    src = b"".join((gxy or b"", bytes((protocol,)), spi, ni, nr or b""))
-    out = bytearray(length)  # sized once: no reallocation leaves key copies behind
-    # rfc3961.prf is key._prf().prf: the PRF key is fetched once for the whole expansion
-    # (every SA takes two or more PRFs, issue 4).
-    prf = key._prf().prf
-    block = prf(src, aes_prf)
-    filled = len(block)
-    out[:filled] = block[:length]
-    while filled < length:
-        block = prf(block + src, aes_prf)
-        out[filled : filled + len(block)] = block[: length - filled]
-        filled += len(block)
-    return out
+
+
+class SaKeymat:
+    """KEYMAT for the SAs of one negotiation: everything but protocol and SPI is shared by
+    them (RFC 4430 §7), so g^xy and Ni_b | Nr_b are joined once and the session key's PRF is
+    fetched once, at the first SA. The caller vouches for the inputs check_keymat_request
+    checks (a negotiated protocol, a 4-octet SPI, the transform's KEYMAT length)."""
+
+    __slots__ = ("_aes_prf", "_expand", "_head", "_key", "_tail")
+
+    def __init__(
+        self, key: Key, ni: bytes, nr: bytes | None, gxy: bytes | None, aes_prf: AesPrf
+    ) -> None:
+        self._key = key
+        self._head = gxy or b""
+        self._tail = ni + nr if nr else ni
+        self._aes_prf = aes_prf
+        self._expand: Callable[[bytes, int, AesPrf], bytearray] | None = None
+
+    def __repr__(self) -> str:
+        return "SaKeymat(...)"
+
+    def keys(
+        self, protocol: int, spi: bytes, enc_length: int, auth_length: int
+    ) -> tuple[bytearray, bytearray]:
+        """KEYMAT for the SA with this protocol id and (inbound) SPI, split into the
+        encryption key (the first `enc_length` octets) and the authentication key (the
+        `auth_length` after them), the order of kink.crypto.algorithms; the whole KEYMAT is
+        zeroed once split."""
+        expand = self._expand
+        if expand is None:
+            # Fetched here rather than in __init__: a zeroed key raises where keymat() did.
+            expand = self._expand = self._key._prf().expand
+        src = b"".join((self._head, bytes((protocol,)), spi, self._tail))
+        material = expand(src, enc_length + auth_length, self._aes_prf)
+        keys = material[:enc_length], material[enc_length:]
+        material[:] = bytes(len(material))
+        return keys

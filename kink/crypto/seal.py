@@ -14,7 +14,6 @@ from kink.crypto.rfc3961 import (
     KEY_USAGE_KINK_ENCRYPT,
     Key,
     checksum,
-    checksum_length,
     decrypt,
     encrypt,
     verify_checksum,
@@ -32,7 +31,9 @@ class SessionSealer:
         self._key = key
 
     def checksum_length(self) -> int:
-        return checksum_length(self._key.enctype)
+        # The profile's size at once rather than through checksum_length(enctype): asked for
+        # every message sealed (issue 4).
+        return self._key._profile.mac_size
 
     def checksum(self, data: bytes) -> bytes:
         return checksum(self._key, KEY_USAGE_KINK_CKSUM, data)

@@ -11,17 +11,19 @@ rejected the REPLY) is followed by a DELETE of them, so that no pair stays half-
 """
 
 import os
+import random
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Final, TypeVar
 
 from kink.crypto.dh import DhExchange
 from kink.crypto.errors import CryptoError
+from kink.crypto.keymat import SaKeymat
 from kink.crypto.rfc3961 import Key
 from kink.crypto.seal import open_message
 from kink.engine import messages
-from kink.engine.config import Policy, StartAction, U2u
+from kink.engine.config import EngineConfig, Policy, StartAction, U2u
 from kink.engine.core import EngineCore, Join, Timer
 from kink.engine.events import (
     AllocateSpi,
@@ -37,8 +39,8 @@ from kink.engine.events import (
     TicketResult,
 )
 from kink.engine.ids import id_payload
-from kink.engine.kerberos import KerberosError, NeedTicket
-from kink.engine.keys import KeyInput, SaPlace, sa_spec, sa_transform
+from kink.engine.kerberos import KerberosError, KerberosPort, NeedTicket
+from kink.engine.keys import SaPlace, sa_spec, sa_transform
 from kink.engine.proposals import (
     Choice,
     NoProposal,
@@ -69,6 +71,13 @@ from kink.wire import (
 )
 from kink.wire.ipsec_doi import NotifyType
 from kink.wire.isakmp import IsakmpPayload
+
+# Enum members bound once: on Python 3.11 reading a member off its class goes through
+# EnumType's __getattr__ hook, ~0.9 k instructions against ~0.1 k for a global, and the
+# CREATE path reads about thirty per exchange (issue 4).
+_CREATE: Final = MessageType.CREATE
+_GETTGT: Final = MessageType.GETTGT
+_START: Final = StartAction.START
 
 _P = TypeVar("_P")
 
@@ -130,6 +139,21 @@ class Transaction:
 
 
 class Initiator(EngineCore):
+    def __init__(
+        self,
+        config: EngineConfig,
+        kerberos: KerberosPort,
+        *,
+        epoch: int,
+        now: float,
+        rng: random.Random | None = None,
+    ) -> None:
+        super().__init__(config, kerberos, epoch=epoch, now=now, rng=rng)
+        # Timer callbacks bound once per engine: each timer holds one of these and its
+        # transaction or child, not a closure of its own (kink.engine.core.Timer).
+        self._timeout_call: Callable[[Transaction, float], None] = self._timeout
+        self._rekey_call: Callable[[Child, float], None] = self.rekey
+
     # ------------------------------------------------------------------------ starting
 
     def start_create(
@@ -147,7 +171,7 @@ class Initiator(EngineCore):
         if rekey_of is not None:
             rekey_of.rekeying = True
         txn = Transaction(
-            MessageType.CREATE,
+            _CREATE,
             peer,
             negotiations,
             use_ke=use_ke,
@@ -202,7 +226,7 @@ class Initiator(EngineCore):
                 continue
             if txn.dpd:
                 txn.dpd = peer.dpd_pending = False  # cancelled is not a dead peer
-            cleanup = txn.kind is MessageType.CREATE and txn.attempts > 0
+            cleanup = txn.kind is _CREATE and txn.attempts > 0
             self._fail(txn, "cancelled", None, now, cleanup=cleanup)
 
     def in_progress(self, peer: PeerState, policy: Policy) -> bool:
@@ -244,7 +268,7 @@ class Initiator(EngineCore):
         delay doubling from retry_backoff_initial to retry_backoff_cap (reset by any SA of the
         peer coming up), so that a peer that is down sees no storm. Trap peers wait for the
         next ACQUIRE instead; respond-only peers never initiate."""
-        if peer.config.start_action is not StartAction.START or not self._missing(peer):
+        if peer.config.start_action is not _START or not self._missing(peer):
             return
         if peer.retry is not None and not peer.retry.cancelled:
             return  # a retry is due already: it negotiates everything missing
@@ -271,7 +295,7 @@ class Initiator(EngineCore):
 
     def _start(self, txn: Transaction, now: float) -> None:
         peer = txn.peer
-        capped = txn.kind is not MessageType.GETTGT  # GETTGT runs for a parked command
+        capped = txn.kind is not _GETTGT  # GETTGT runs for a parked command
         if capped and peer.active >= self.config.max_outstanding:
             resume = _Queued(self, txn)
             peer.queue.append(resume)
@@ -281,7 +305,7 @@ class Initiator(EngineCore):
             txn.active = True
         txn.xid = self._new_xid(peer)
         peer.transactions[txn.xid] = txn
-        if txn.kind is MessageType.GETTGT:
+        if txn.kind is _GETTGT:
             self._transmit(txn, now)
         else:
             self._with_ticket(txn, now, fetch=True)
@@ -333,7 +357,7 @@ class Initiator(EngineCore):
 
     def _via_gettgt(self, txn: Transaction, now: float) -> None:
         txn.u2u_tried = True
-        gettgt = Transaction(MessageType.GETTGT, txn.peer)
+        gettgt = Transaction(_GETTGT, txn.peer)
 
         def then(ok: bool, now: float) -> None:
             if txn.done:
@@ -353,7 +377,7 @@ class Initiator(EngineCore):
     # --------------------------------------------------------------------- preparing
 
     def _prepare(self, txn: Transaction, now: float) -> None:
-        if txn.kind is not MessageType.CREATE:
+        if txn.kind is not _CREATE:
             self._first_send(txn, now)
             return
         protocols = protocols_of(txn.peer.config)
@@ -379,7 +403,7 @@ class Initiator(EngineCore):
             self._first_send(txn, now)
 
     def _first_send(self, txn: Transaction, now: float) -> None:
-        if txn.kind is MessageType.CREATE:
+        if txn.kind is _CREATE:
             txn.inner = tuple(self._create_isakmp(txn, n) for n in txn.negotiations)
         elif txn.kind is MessageType.DELETE:
             txn.inner = (Isakmp(_delete_payloads(txn.deletes, inbound=True)),)
@@ -400,7 +424,7 @@ class Initiator(EngineCore):
             # RFC 4430 §3.2 step 1: the optimistic inbound SA (first transforms of the first
             # proposal, KEYMAT without Nr) is in place before CREATE goes out.
             assert txn.key is not None
-            inputs = KeyInput(txn.key, neg.ni, None, None, self.config.aes_prf)
+            inputs = SaKeymat(txn.key, neg.ni, None, None, self.config.aes_prf)
             configured = configured_life(peer)
             life = self._life(configured.seconds, configured.kilobytes)
             for proposal in neg.offered.proposals:
@@ -448,7 +472,7 @@ class Initiator(EngineCore):
 
     def _transmit(self, txn: Transaction, now: float) -> None:
         peer = txn.peer
-        if txn.kind is MessageType.GETTGT:
+        if txn.kind is _GETTGT:
             data = messages.gettgt(txn.xid, peer.config.principal)
         else:
             try:
@@ -475,7 +499,7 @@ class Initiator(EngineCore):
             txn.first_sent = now
         self.emit(SendDatagram(data, self.address(peer)))
         delay = self.config.retransmit_delay(txn.attempts)
-        txn.timer = self.schedule(now + delay, lambda t: self._timeout(txn, t))
+        txn.timer = self.schedule(now + delay, self._timeout_call, txn)
 
     def _timeout(self, txn: Transaction, now: float) -> None:
         if txn.done:
@@ -517,7 +541,7 @@ class Initiator(EngineCore):
         peer = txn.peer
         self.emit(NegotiationFailed(peer.config.name, txn.kind.name, reason, code))
         self._finish(txn, now)
-        if txn.kind is MessageType.CREATE:
+        if txn.kind is _CREATE:
             for neg in txn.negotiations:
                 self._drop_optimistic(neg)
                 if neg.rekey_of is not None:
@@ -531,7 +555,7 @@ class Initiator(EngineCore):
         elif txn.kind is MessageType.STATUS and txn.dpd:
             peer.dpd_pending = False
             self._peer_dead(peer, now)
-        elif txn.kind is MessageType.GETTGT and txn.then is not None:
+        elif txn.kind is _GETTGT and txn.then is not None:
             txn.then(False, now)
 
     def _delete_orphans(self, peer: PeerState, negotiations: list[Negotiation], now: float) -> None:
@@ -575,7 +599,7 @@ class Initiator(EngineCore):
         if not isinstance(txn, Transaction):
             self.drop("unexpected-reply", self.address(peer))
             return
-        if txn.kind is MessageType.GETTGT:
+        if txn.kind is _GETTGT:
             self._gettgt_reply(txn, msg, now)
             return
         ap_rep = first_of(msg.payloads, ApRep)
@@ -620,7 +644,7 @@ class Initiator(EngineCore):
         if error is not None:
             self._kink_error(txn, error.code, now)
             return
-        if txn.kind is MessageType.CREATE:
+        if txn.kind is _CREATE:
             self._create_reply(txn, msg, isakmps, data, now)
         elif txn.kind is MessageType.DELETE:
             self._finish(txn, now)
@@ -687,7 +711,7 @@ class Initiator(EngineCore):
         def then(ok: bool, now: float) -> None:
             self._retry_with_ticket(txn, ok, now)
 
-        self._start(Transaction(MessageType.GETTGT, txn.peer, then=then), now)
+        self._start(Transaction(_GETTGT, txn.peer, then=then), now)
 
     def _retry_with_ticket(self, txn: Transaction, ok: bool, now: float) -> None:
         """A new ticket arrived for a command under way: a new transaction with it (§9)."""
@@ -697,7 +721,7 @@ class Initiator(EngineCore):
 
     def _restart(self, txn: Transaction, now: float) -> None:
         self._finish(txn, now)
-        if txn.kind is MessageType.CREATE:
+        if txn.kind is _CREATE:
             for neg in txn.negotiations:
                 self._drop_optimistic(neg)
             policies = [n.policy for n in txn.negotiations]
@@ -768,9 +792,7 @@ class Initiator(EngineCore):
             self._release(txn, now)
             if txn.timer is not None:
                 txn.timer.cancel()
-            txn.timer = self.schedule(
-                now + self.config.retransmit_cycle(), lambda t: self._timeout(txn, t)
-            )
+            txn.timer = self.schedule(now + self.config.retransmit_cycle(), self._timeout_call, txn)
         else:
             self._finish(txn, now)
         # The responder installed what we rejected (after the ACK, if it asked for one).
@@ -873,7 +895,7 @@ class Initiator(EngineCore):
     ) -> None:
         peer = txn.peer
         assert txn.key is not None
-        inputs = KeyInput(txn.key, neg.ni, nr, gxy, self.config.aes_prf)
+        inputs = SaKeymat(txn.key, neg.ni, nr, gxy, self.config.aes_prf)
         life = self._life(choice.lifetime.seconds, choice.lifetime.kilobytes)
         lowered = choice.lifetime != configured_life(peer.config)
         child = Child(
@@ -894,11 +916,15 @@ class Initiator(EngineCore):
         )
         optimistic = {s.protocol: s for s in neg.optimistic}
         neg.optimistic.clear()
-        inbound = self._place(peer, neg.policy, inbound=True)
+        # The inbound place only when an inbound SA is (re)keyed here: an optimistic CREATE
+        # keeps the one installed before it went out.
+        inbound: SaPlace | None = None
         outbound = self._place(peer, neg.policy, inbound=False)
         for n, pair in zip(choice.protocols, child.sas, strict=True):
             previous = optimistic.pop(n.protocol, None)
             if previous is None or three_way or lowered:
+                if inbound is None:
+                    inbound = self._place(peer, neg.policy, inbound=True)
                 # §3.2: "A replaces an inbound SA (B->A) if non-optimistic".
                 spec = sa_spec(
                     inputs,
@@ -995,7 +1021,7 @@ class Initiator(EngineCore):
         else:
             soft = seconds * self.rng.uniform(0.75, 0.9)
         child.rekey_at = now + soft
-        child.rekey_timer = self.schedule(child.rekey_at, lambda t: self.rekey(child, t))
+        child.rekey_timer = self.schedule(child.rekey_at, self._rekey_call, child)
 
     def rekey(self, child: Child, now: float) -> None:
         if (

@@ -9,13 +9,12 @@ payloads were exchanged.
 from dataclasses import dataclass
 from functools import lru_cache
 
-from kink.crypto.algorithms import TransformParams, derive_sa_keys, sa_algorithms
-from kink.crypto.profiles import AesPrf
-from kink.crypto.rfc3961 import Key
+from kink.crypto.algorithms import TransformParams, sa_algorithms
+from kink.crypto.keymat import SaKeymat
 from kink.engine.events import SaLifetimes, SaSpec, SaTransform, Selector
 
 
-# SaPlace and KeyInput are not frozen: built per negotiation and only read after that, while a
+# SaPlace is not frozen: built per negotiation and only read after that, while a
 # frozen dataclass pays object.__setattr__ for every field (issue 4).
 @dataclass(slots=True)
 class SaPlace:
@@ -30,19 +29,8 @@ class SaPlace:
     dst_selector: Selector
 
 
-@dataclass(slots=True)
-class KeyInput:
-    """The inputs of KEYMAT shared by every SA of one negotiation (RFC 4430 §7)."""
-
-    key: Key
-    ni: bytes
-    nr: bytes | None
-    gxy: bytes | None
-    aes_prf: AesPrf
-
-
 def sa_spec(
-    inputs: KeyInput,
+    keymat: SaKeymat,
     protocol: int,
     spi: int,
     params: TransformParams,
@@ -52,17 +40,10 @@ def sa_spec(
 ) -> SaSpec:
     """The SaSpec of one SA with its keys. UnsupportedTransform (a CryptoError) if the
     transform cannot be keyed."""
-    keys = derive_sa_keys(
-        inputs.key,
-        protocol,
-        spi.to_bytes(4, "big"),
-        inputs.ni,
-        inputs.nr,
-        inputs.gxy,
-        params,
-        aes_prf=inputs.aes_prf,
+    alg = sa_algorithms(protocol, params)
+    enc_key, auth_key = keymat.keys(
+        protocol, spi.to_bytes(4, "big"), alg.enc_key_length, alg.auth_key_length
     )
-    alg = keys.algorithms
     # Positional: SaSpec has twenty fields, and binding them by keyword costs more than the
     # rest of this function but the KEYMAT.
     return SaSpec(
@@ -76,10 +57,10 @@ def sa_spec(
         place.src_selector,
         place.dst_selector,
         alg.encryption,
-        keys.enc_key,
+        enc_key,
         alg.aead_icv_bits,
         alg.authentication,
-        keys.auth_key,
+        auth_key,
         alg.auth_trunc_bits,
         life.soft_seconds,
         life.hard_seconds,

@@ -37,6 +37,8 @@ from kink.wire.payloads import GENERIC, PADDING, KinkPayload, decode_chain, enco
 _INNER_HEAD = struct.Struct(">B3x")  # InnerNextPload, RESERVED2 (§4.2.7, erratum 93)
 _LENGTH = struct.Struct(">H")
 _MESSAGE_TYPES = {int(t): t for t in MessageType}
+_DONE = int(PayloadType.DONE)  # plain ints: an enum attribute lookup costs, every message
+_ENCRYPT = int(PayloadType.ENCRYPT)
 
 
 # Not frozen: every message sent or received builds one or two, and a frozen dataclass pays
@@ -88,24 +90,21 @@ def decode(data: bytes) -> Message:
         data = bytes(data)
     if len(data) < HEADER_LENGTH:
         raise DecodeError(0, f"{len(data)} octets, less than the 16-octet KINK header")
-    try:
-        return _decode(data)
-    except DecodeError as exc:
-        exc.header = Header._make(HEADER.unpack_from(data))
-        raise
-
-
-def _decode(data: bytes) -> Message:
+    # One frame for the whole message (issue 4): a try block costs nothing until it raises.
     mtype, version, length, doi, xid, first, flags, cksum_len = HEADER.unpack_from(data)
-    _check_lengths(data, version, length, cksum_len)
-    if doi != IPSEC_DOI:
-        raise DecodeError(4, f"DOI {doi} is not supported", kink_error=KinkErrorCode.INVDOI)
-    end = length - cksum_len
-    payloads, ciphertext, stop = decode_chain(data, first, HEADER_LENGTH, end, outer=True)
-    # Only the padding to a 4-octet boundary may sit between the last payload and the Cksum
-    # (§4.1); without a Cksum the sender may or may not count that padding in Length.
-    if end != stop and end != (stop + 3) & ~3:
-        raise DecodeError(stop, f"{end - stop} octets between the last payload and the Cksum")
+    try:
+        _check_lengths(data, version, length, cksum_len)
+        if doi != IPSEC_DOI:
+            raise DecodeError(4, f"DOI {doi} is not supported", kink_error=KinkErrorCode.INVDOI)
+        end = length - cksum_len
+        payloads, ciphertext, stop = decode_chain(data, first, HEADER_LENGTH, end, outer=True)
+        # Only the padding to a 4-octet boundary may sit between the last payload and the
+        # Cksum (§4.1); without a Cksum the sender may or may not count that padding in Length.
+        if end != stop and end != (stop + 3) & ~3:
+            raise DecodeError(stop, f"{end - stop} octets between the last payload and the Cksum")
+    except DecodeError as exc:
+        exc.header = Header(mtype, version, length, doi, xid, first, flags, cksum_len)
+        raise
     return Message(
         _MESSAGE_TYPES.get(mtype, mtype),
         xid,
@@ -167,10 +166,10 @@ def encode_inner(payloads: tuple[KinkPayload, ...]) -> bytes:
     """The plaintext of a KINK_ENCRYPT holding payloads (the inverse of decode_inner)."""
     parts = [b""]
     try:
-        encode_chain(payloads, PayloadType.DONE, parts)
+        encode_chain(payloads, _DONE, parts)
     except struct.error as exc:
         raise EncodeError(f"KINK payload field out of range: {exc}") from exc
-    parts[0] = _INNER_HEAD.pack(payloads[0].payload_type if payloads else PayloadType.DONE)
+    parts[0] = _INNER_HEAD.pack(payloads[0].payload_type if payloads else _DONE)
     return b"".join(parts)
 
 
@@ -183,46 +182,46 @@ def encode(msg: Message, sealer: Sealer | None = None) -> bytes:
     the Cksum and whose CksumLen is 0, then Length and CksumLen set to their final values.
     Without a sealer the message has no Cksum (CksumLen 0): only for unauthenticated messages.
     """
+    # One frame for the whole message (issue 4); struct.error from any field out of range
+    # becomes EncodeError.
     try:
-        return _encode(msg, sealer)
-    except struct.error as exc:
-        raise EncodeError(f"KINK message field out of range: {exc}") from exc
-
-
-def _encode(msg: Message, sealer: Sealer | None) -> bytes:
-    if msg.encrypted is not None:
+        if msg.encrypted is not None:
+            if sealer is None:
+                raise EncodeError("KINK_ENCRYPT content needs a sealer to be encrypted")
+            ciphertext: bytes | None = sealer.encrypt(encode_inner(msg.encrypted))
+        else:
+            ciphertext = msg.ciphertext
+        parts = [b""]
+        tail = _DONE if ciphertext is None else _ENCRYPT
+        total = encode_chain(msg.payloads, tail, parts)
+        if ciphertext is not None:
+            if total & 3:
+                parts.append(PADDING[total & 3])
+                total = (total + 3) & ~3
+            parts.append(GENERIC.pack(_DONE, 0, 4 + len(ciphertext)))
+            parts.append(ciphertext)
+            total += 4 + len(ciphertext)
+        first = msg.payloads[0].payload_type if msg.payloads else tail
+        flags = ACKREQ_FLAG if msg.ackreq else 0
+        version = msg.mjver << 4
         if sealer is None:
-            raise EncodeError("KINK_ENCRYPT content needs a sealer to be encrypted")
-        ciphertext: bytes | None = sealer.encrypt(encode_inner(msg.encrypted))
-    else:
-        ciphertext = msg.ciphertext
-    parts = [b""]
-    tail = PayloadType.DONE if ciphertext is None else PayloadType.ENCRYPT
-    total = encode_chain(msg.payloads, tail, parts)
-    if ciphertext is not None:
+            parts[0] = HEADER.pack(msg.type, version, 16 + total, msg.doi, msg.xid, first, flags, 0)
+            return b"".join(parts)
         if total & 3:
             parts.append(PADDING[total & 3])
             total = (total + 3) & ~3
-        parts.append(GENERIC.pack(PayloadType.DONE, 0, 4 + len(ciphertext)))
-        parts.append(ciphertext)
-        total += 4 + len(ciphertext)
-    first = msg.payloads[0].payload_type if msg.payloads else tail
-    flags = ACKREQ_FLAG if msg.ackreq else 0
-    version = msg.mjver << 4
-    if sealer is None:
-        parts[0] = HEADER.pack(msg.type, version, 16 + total, msg.doi, msg.xid, first, flags, 0)
-        return b"".join(parts)
-    if total & 3:
-        parts.append(PADDING[total & 3])
-        total = (total + 3) & ~3
-    length = HEADER_LENGTH + total
-    parts[0] = HEADER.pack(msg.type, version, length, msg.doi, msg.xid, first, flags, 0)
-    unsigned = b"".join(parts)
-    cksum = sealer.checksum(unsigned)
-    if len(cksum) != sealer.checksum_length():
-        raise EncodeError(f"checksum of {len(cksum)} octets, expected {sealer.checksum_length()}")
-    cksum_len = len(cksum)
-    header = HEADER.pack(
-        msg.type, version, length + cksum_len, msg.doi, msg.xid, first, flags, cksum_len
-    )
-    return b"".join((header, unsigned[HEADER_LENGTH:], cksum))
+        length = HEADER_LENGTH + total
+        parts[0] = HEADER.pack(msg.type, version, length, msg.doi, msg.xid, first, flags, 0)
+        unsigned = b"".join(parts)
+        cksum = sealer.checksum(unsigned)
+        if len(cksum) != sealer.checksum_length():
+            raise EncodeError(
+                f"checksum of {len(cksum)} octets, expected {sealer.checksum_length()}"
+            )
+        cksum_len = len(cksum)
+        header = HEADER.pack(
+            msg.type, version, length + cksum_len, msg.doi, msg.xid, first, flags, cksum_len
+        )
+        return b"".join((header, unsigned[HEADER_LENGTH:], cksum))
+    except struct.error as exc:
+        raise EncodeError(f"KINK message field out of range: {exc}") from exc

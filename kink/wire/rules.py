@@ -72,6 +72,7 @@ class _QuickMode:
 
 
 _T = IsakmpPayloadType
+_ID = int(_T.ID)  # for _check_qm: a member read off its class is slow on Python 3.11
 # §6.3: SA, Ni, [KE], [IDci, IDcr], [N...]
 _CREATE = _QuickMode(
     "CREATE", {_T.SA: (1, 1), _T.NONCE: (1, 1), _T.KE: (0, 1), _T.ID: (0, 2), _T.N: (0, _MANY)}
@@ -335,7 +336,7 @@ def _check_qm(isakmp: Isakmp, form: _QuickMode, doi: int) -> None:
         count = counts.get(kind, 0)
         if count < low or count > high:
             raise _malformed(f"{count} ISAKMP payloads of type {kind} in a {form.name}")
-    if counts.get(_T.ID, 0) == 1:
+    if counts.get(_ID, 0) == 1:
         raise _malformed("one ID payload: IDci and IDcr go in pairs (RFC 2409 §5.5)")
 
 
