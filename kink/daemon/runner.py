@@ -51,7 +51,7 @@ from kink.daemon.state import (
     choose_epoch,
     unaccounted,
 )
-from kink.daemon.state_writer import StateWriter
+from kink.daemon.state_writer import StateWriter, WriteThread
 from kink.daemon.transport import Transport
 from kink.engine import ConfigChangeError, Engine, PeerConfig, StartAction
 from kink.engine.events import (
@@ -138,6 +138,7 @@ class Daemon:
         )
         self.store = StateStore(settings.state_dir)
         self.writer = StateWriter(self._save, self._durable)
+        self._write_thread = WriteThread()
         self.outbox = Outbox(self._send)
         self.answers = Answers(config.engine.reply_cache_lifetime)
         self._engine: Engine | None = None
@@ -382,12 +383,23 @@ class Daemon:
     def _notice(self, notice: Action) -> None:
         publish = self._control.publish if self._control is not None else _ignore
         if isinstance(notice, SaEstablished):
-            spis = ", ".join(f"{hp_name(p)} in {i:#010x} out {o:#010x}" for p, i, o in notice.spis)
-            kind = "rekeyed" if notice.rekey_of is not None else "up"
             if not notice.initiator and not notice.three_way:
                 self.answers.established(notice.child)
-            role = "initiator" if notice.initiator else "responder"
-            log.log(NOTICE, "%s: SA %d %s (%s): %s", notice.peer, notice.child, kind, role, spis)
+            # One line per SA pair (or bundle) up and one per pair down, as IKE daemons log
+            # them: the up line with the SPIs, the down line with the child's number. Made
+            # only at a level that shows it: two per rekey on each side, 1,000s a second.
+            if log.isEnabledFor(NOTICE):
+                log.log(
+                    NOTICE,
+                    "%s: SA %d %s (%s): %s",
+                    notice.peer,
+                    notice.child,
+                    "up" if notice.rekey_of is None else f"rekeyed (replaces SA {notice.rekey_of})",
+                    "initiator" if notice.initiator else "responder",
+                    ", ".join(
+                        f"{hp_name(p)} in {i:#010x} out {o:#010x}" for p, i, o in notice.spis
+                    ),
+                )
             publish(
                 cp.EVENT_SA_UP,
                 {
@@ -446,8 +458,8 @@ class Daemon:
 
     async def _save(self) -> None:
         """The state writer's save: what changed in the engine's children since the last one
-        (Engine.record_changes), with the REPLYs kept for them (answers.py), written in a
-        worker thread (StateStore.update: a batch appended to the journal)."""
+        (Engine.record_changes), with the REPLYs kept for them (answers.py), written in the
+        write thread (StateStore.update: a batch appended to the journal)."""
         now = time.time()
         answers = self.answers.take(now)
         changes = self.engine.record_changes(trio.current_time(), also=answers)
@@ -455,9 +467,8 @@ class Daemon:
         for child_id, record in changes.records.items():
             ids = self._sa_ids(record.peer, record.spis, outbound=not record.awaiting_ack)
             children[child_id] = SavedChild(record, frozenset(ids), answers.get(child_id))
-        await trio.to_thread.run_sync(
-            self.store.update, self.engine.epoch, now, children, changes.gone
-        )
+        epoch, gone = self.engine.epoch, changes.gone
+        await self._write_thread.run(lambda: self.store.update(epoch, now, children, gone))
 
     def _durable(self, generation: int) -> None:
         self.outbox.durable(generation)
@@ -492,20 +503,27 @@ class Daemon:
         before a restart; its epoch. (A method of its own so that the saved state and the
         kernel's table, MBs with 100,000 SAs, go once it is done.)"""
         kernel = await self._kernel_sas()
+        # Without the cycle collector: the engine, its peers and the children taken over are
+        # 100,000s of objects that live, which its passes went over again and again as they
+        # accumulated (issue 9: start-up with 10,000s of peers or children).
+        gc.disable()
         try:
-            saved = self.store.load()
-        except StateError as exc:
-            log.warning("%s: starting a new epoch", exc)
-            saved = None
-        epoch, why = choose_epoch(saved, kernel, time.time())
-        log.log(NOTICE, "epoch %#010x (%s)", epoch, why)
-        self._started = trio.current_time()
-        self._engine = Engine(
-            self.config.engine, self.kerberos.port, epoch=epoch, now=self._started
-        )
-        kept: set[SaId] = set()
-        if saved is not None and epoch == saved.epoch:
-            kept = self._adopt(saved, set(kernel))
+            try:
+                saved = self.store.load()
+            except StateError as exc:
+                log.warning("%s: starting a new epoch", exc)
+                saved = None
+            epoch, why = choose_epoch(saved, kernel, time.time())
+            log.log(NOTICE, "epoch %#010x (%s)", epoch, why)
+            self._started = trio.current_time()
+            self._engine = Engine(
+                self.config.engine, self.kerberos.port, epoch=epoch, now=self._started
+            )
+            kept: set[SaId] = set()
+            if saved is not None and epoch == saved.epoch:
+                kept = self._adopt(saved, set(kernel))
+        finally:
+            gc.enable()
         await self._delete_unaccounted(kernel, kept)
         return epoch
 

@@ -15,6 +15,8 @@ and deletes the SAs its state file does not account for (Daemon start-up).
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 from collections.abc import Awaitable, Callable
 
 import trio
@@ -23,6 +25,7 @@ log = logging.getLogger("kinkd")
 
 
 LAZY_DELAY = 1.0  # seconds a change no datagram waits for may stay unsaved
+WRITE_THREAD_IDLE = 10.0  # seconds the write thread waits for work before it ends
 
 
 class StateWriter:
@@ -79,3 +82,54 @@ class StateWriter:
             if generation > self.durable:
                 self.durable = generation
                 self._on_durable(generation)
+
+
+class WriteThread:
+    """One long-lived thread for the state file's writes (WriteThread().run(write)).
+
+    A write and its fdatasync block, so they leave the trio thread; trio.to_thread.run_sync
+    per save cost the trio thread more than a save's own encoding (a capacity limiter, a
+    context copy, naming the worker thread with two prctl calls each time) on a path every
+    REPLY waits on (issue 9). Here a job is a queue put and its end one run_sync_soon. The
+    thread ends after WRITE_THREAD_IDLE seconds without work (a daemon stopped and started
+    again in one process leaves none behind) and starts again with the next write."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._lock = threading.Lock()  # _running and the queue's emptiness agree under it
+        self._running = False
+
+    async def run(self, write: Callable[[], None]) -> None:
+        """write() in the thread; returns once it returned (or raises what it raised). Not
+        cancellable: a write once begun is waited for, as a datagram may wait for it."""
+        token = trio.lowlevel.current_trio_token()
+        task = trio.lowlevel.current_task()
+        failed: list[BaseException] = []
+
+        def job() -> None:  # in the thread
+            try:
+                write()
+            except BaseException as exc:  # handed to the trio task, raised there
+                failed.append(exc)
+            token.run_sync_soon(trio.lowlevel.reschedule, task)
+
+        with self._lock:
+            self._jobs.put(job)
+            if not self._running:
+                self._running = True
+                threading.Thread(target=self._work, name="kinkd-state", daemon=True).start()
+        await trio.lowlevel.wait_task_rescheduled(lambda _: trio.lowlevel.Abort.FAILED)
+        if failed:
+            raise failed[0]
+
+    def _work(self) -> None:
+        while True:
+            try:
+                job = self._jobs.get(timeout=WRITE_THREAD_IDLE)
+            except queue.Empty:
+                with self._lock:
+                    if self._jobs.empty():
+                        self._running = False
+                        return
+                continue
+            job()

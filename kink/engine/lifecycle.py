@@ -331,6 +331,12 @@ class Lifecycle(Responder):
         record made restoring as many children quadratic (issue 9)."""
         own = self.policies.get(record.reqid)
         first = (own[1],) if own is not None and own[0] is state else ()
+        if first and (first[0].send_ids, first[0].local, first[0].remote) == (
+            record.send_ids,
+            record.local,
+            record.remote,
+        ):
+            return first[0]  # the usual case, without subnet_of's arithmetic
         for policy in itertools.chain(first, self.peer_policies[state.config.name]):
             if policy.send_ids != record.send_ids:
                 continue

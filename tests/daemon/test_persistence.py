@@ -3,8 +3,10 @@
 does not account for, coalesced write-ahead saving and the outbox that holds datagrams until
 what precedes them is done."""
 
+import gc
 import json
 import os
+import threading
 from dataclasses import replace
 from ipaddress import ip_network
 from pathlib import Path
@@ -13,7 +15,7 @@ import pytest
 import trio
 import trio.testing
 
-from kink.daemon import state
+from kink.daemon import state, state_writer
 from kink.daemon.answers import Answers, asks_ack
 from kink.daemon.outbox import Outbox
 from kink.daemon.state import (
@@ -25,7 +27,7 @@ from kink.daemon.state import (
     StateStore,
     unaccounted,
 )
-from kink.daemon.state_writer import LAZY_DELAY, StateWriter
+from kink.daemon.state_writer import LAZY_DELAY, StateWriter, WriteThread
 from kink.engine import ChildRecord
 from kink.engine.events import Address, SaLifetimes, SaTransform, Selector
 from kink.wire.constants import ACKREQ_FLAG, MessageType
@@ -297,6 +299,63 @@ async def test_changes_made_during_a_write_share_the_next_write() -> None:
         await trio.testing.wait_all_tasks_blocked()
         assert writes == [1, 51] and durable == [1, 51] and writer.durable == 51
         nursery.cancel_scope.cancel()
+
+
+@pytest.mark.trio
+async def test_a_write_runs_in_the_write_thread_and_is_waited_for_even_when_cancelled() -> None:
+    writer = WriteThread()
+    ran: list[str] = []
+    release = threading.Event()
+
+    def write() -> None:
+        release.wait()
+        ran.append(threading.current_thread().name)
+
+    with trio.CancelScope() as scope:
+        scope.cancel()  # cancelled before it starts: the write is done all the same
+        release.set()
+        await writer.run(write)
+    assert ran == ["kinkd-state"]
+
+    def fail() -> None:
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space"):
+        await writer.run(fail)
+    await writer.run(write)
+    assert ran == ["kinkd-state", "kinkd-state"]
+
+
+@pytest.mark.trio
+async def test_the_write_thread_ends_when_idle_and_starts_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(state_writer, "WRITE_THREAD_IDLE", 0.01)
+    writer = WriteThread()
+    threads: list[threading.Thread] = []
+    await writer.run(lambda: threads.append(threading.current_thread()))
+    threads[0].join()  # ended once idle
+    await writer.run(lambda: threads.append(threading.current_thread()))
+    assert threads[1] is not threads[0] and threads[1].name == "kinkd-state"
+    threads[1].join()
+
+
+def test_loading_leaves_the_cycle_collector_as_it_found_it(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    store.update(9, 1000.0, {1: SavedChild(record(0x1001, 0x2002), PAIR)}, [])
+    assert gc.isenabled()
+    assert store.load() is not None and gc.isenabled()
+    (tmp_path / STATE_FILE).write_bytes(b"damaged\n")
+    with pytest.raises(StateError):
+        store.load()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with pytest.raises(StateError):
+            store.load()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
 
 
 # -------------------------------------------------------------------------------- outbox
