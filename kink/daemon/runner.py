@@ -185,6 +185,13 @@ class Daemon:
         settings = self.config.daemon
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            # Signals and stop() are heeded from the first moment: start-up may wait long
+            # (for a helper that is away, a KDC), and SIGTERM's default action would end
+            # kinkd without its last words to the log and to systemd.
+            if self._handle_signals:
+                nursery.start_soon(self._signals)
+            ready = trio.Event()
+            nursery.start_soon(self._stop_during_start_up, ready, nursery.cancel_scope)
             await nursery.start(self.helper.run)
             self._ranges = helper_args.HelperRanges.from_hello(self.helper.hello)
             base, count = settings.helper_reqid_base, settings.helper_reqids
@@ -214,8 +221,6 @@ class Daemon:
             nursery.start_soon(self.outbox.run)
             nursery.start_soon(self.writer.run)
             nursery.start_soon(self._watch_traffic)
-            if self._handle_signals:
-                nursery.start_soon(self._signals)
             if self.notifier.watchdog_interval is not None:
                 nursery.start_soon(self._watchdog, self.notifier.watchdog_interval)
             self.engine.start(trio.current_time())
@@ -228,14 +233,27 @@ class Daemon:
             # is freed by reference counting only (never if it is part of a cycle).
             gc.freeze()
             self.notifier.ready(f"epoch {epoch:#010x}, {len(self.engine.peers)} peers")
+            ready.set()
             task_status.started()
             await self._stop.wait()
             await self._shutdown()
             nursery.cancel_scope.cancel()
 
+    async def _stop_during_start_up(self, ready: trio.Event, scope: trio.CancelScope) -> None:
+        """stop() before start-up is over ends it: no call waits any longer for a helper
+        that may never come (HelperClient.give_up), and the start-up is cancelled."""
+        await self._stop.wait()
+        if not ready.is_set():
+            self.notifier.stopping()
+            log.log(NOTICE, "stopping during start-up")
+            self.helper.give_up()
+            scope.cancel()
+
     async def _shutdown(self) -> None:
         """SIGTERM: DELETE every SA first if configured (else leave them: a restart keeps them
-        and the epoch), remove the trap policies, save the state."""
+        and the epoch), remove the trap policies, save the state. Nothing waits for a helper
+        that is away (it may never come back): its calls fail at once."""
+        self.helper.give_up()
         self.notifier.stopping()
         log.log(NOTICE, "stopping")
         if self.config.daemon.delete_on_stop:
@@ -782,16 +800,6 @@ class Daemon:
 
     # ----------------------------------------------------------------------------- reload
 
-    def _load(self) -> KinkConfig:
-        """The configuration, read without the cycle collector: it only makes objects that
-        live, and its passes over the daemon's (10,000s of peers and children) were a third
-        of a reload's time."""
-        gc.disable()
-        try:
-            return self._loader()
-        finally:
-            gc.enable()
-
     async def reload(self) -> dict[str, list[str]]:
         """Re-read the configuration and apply it with Engine.reconfigure: new peers added,
         removed peers' SAs deleted with DELETE (their policies go once that is over:
@@ -799,7 +807,7 @@ class Daemon:
         self.notifier.reloading()
         try:
             try:
-                new = with_principal(await trio.to_thread.run_sync(self._load))
+                new = with_principal(await trio.to_thread.run_sync(self._loader))
             except ConfigError as exc:
                 raise cp.ControlError(cp.ERR_CONFIG, str(exc)) from None
             before = {name: state.config for name, state in self.engine.peers.items()}

@@ -31,7 +31,7 @@ to rekey, which run with the clock.
 
 import itertools
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from kink.engine.config import FIXED_FIELDS, ConfigChangeError, EngineConfig, PeerConfig, Policy
@@ -305,7 +305,7 @@ class Lifecycle(Responder):
                 unacked.append(child)
             elif record.initiator and record.rekey_in is not None:
                 child.rekey_at = now + max(0.0, record.rekey_in - elapsed)
-                child.rekey_timer = self.schedule(child.rekey_at, _rekeyer(self, child))
+                child.rekey_timer = self.schedule(child.rekey_at, self._rekey_call, child)
             best = newest.get(record.peer)
             if best is None or record.age < best.age:
                 newest[record.peer] = record
@@ -382,10 +382,6 @@ def _record(c: Child, now: float) -> ChildRecord | None:
         rekey_in=None if c.rekey_at is None else c.rekey_at - now,
         awaiting_ack=awaiting_ack,
     )
-
-
-def _rekeyer(engine: Lifecycle, child: Child) -> Callable[[float], None]:
-    return lambda now: engine.rekey(child, now)
 
 
 def _moved(old: PeerConfig, new: PeerConfig) -> bool:

@@ -17,11 +17,6 @@ from tests.daemon.harness import WAIT, short_dir, wait_for
 
 pytestmark = pytest.mark.trio
 
-# The daemon's side of the fix is in kink/daemon/runner.py (not this change's file): _shutdown
-# calls self.helper.give_up() first, and a stop() during start-up gives up on the helper and
-# ends the start-up. Remove the xfail marks with it.
-RUNNER_FIX = "needs kink/daemon/runner.py: give_up() at shutdown, stop() ending the start-up"
-
 
 def _ignore(_: Event) -> None:
     pass
@@ -65,7 +60,6 @@ async def test_give_up_leaves_a_connected_helper_serving(make_hosts: HostsFactor
         nursery.cancel_scope.cancel()
 
 
-@pytest.mark.xfail(strict=True, reason=RUNNER_FIX)
 async def test_stop_after_the_helper_went_away(make_hosts: HostsFactory) -> None:
     # A trap peer: its policies are installed, and stopping removes them through the helper.
     node = make_hosts(a={"b": StartAction.TRAP})["a"]
@@ -76,7 +70,6 @@ async def test_stop_after_the_helper_went_away(make_hosts: HostsFactory) -> None
         await node.stop()  # trio.TooSlowError after WAIT seconds if it hangs
 
 
-@pytest.mark.xfail(strict=True, reason=RUNNER_FIX)
 async def test_stop_before_the_helper_was_ever_reached(make_hosts: HostsFactory) -> None:
     node = make_hosts(a={"b": StartAction.TRAP})["a"]
     node.helper.stop()
