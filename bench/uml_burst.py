@@ -14,6 +14,11 @@ inside, `python -m bench.uml_burst --inside` does the work. About 60-90 s with t
 `--syscalls` counts instead the system calls of each of the four processes during the burst
 (`strace -c -f`; every call costs ~22-35 us in UML, so they are the cost per pair there): per
 SA pair, by call. strace slows the burst several times over: its timings are not the figures.
+`--capture` records instead the burst on a's wire (tcpdump, which takes CPU from the daemons):
+CREATEs sent per pair (1 unless timer T ran out, RFC 4430 §9), the first REPLY's delay after
+the first CREATE and the median CREATE -> REPLY within the burst.
+
+The helpers run at their production log level (INFO), kinkd at info as configured below.
 """
 
 import argparse
@@ -137,17 +142,35 @@ def _wait_mirrored(a: _Xfrm, b: _Xfrm, count: int, timeout: float) -> float:
 
 def _create_reply_latencies(path: Path, a: Host) -> list[float]:
     """CREATE (a -> b) to the REPLY of the same XID (b -> a), from a capture."""
+    return _exchanges(path, a)[0]
+
+
+def _exchanges(path: Path, a: Host) -> tuple[list[float], int, float, float]:
+    """From a capture on a's wire: the CREATE -> REPLY delays (from the first copy of each
+    CREATE), the CREATEs a sent (retransmissions too), and when the first CREATE and the first
+    REPLY were seen."""
     sent: dict[int, float] = {}
     out = []
+    creates = 0
+    first_create = first_reply = 0.0
     for d in read_capture(path.read_bytes()):
         if len(d.payload) < HEADER.size:
             continue
         kind, _, _, _, xid = HEADER.unpack_from(d.payload)[:5]
         if kind == MessageType.CREATE and d.src == a.addresses.v4:
+            creates += 1
+            first_create = first_create or d.time
             sent.setdefault(xid, d.time)
         elif kind == MessageType.REPLY and d.dst == a.addresses.v4 and xid in sent:
+            first_reply = first_reply or d.time
             out.append(d.time - sent.pop(xid))
-    return out
+    return out, creates, first_create, first_reply
+
+
+def _datagrams(host: Host) -> tuple[int, int]:
+    """kinkd's datagrams received and sent so far (`kinkctl status`)."""
+    transport = host.request("status")["transport"]
+    return int(transport["received"]), int(transport["sent"])
 
 
 class _Syscalls:
@@ -242,13 +265,15 @@ class _SaEvents:
         self._sock.close()
 
 
-def inside(syscalls: bool) -> None:
+def inside(syscalls: bool, capture: bool) -> None:
     uml.require_in_uml()
     net = Network.build(Path(tempfile.mkdtemp(prefix="kink-burst-")))
     try:
         a, b = net["a"], net["b"]
         _configure(a, b)
         run("ip", "-n", "a", "route", "add", "10.3.0.0/16", "via", b.addresses.v4)
+        for host in (a, b):
+            host.start_helper(log_level="INFO")
         net.start()
         # b installs its policies with its first SA (a respond-only peer): one flow first, so
         # that the burst measures exchanges, not that one-off.
@@ -259,17 +284,33 @@ def inside(syscalls: bool) -> None:
 
         kernels = _Xfrm(a), _Xfrm(b)
         tracing = _Syscalls((a, b), net.directory) if syscalls else None
+        wire = Capture(a, "burst") if capture else None
+        sent_a, received_b = _datagrams(a)[1], _datagrams(b)[0]
         cpu = _cpu((a, b))
         began = time.monotonic()
         for i in range(1, FLOWS):
             sock.sendto(b"go", (f"10.3.{i}.1", TRAFFIC_PORT))
         took = _wait_mirrored(*kernels, 2 * FLOWS, timeout=120) - began
         spent = {name: seconds - cpu[name] for name, seconds in _cpu((a, b)).items()}
+        sent_a, received_b = _datagrams(a)[1] - sent_a, _datagrams(b)[0] - received_b
         for kernel in kernels:
             kernel.close()
         assert mirrored(a, b, 2 * FLOWS)  # as `ip xfrm state` shows them too
         if tracing is not None:
             tracing.stop(FLOWS - 1)
+            return
+        if wire is not None:
+            wire.stop()
+            delays, creates, first_create, first_reply = _exchanges(wire.path, a)
+            emit(
+                "uml.burst_wire",
+                creates / (FLOWS - 1),
+                "CREATEs/pair",
+                first_reply_ms=round((first_reply - first_create) * 1e3, 1),
+                median_create_reply_ms=round(percentile(delays, 50) * 1e3, 1),
+                seconds=round(took, 3),
+                note="a's wire during the burst (tcpdump: slower than without)",
+            )
             return
         emit(
             "uml.burst",
@@ -281,17 +322,20 @@ def inside(syscalls: bool) -> None:
             cpu_ms_per_pair_by_process={
                 name: round(seconds / (FLOWS - 1) * 1e3, 2) for name, seconds in spent.items()
             },
+            # Datagrams per pair: 1 each unless timer T ran out and CREATEs were sent again.
+            sent_by_a_per_pair=round(sent_a / (FLOWS - 1), 2),
+            received_by_b_per_pair=round(received_b / (FLOWS - 1), 2),
             note="every SA in both kernels (XFRM dumps, then ip xfrm state)",
         )
 
-        capture = Capture(a, "lone")
+        lone_wire = Capture(a, "lone")
         changes = _SaEvents(a)
         for child in a.sas()[:LONE]:
             a.request("rekey", spi=child["sas"][0]["spi_in"])
             changes.wait(added=1, deleted=2, timeout=30)
         changes.close()
-        capture.stop()
-        lone = _create_reply_latencies(capture.path, a)
+        lone_wire.stop()
+        lone = _create_reply_latencies(lone_wire.path, a)
         emit(
             "uml.lone_create_reply",
             percentile(lone, 50) * 1e3,
@@ -305,12 +349,13 @@ def inside(syscalls: bool) -> None:
         net.close()
 
 
-def main(syscalls: bool = False) -> None:
+def main(syscalls: bool = False, capture: bool = False) -> None:
     reason = uml.available()
     if reason is not None:
         print(f"uml_burst: {reason}", file=sys.stderr)
         return
-    script = "exec python -m bench.uml_burst --inside" + (" --syscalls" if syscalls else "")
+    script = "exec python -m bench.uml_burst --inside"
+    script += " --syscalls" * syscalls + " --capture" * capture
     result = uml.run_in_uml(script + "\n", timeout=600, mem="1024M")
     lines = [line for line in result.output.splitlines() if line.startswith("{")]
     for line in lines:
@@ -324,8 +369,9 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--inside", action="store_true", help="the part run inside UML")
     parser.add_argument("--syscalls", action="store_true", help="count system calls per pair")
+    parser.add_argument("--capture", action="store_true", help="the burst on a's wire")
     args = parser.parse_args()
     if args.inside:
-        inside(args.syscalls)
+        inside(args.syscalls, args.capture)
     else:
-        main(args.syscalls)
+        main(args.syscalls, args.capture)

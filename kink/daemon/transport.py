@@ -16,6 +16,14 @@ transmissions of a CREATE (§9, timer T) stand between a lost copy and a failed 
   - one wake-up of the trio loop reads up to BATCH datagrams (recvfrom_into a preallocated
     buffer until EAGAIN) instead of one trio wait per datagram, which cost more CPU than the
     engine's whole verdict on a garbage datagram.
+
+Receiving must not hold up the answers either. A datagram's delivery runs the engine's verdict
+inline (for a CREATE a ticket decryption and the key derivation, 0.3-3 ms), and a REPLY
+leaves only after ~5 turns of the other tasks (the helper's writer and reader, the engine's
+task again, the state writer, the outbox). Batches of 64 CREATEs took 160 ms a turn on a slow
+host (user-mode Linux): the first REPLY of a burst of 200 came after ~0.9 s, past the
+initiator's 1 s timer T (§9), and CREATEs were sent twice. So a turn of the receiver also ends
+after SLICE seconds of deliveries, whatever their number.
 """
 
 import errno
@@ -23,6 +31,7 @@ import ipaddress
 import logging
 import socket
 import struct
+import time
 from collections.abc import Callable, Sequence
 
 import trio
@@ -36,9 +45,14 @@ MAX_DATAGRAM = 65535
 # unprivileged kinkd (kinkd.service) gets at most net.core.rmem_max, 208 KiB unless the host
 # raises it (size_receive_buffer). Kernel memory, charged only while datagrams wait.
 RECEIVE_BUFFER = 4 * 1024 * 1024
-# Datagrams read per wake-up: enough to make the trio wait rare under a flood, few enough that
+# Datagrams read per turn: enough to make the trio wait rare under a flood, few enough that
 # the engine's task (and so the replies to legitimate peers) runs every ~1-2 ms.
 BATCH = 64
+# Seconds of deliveries per turn (checked after each one): the other tasks' turn comes at
+# least this often while datagrams that cost a lot (CREATEs) are read. Not much less: each
+# turn of the others is a helper message and a state save, batched over what came meanwhile;
+# 1 ms (a turn per CREATE in UML) cut the burst of 200 to 70-90 pairs/s; 20 ms: 150-300.
+SLICE = 0.020
 
 # <asm-generic/socket.h>: SO_RCVBUFFORCE ignores rmem_max (CAP_NET_ADMIN); SO_MEMINFO gives
 # the socket's counters, SK_MEMINFO_DROPS (the 9th u32) the datagrams the kernel dropped at
@@ -202,12 +216,18 @@ class Transport:
         receive = sock.recvfrom_into
         # recvfrom gives IPv4 addresses as (host, port) already; IPv6 ones need trimming.
         plain = sock.family == socket.AF_INET
+        clock = time.monotonic
+        await trio.lowlevel.wait_readable(sock)
         while True:
-            await trio.lowlevel.wait_readable(sock)
+            # One turn: until the queue is empty (then wait for it), or BATCH datagrams or
+            # SLICE seconds were delivered (then give the other tasks their turn and go on
+            # reading: the queue is likely not empty, no need to ask epoll).
+            turn_ends = clock() + SLICE
             for _ in range(BATCH):
                 try:
                     size, address = receive(buffer)
                 except BlockingIOError:
+                    await trio.lowlevel.wait_readable(sock)
                     break
                 except OSError as exc:
                     # ICMP port unreachable from an earlier send shows up here on Linux.
@@ -215,6 +235,11 @@ class Transport:
                     continue
                 self.received += 1
                 deliver(bytes(view[:size]), address if plain else _host(address))
+                if clock() >= turn_ends:
+                    await trio.lowlevel.checkpoint()
+                    break
+            else:
+                await trio.lowlevel.checkpoint()
 
     async def send(self, data: bytes, peer: Address) -> None:
         """Send one datagram; waits only while the socket's send queue is full."""

@@ -10,12 +10,13 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
 import trio
 
-from kink.daemon.transport import BATCH, RECEIVE_BUFFER, Transport, open_sockets
+from kink.daemon.transport import BATCH, RECEIVE_BUFFER, SLICE, Transport, open_sockets
 from kink.engine.events import Address
 
 LOOPBACK = "127.0.0.1"
@@ -125,6 +126,38 @@ async def test_other_tasks_run_between_batches(kink_socket: socket.socket) -> No
     runs = [seen.count(t) for t in sorted(set(seen))]
     assert max(runs) <= 2 * BATCH, runs
     assert len(runs) >= count // (2 * BATCH)
+    transport.close()
+
+
+@pytest.mark.trio
+async def test_costly_datagrams_are_read_one_turn_each(kink_socket: socket.socket) -> None:
+    """Datagrams whose delivery takes SLICE (CREATEs on a slow host) are read one per turn:
+    the tasks that carry a REPLY out (helper, state writer, outbox) run while a burst of them
+    is read, instead of after it (which made the initiator retransmit each CREATE, §9)."""
+    transport = Transport([kink_socket], LOOPBACK)
+    turns = 0
+    seen: list[int] = []
+
+    async def other() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await trio.lowlevel.checkpoint()
+
+    def costly() -> None:
+        seen.append(turns)
+        time.sleep(SLICE)  # at least SLICE of the monotonic clock
+
+    count = 10
+    with _sender() as sender:
+        for i in range(count):
+            sender.sendto(i.to_bytes(4, "big"), kink_socket.getsockname())
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(other)
+            await _serve_until(transport, count, costly)
+            nursery.cancel_scope.cancel()
+    # As above, two deliveries may share a turn of `other` (shuffled order), never three.
+    assert max(seen.count(t) for t in set(seen)) <= 2, seen
     transport.close()
 
 

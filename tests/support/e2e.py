@@ -303,8 +303,9 @@ class Host:
                 stdin=subprocess.DEVNULL,
             )
 
-    def start_helper(self) -> None:
-        """kink-privsep as root in the namespace, serving kinkd's user."""
+    def start_helper(self, log_level: str = "DEBUG") -> None:
+        """kink-privsep as root in the namespace, serving kinkd's user; at DEBUG by default (a
+        failed scenario's report shows every request), benchmarks at the production INFO."""
         assert self.helper is None, "helper already running"
         self.helper_socket.unlink(missing_ok=True)
         self.helper = self._spawn(
@@ -318,7 +319,7 @@ class Host:
                 "--backend",
                 "xfrm",
                 "--log-level",
-                "DEBUG",
+                log_level,
             ],
             self.helper_log,
         )
