@@ -92,24 +92,6 @@ def _never_called(now: float) -> None:
 _MIN_PRUNE = 64
 
 
-class Join:
-    """Waits for `count` helper results, then calls `done(errors)` once."""
-
-    __slots__ = ("_done", "_errors", "_left")
-
-    def __init__(self, count: int, done: Callable[[list[str], float], None]) -> None:
-        self._left = count
-        self._errors: list[str] = []
-        self._done = done
-
-    def arrived(self, result: HelperResult, now: float) -> None:
-        if result.error is not None:
-            self._errors.append(result.error)
-        self._left -= 1
-        if self._left == 0:
-            self._done(self._errors, now)
-
-
 class EngineCore(ABC):
     def __init__(
         self,

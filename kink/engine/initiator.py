@@ -15,6 +15,7 @@ import random
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Final, TypeVar
 
 from kink.crypto.dh import DhExchange
@@ -24,7 +25,7 @@ from kink.crypto.rfc3961 import Key
 from kink.crypto.seal import open_message
 from kink.engine import messages
 from kink.engine.config import EngineConfig, Policy, StartAction, U2u
-from kink.engine.core import EngineCore, Join, Timer
+from kink.engine.core import EngineCore, Timer
 from kink.engine.events import (
     AllocateSpi,
     FetchTicket,
@@ -240,11 +241,9 @@ class Initiator(EngineCore):
         txn.counted = False
         creating = txn.peer.creating
         for neg in txn.negotiations:
-            left = creating[neg.policy] - 1
+            left = creating.pop(neg.policy) - 1  # one Policy hash when it was the last one
             if left:
                 creating[neg.policy] = left
-            else:
-                del creating[neg.policy]
 
     def renegotiate(self, peer: PeerState, now: float) -> None:
         """Negotiate every policy of `peer` that has no SA and no exchange under way."""
@@ -385,13 +384,24 @@ class Initiator(EngineCore):
         if not needed:
             self._first_send(txn, now)
             return
-        join = Join(len(needed), lambda errors, t: self._spis_done(txn, errors, t))
+        left = [len(needed)]
+        errors: list[str] = []
         here, there = self.config.address, txn.peer.config.address
+
+        # One closure per exchange, bound to each SPI by a partial (C): a factory of closures
+        # would cost a Python call more per SPI (issue 4).
+        def got(neg: Negotiation, protocol: int, result: HelperResult, now: float) -> None:
+            if result.spi is not None:
+                neg.spis[protocol] = result.spi
+            if result.error is not None:
+                errors.append(result.error)
+            left[0] -= 1
+            if left[0] == 0:
+                self._spis_done(txn, errors, now)
+
         for negotiation, protocol in needed:
             self.emit(
-                AllocateSpi(
-                    self.token(_spi_into(negotiation, protocol, join)), protocol, there, here
-                )
+                AllocateSpi(self.token(partial(got, negotiation, protocol)), protocol, there, here)
             )
 
     def _spis_done(self, txn: Transaction, errors: list[str], now: float) -> None:
@@ -897,7 +907,13 @@ class Initiator(EngineCore):
         assert txn.key is not None
         inputs = SaKeymat(txn.key, neg.ni, nr, gxy, self.config.aes_prf)
         life = self._life(choice.lifetime.seconds, choice.lifetime.kilobytes)
-        lowered = choice.lifetime != configured_life(peer.config)
+        # The optimistic inbound SA was keyed with the configured lifetime (§3.2); compared by
+        # its numbers, with no Lifetime built and compared in Python (issue 4).
+        lifetime, config = choice.lifetime, peer.config
+        lowered = (lifetime.seconds, lifetime.kilobytes) != (
+            config.lifetime_seconds,
+            config.lifetime_kilobytes,
+        )
         child = Child(
             self.sadb.new_id(),
             peer,
@@ -1067,15 +1083,6 @@ def first_of(payloads: Iterable[object], kind: type[_P]) -> _P | None:
         if isinstance(p, kind):
             return p
     return None
-
-
-def _spi_into(neg: Negotiation, protocol: int, join: Join) -> Callable[[HelperResult, float], None]:
-    def got(result: HelperResult, now: float) -> None:
-        if result.spi is not None:
-            neg.spis[protocol] = result.spi
-        join.arrived(result, now)
-
-    return got
 
 
 def _reaper(engine: Initiator, child: Child) -> Callable[[float], None]:

@@ -154,7 +154,7 @@ class Sadb:
         self._outbound: dict[int, dict[int, Child | dict[str, Child]]] = {}
         self._transforms: dict[tuple[SaTransform, ...], tuple[SaTransform, ...]] = {}
         self._lives: dict[_Life, SaLifetimes] = {}
-        self._lifetimes: dict[Lifetime, Lifetime] = {}
+        self._lifetimes: dict[tuple[int, int], Lifetime] = {}
         self._modes: dict[str, str] = {}
         self._next_id = 1
 
@@ -220,8 +220,11 @@ class Sadb:
         """The child's mode, lifetimes and transforms: those of an earlier child if equal.
         A restored child's come from its own record (a state file's text), a negotiated
         one's from its own exchange; kept per child they were ~400 octets of each."""
+        # The lifetime keyed by its two numbers (issue 4: two children per exchange): a
+        # Lifetime's generated __hash__ and __eq__ would run in Python for every lookup.
         child.mode = _shared(self._modes, child.mode, child.mode)
-        child.lifetime = _shared(self._lifetimes, child.lifetime, child.lifetime)
+        lifetime = child.lifetime
+        child.lifetime = _shared(self._lifetimes, (lifetime.seconds, lifetime.kilobytes), lifetime)
         child.transforms = _shared(self._transforms, child.transforms, child.transforms)
         life = child.life
         if life is not None:
@@ -243,24 +246,31 @@ def _shared(table: dict[_K, _V], key: _K, value: _V) -> _V:
     return value
 
 
+# _index and _unindex hash the key once when a policy has one child (issue 4: a Policy's
+# __hash__ runs in Python, and every exchange adds and removes a child on each side).
+
+
 def _index(index: dict[_K, Child | dict[int, Child]], key: _K, child: Child) -> None:
-    held = index.get(key)
-    if held is None:
-        index[key] = child
-    elif isinstance(held, dict):
+    held = index.setdefault(key, child)
+    if held is child:
+        return
+    if isinstance(held, dict):
         held[child.id] = child
-    elif held is not child:
+    else:
         index[key] = {held.id: held, child.id: child}
 
 
 def _unindex(index: dict[_K, Child | dict[int, Child]], key: _K, child: Child) -> None:
-    held = index.get(key)
-    if held is child:
-        del index[key]
-    elif isinstance(held, dict) and held.get(child.id) is child:
-        del held[child.id]
-        if len(held) == 1:  # one child again (a rekey is over): held alone
-            index[key] = next(iter(held.values()))
+    held = index.pop(key, None)
+    if held is None or held is child:
+        return
+    if isinstance(held, dict):
+        if held.get(child.id) is child:
+            del held[child.id]
+        # one child again (a rekey is over): held alone (a dict holds two or more)
+        index[key] = next(iter(held.values())) if len(held) == 1 else held
+    else:
+        index[key] = held  # another child's entry, put back
 
 
 def _drop_outbound(
