@@ -9,7 +9,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
 from ipaddress import ip_network
-from typing import Final, TypeVar, overload
+from typing import ClassVar, Final, TypeVar, overload
 
 from kink.engine.config import EngineConfig, PeerConfig, Policy
 from kink.engine.events import (
@@ -93,6 +93,9 @@ _MIN_PRUNE = 64
 
 
 class EngineCore(ABC):
+    # The SA database's class: Lifecycle's notes the children that change (record_changes).
+    SADB: ClassVar[type[Sadb]] = Sadb
+
     def __init__(
         self,
         config: EngineConfig,
@@ -106,7 +109,7 @@ class EngineCore(ABC):
         self.kerberos = kerberos
         self.epoch = epoch
         self.rng = rng if rng is not None else random.Random()
-        self.sadb = Sadb()
+        self.sadb = self.SADB()
         # The peer tables: change them only through register / unregister (Engine.add_peer,
         # remove_peer, replace_peer, reconfigure). Removed peers whose DELETE is under way
         # are in `leaving` only.

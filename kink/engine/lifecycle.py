@@ -30,14 +30,12 @@ to rekey, which run with the clock.
 """
 
 import itertools
-import random
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from kink.engine.config import FIXED_FIELDS, ConfigChangeError, EngineConfig, PeerConfig, Policy
 from kink.engine.core import effective_policies
 from kink.engine.ids import within
-from kink.engine.kerberos import KerberosPort
 from kink.engine.proposals import Lifetime
 from kink.engine.records import ChildRecord
 from kink.engine.responder import Responder
@@ -100,23 +98,13 @@ class _NotingSadb(Sadb):
 
 
 class Lifecycle(Responder):
-    def __init__(
-        self,
-        config: EngineConfig,
-        kerberos: KerberosPort,
-        *,
-        epoch: int,
-        now: float,
-        rng: random.Random | None = None,
-    ) -> None:
-        super().__init__(config, kerberos, epoch=epoch, now=now, rng=rng)
-        self._noting = _NotingSadb()
-        self.sadb = self._noting  # in place of the core's, still empty
+    SADB = _NotingSadb
+    sadb: _NotingSadb
 
     def has_children(self, peer: str) -> bool:
         """Whether any child (in any state) is of a peer of that name, at no cost per
         child."""
-        return peer in self._noting.counts
+        return peer in self.sadb.counts
 
     # ----------------------------------------------------------------------------- peers
 
@@ -136,7 +124,7 @@ class Lifecycle(Responder):
         self.cancel_commands(state, now, keep=lambda txn: False)
         children = [c for c in self.sadb.of_peer(name) if c.peer is state]
         for child in children:  # a removed peer's children are not saved (child_records)
-            self._noting.touch(child)
+            self.sadb.touch(child)
         self.start_delete(children, now)
         self.forget_if_done(state)
 
@@ -231,8 +219,8 @@ class Lifecycle(Responder):
         children `also` (ids) if they are to be saved. The first call gives every record:
         the engine notes changes from then on. The caller applies the changes in order to
         what it saved before."""
-        touched = self._noting.touched
-        self._noting.touched = set()
+        touched = self.sadb.touched
+        self.sadb.touched = set()
         ids = self.sadb.children.keys() if touched is None else touched.union(also)
         records: dict[int, ChildRecord] = {}
         gone: list[int] = []
@@ -247,11 +235,11 @@ class Lifecycle(Responder):
 
     def established(self, child: Child, now: float) -> None:
         super().established(child, now)
-        self._noting.touch(child)  # installed, and its rekey time set (settle)
+        self.sadb.touch(child)  # installed, and its rekey time set (settle)
 
     def delete_outbound(self, child: Child) -> None:
         # Every DELETE and every removal starts here: a child going is no longer saved.
-        self._noting.touch(child)
+        self.sadb.touch(child)
         super().delete_outbound(child)
 
     def restore(
