@@ -262,10 +262,16 @@ class Daemon:
             with trio.move_on_after(STOP_DELETE_TIMEOUT):
                 while self.engine.snapshot().children:
                     await self._children_changed.wait()
-        for name in list(self._policies):
-            await self._remove_policies(name)
-        for name in list(self._retired):
-            await self._remove_policies(name, retired=True)
+        # Every peer's policies in one pipeline: one peer after the other was a helper round
+        # trip each, seconds with 10,000s of peers (issue 9).
+        policies = {
+            _policy_key(p): p
+            for table in (self._policies, self._retired)
+            for peer_policies in table.values()
+            for p in peer_policies
+        }
+        self._policies, self._retired = {}, {}
+        await self._delete_policies("stopping", list(policies.values()))
         await self._remove_bypass()
         await self.writer.save_now()
 
