@@ -7,6 +7,8 @@ The SA pairs of PAIRS are negotiated by the two daemons (an ACQUIRE each: CREATE
 4430 §3.2). ADOPTED pairs are not (two daemons on this machine take many minutes for them):
 host a is restarted with them in its helper's tables and its state file, as after a restart of
 a kinkd that had negotiated them, and takes them over (Engine.restore) under one wide policy.
+RSS is VmRSS once kinkd holds the pairs; hwm_kib (VmHWM) is its peak, start-up included; the
+take-over's cpu_s is kinkd's CPU time from exec to READY=1 (immune to the machine's load).
 bench/run --quick (BENCH_QUICK=1) measures QUICK_PAIRS and QUICK_ADOPTED only.
 """
 
@@ -24,6 +26,7 @@ from bench.harness import (
     POPULATED_OUT,
     REPO,
     Host,
+    cpu_seconds,
     hosts,
     memory_kib,
     start_kinkd,
@@ -84,7 +87,8 @@ def pairs_rss(pairs: int) -> None:
         setup = time.monotonic() - began
         a.trigger(op="load", rate=50, seconds=0.5)
         time.sleep(SETTLE)
-        rss = memory_kib(a.pids()[0])["VmRSS"]
+        memory = memory_kib(a.pids()[0])
+        rss = memory["VmRSS"]
         emit(
             "scale.rss_per_pair",
             (rss - base) * 1024 / pairs,
@@ -94,6 +98,7 @@ def pairs_rss(pairs: int) -> None:
             setup_s=round(setup, 2),
             rss_kib_configured=base,
             rss_kib=rss,
+            hwm_kib=memory["VmHWM"],
             target_bytes=2048,
         )
         _kinkctl_sas(a, 2 * up)
@@ -106,7 +111,7 @@ def _saved(host: Host, peer: Host, pairs: int, reqid: int) -> None:
     assert old is not None  # written at the host's start
     transform = SaTransform(ProtocolId.ESP, "cbc(aes)", 128, None, "hmac(sha1)", 96)
     local, remote = Selector(ip_network("10.1.0.0/24")), Selector(ip_network("10.2.0.0/24"))
-    children = [
+    children = (
         SavedChild(
             ChildRecord(
                 peer="b",
@@ -129,8 +134,8 @@ def _saved(host: Host, peer: Host, pairs: int, reqid: int) -> None:
             ),
         )
         for i in range(pairs)
-    ]
-    store.save(old.epoch, time.time(), children)
+    )
+    store.snapshot(old.epoch, time.time(), enumerate(children))
     nobody = pwd.getpwnam("nobody")
     os.chown(host.directory / "state" / STATE_FILE, nobody.pw_uid, nobody.pw_gid)
 
@@ -144,10 +149,19 @@ def adopted(pairs: int) -> None:
         _saved(a, b, pairs, reqid)
         size = (a.directory / "state" / STATE_FILE).stat().st_size
         start_kinkd(a)
+        cpu = cpu_seconds(a.pids()[0])
         taken = a.request("status")["sas"]
-        emit("scale.startup_adopting", a.started_in, "s", pairs=pairs, taken_over=taken)
+        emit(
+            "scale.startup_adopting",
+            a.started_in,
+            "s",
+            pairs=pairs,
+            taken_over=taken,
+            cpu_s=round(cpu, 2),
+        )
         time.sleep(SETTLE)
-        rss = memory_kib(a.pids()[0])["VmRSS"]
+        memory = memory_kib(a.pids()[0])
+        rss = memory["VmRSS"]
         emit(
             "scale.rss_per_pair",
             (rss - base) * 1024 / pairs,
@@ -156,6 +170,7 @@ def adopted(pairs: int) -> None:
             adopted=True,
             rss_kib_configured=base,
             rss_kib=rss,
+            hwm_kib=memory["VmHWM"],
             state_file_bytes=size,
             target_bytes=2048,
         )

@@ -55,16 +55,19 @@ class HelperGone(Exception):
 
 Outcome = dict[str, Any] | HelperError | HelperGone  # a call's result, or why there is none
 Done = Callable[[Outcome], None]
+Part = Callable[[dict[str, Any]], None]  # takes each part of a split reply as it comes
 
 
 class _Pending:
-    """One request in flight: `done` is called (on the trio thread) with its outcome."""
+    """One request in flight: `done` is called (on the trio thread) with its outcome; the
+    parts of a split reply are gathered, or handed to `on_part` as they come."""
 
-    __slots__ = ("done", "op", "parts")
+    __slots__ = ("done", "on_part", "op", "parts")
 
-    def __init__(self, op: str, done: Done) -> None:
+    def __init__(self, op: str, done: Done, on_part: Part | None = None) -> None:
         self.op = op
         self.done = done
+        self.on_part = on_part
         self.parts: dict[str, Any] = {}
 
 
@@ -203,10 +206,15 @@ class HelperClient:
         waiter = self._pending.get(msg.id) if msg.id is not None else None
         if waiter is None:
             return
-        if msg.more:
+        if waiter.on_part is not None and msg.ok:
+            waiter.on_part(msg.result)
+            if msg.more:
+                return
+            msg = Reply(msg.id, msg.ok, {})
+        elif msg.more:
             protocol.extend_result(waiter.parts, msg.result)
             return
-        if waiter.parts:
+        elif waiter.parts:
             protocol.extend_result(waiter.parts, msg.result)
             msg = Reply(msg.id, msg.ok, waiter.parts)
         del self._pending[msg.id]  # type: ignore[arg-type]
@@ -249,11 +257,14 @@ class HelperClient:
         self._given_up = True
         self._up.set()  # wakes the calls waiting; while the helper is away it is a fresh Event
 
-    async def submit(self, op: str, args: dict[str, Any], done: Done) -> None:
+    async def submit(
+        self, op: str, args: dict[str, Any], done: Done, on_part: Part | None = None
+    ) -> None:
         """Queue one request (no checkpoint while the helper is up): the writer sends it with
         the others queued meanwhile, and the helper carries them out in turn, in the order
-        submitted; `done` gets its outcome later. Waits for the helper while it is away
-        (unless give_up() was called: then `done` gets HelperGone at once)."""
+        submitted; `done` gets its outcome later (with on_part: each part of the result goes
+        to on_part as it comes, and `done` gets an empty result). Waits for the helper while it
+        is away (unless give_up() was called: then `done` gets HelperGone at once)."""
         while self._sock is None:
             if self._given_up:
                 done(HelperGone(op))
@@ -261,13 +272,17 @@ class HelperClient:
             await self._up.wait()
         self._next_id = self._next_id % 0xFFFF_FFFF + 1
         req_id = self._next_id
-        self._pending[req_id] = _Pending(op, done)
+        self._pending[req_id] = _Pending(op, done, on_part)
         self._queue.append(protocol.encode_request(req_id, op, args))
         self._queued.set()
 
-    async def call(self, op: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
+    async def call(
+        self, op: str, args: dict[str, Any] | None = None, on_part: Part | None = None
+    ) -> dict[str, Any]:
         """One request: its result; HelperError if refused, HelperGone if the connection broke
-        first. Waits for the helper while it is away."""
+        first. Waits for the helper while it is away. on_part: the parts of a split result (a
+        dump) go to it as they come, each dropped once read, and the result is empty: a dump
+        of 100,000s of SAs gathered whole was the largest peak of kinkd's memory (issue 9)."""
         answered = trio.Event()
         outcome: list[Outcome] = []
 
@@ -275,7 +290,7 @@ class HelperClient:
             outcome.append(result)
             answered.set()
 
-        await self.submit(op, args or {}, done)
+        await self.submit(op, args or {}, done, on_part)
         await answered.wait()
         result = outcome[0]
         if isinstance(result, HelperError | HelperGone):

@@ -15,6 +15,7 @@ calls) run as their own tasks and answer through engine.ticket_result.
 # Annotations stay strings: trio.TaskStatus only exists from trio 0.23 (Debian 12 has 0.22).
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import errno
 import gc
@@ -23,9 +24,10 @@ import math
 import os
 import signal
 import socket
+import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, KeysView
 from typing import Any
 
 import trio
@@ -46,6 +48,7 @@ from kink.daemon.state import (
     SaId,
     Saved,
     SavedChild,
+    SavedEntry,
     StateError,
     StateStore,
     choose_epoch,
@@ -53,7 +56,7 @@ from kink.daemon.state import (
 )
 from kink.daemon.state_writer import StateWriter, WriteThread
 from kink.daemon.transport import Transport
-from kink.engine import ConfigChangeError, Engine, PeerConfig, StartAction
+from kink.engine import ChildRecord, ConfigChangeError, Engine, PeerConfig, StartAction
 from kink.engine.events import (
     Action,
     Address,
@@ -97,6 +100,48 @@ _POLICY_ACTIONS = (StartAction.TRAP, StartAction.START)
 
 class StartError(Exception):
     """kinkd cannot run with what it found (the helper's ranges)."""
+
+
+def _sa_id(sa: dict[str, Any]) -> SaId:
+    """An SA of a helper dump as (protocol name, SPI, destination); the names and addresses,
+    a few distinct ones in 100,000s of SAs, interned (issue 9: a string each was 100 bytes
+    per SA at start-up)."""
+    return sys.intern(str(sa["proto"])), int(sa["spi"]), sys.intern(str(sa["dst"]))
+
+
+def _sa_ids(
+    local: str, remote: str | None, spis: Iterable[tuple[int, int, int]], *, outbound: bool = True
+) -> list[SaId]:
+    """The kernel SAs of a child: inbound to us (`local`), outbound to the peer (`remote`;
+    none for a peer no longer configured) (not yet for a responder child awaiting the ACK,
+    RFC 4430 §3.2)."""
+    if remote is None:
+        return []
+    out: list[SaId] = []
+    for protocol, spi_in, spi_out in spis:
+        name = helper_args.PROTOCOL_NAMES[protocol]
+        out.append((name, spi_in, local))
+        if outbound:
+            out.append((name, spi_out, remote))
+    return out
+
+
+def _record_sas(local: str, remote: str | None, record: ChildRecord) -> frozenset[SaId]:
+    """The kernel SAs of a child's record, as saved with it."""
+    return frozenset(_sa_ids(local, remote, record.spis, outbound=not record.awaiting_ack))
+
+
+def _give_back_free_memory() -> None:
+    """Return the C heap's free pages to the system (glibc's malloc_trim; nothing elsewhere).
+    Start-up reads the state file and the kernel's SAs, 100s of MBs with 100,000s of children,
+    in blocks that are all free once it is over; glibc returns only the top of its heap by
+    itself, and what lies below the engine's objects would count as kinkd's for good (issue 9:
+    some 800 bytes per child)."""
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return
+    trim(0)
 
 
 def _errno_name(exc: HelperError | HelperGone) -> str:
@@ -203,6 +248,10 @@ class Daemon:
                 )
             await self.kerberos.refresh()
             epoch = await self._start_engine()
+            # The engine and the children taken over (100,000s of objects that live): out of
+            # the collector's passes from now on, which the first save's record of each child
+            # set off again and again (issue 9).
+            gc.freeze()
             await self.writer.save_now()
             await self._install_bypass()
             await self._install_policies(
@@ -232,6 +281,7 @@ class Daemon:
             # over all of it again and again. The price: such an object that a reload drops
             # is freed by reference counting only (never if it is part of a cycle).
             gc.freeze()
+            _give_back_free_memory()
             self.notifier.ready(f"epoch {epoch:#010x}, {len(self.engine.peers)} peers")
             ready.set()
             task_status.started()
@@ -483,44 +533,50 @@ class Daemon:
     async def _save(self) -> None:
         """The state writer's save: what changed in the engine's children since the last one
         (Engine.record_changes), with the REPLYs kept for them (answers.py), written in the
-        write thread (StateStore.update: a batch appended to the journal)."""
+        write thread (StateStore.update: a batch appended to the journal); or every child when
+        the store wants a snapshot (StateStore.snapshot: the first save, among others)."""
         now = time.time()
         answers = self.answers.take(now)
-        changes = self.engine.record_changes(trio.current_time(), also=answers)
+        epoch = self.engine.epoch
+        whole = self.store.wants_snapshot(epoch)
+        also: Iterable[int] = list(self.engine.sadb.children) if whole else answers
+        changes = self.engine.record_changes(trio.current_time(), also=also)
+        if whole:
+            # Each child's SavedChild is made as the write thread encodes it, from the
+            # records and the peers' addresses taken here: not 100,000s of them at once.
+            addresses = {name: peer.config.address for name, peer in self.engine.peers.items()}
+            local, records = self.engine.config.address, changes.records
+
+            def entries() -> Iterator[tuple[int, SavedChild]]:
+                for child_id, record in records.items():
+                    ids = _record_sas(local, addresses.get(record.peer), record)
+                    yield child_id, SavedChild(record, ids, answers.get(child_id))
+
+            await self._write_thread.run(lambda: self.store.snapshot(epoch, now, entries()))
+            return
+        local = self.engine.config.address
         children = {}
         for child_id, record in changes.records.items():
-            ids = self._sa_ids(record.peer, record.spis, outbound=not record.awaiting_ack)
-            children[child_id] = SavedChild(record, frozenset(ids), answers.get(child_id))
-        epoch, gone = self.engine.epoch, changes.gone
+            ids = _record_sas(local, self._peer_address(record.peer), record)
+            children[child_id] = SavedChild(record, ids, answers.get(child_id))
+        gone = changes.gone
         await self._write_thread.run(lambda: self.store.update(epoch, now, children, gone))
 
     def _durable(self, generation: int) -> None:
         self.outbox.durable(generation)
 
-    def _sa_ids(
-        self, peer_name: str, spis: Iterable[tuple[int, int, int]], *, outbound: bool = True
-    ) -> list[SaId]:
-        """The kernel SAs of a child: inbound to us, outbound to the peer (not yet for a
-        responder child awaiting the ACK, RFC 4430 §3.2)."""
-        peer = self.engine.peers.get(peer_name)
-        if peer is None:
-            return []
-        local, remote = self.engine.config.address, peer.config.address
-        out: list[SaId] = []
-        for protocol, spi_in, spi_out in spis:
-            name = helper_args.PROTOCOL_NAMES[protocol]
-            out.append((name, spi_in, local))
-            if outbound:
-                out.append((name, spi_out, remote))
-        return out
-
     def _our_sas(self) -> list[SaId]:
         """The engine's installed SAs in the kernel."""
         out: list[SaId] = []
+        local = self.engine.config.address
         for child in self.engine.snapshot().children:
             if child.state == "installed":
-                out += self._sa_ids(child.peer, child.spis)
+                out += _sa_ids(local, self._peer_address(child.peer), child.spis)
         return out
+
+    def _peer_address(self, name: str) -> str | None:
+        peer = self.engine.peers.get(name)
+        return None if peer is None else peer.config.address
 
     async def _start_engine(self) -> int:
         """Make the engine with the epoch to run with and the children it takes over from
@@ -545,38 +601,84 @@ class Daemon:
             )
             kept: set[SaId] = set()
             if saved is not None and epoch == saved.epoch:
-                kept = self._adopt(saved, set(kernel))
+                kept = self._adopt(saved, kernel.keys())
         finally:
             gc.enable()
         await self._delete_unaccounted(kernel, kept)
         return epoch
 
-    def _adopt(self, saved: Saved, kernel: set[SaId]) -> set[SaId]:
+    def _adopt(self, saved: Saved, kernel: KeysView[SaId]) -> set[SaId]:
         """A restart that kept the epoch: the engine takes back the children whose SAs the
         kernel still has all of (RFC 4430 §3.7, Engine.restore), with the REPLYs that created
-        them (answers.py). Returns their SAs; the others' go with the unaccounted ones."""
-        whole = [c for c in saved.children if c.sas <= kernel]
+        them (answers.py). Returns their SAs; the others' go with the unaccounted ones. Each
+        child is read from its entry as the engine takes it (SavedEntry): their objects are
+        made among the engine's and go one by one, not 100,000s of them at once (issue 9)."""
+        whole = [entry for entry in saved.entries if all(sa in kernel for sa in entry.sas)]
+        answered: list[SavedChild] = []  # the children with a REPLY (answers.py)
+        unreadable: set[int] = set()  # the entries found so (by id()), told once
+
+        def records() -> Iterator[ChildRecord]:
+            for entry in whole:
+                child = self._saved_child(entry, saved.saved_at)
+                if child is None:
+                    unreadable.add(id(entry))
+                    continue
+                if child.answer is not None:
+                    answered.append(child)
+                yield child.record
+
         elapsed = max(0.0, time.time() - saved.saved_at)
-        left = self.engine.restore([c.record for c in whole], trio.current_time(), elapsed=elapsed)
-        refused = {id(record) for record in left}
-        taken = [c for c in whole if id(c.record) not in refused]
+        self.engine.restore(records(), trio.current_time(), elapsed=elapsed)
+        kept: set[SaId] = set()
+        taken = 0
+        for entry in whole:
+            if self._taken(entry):
+                kept.update(entry.sas)
+                taken += 1
         log.log(
             NOTICE,
             "%d children (SA pairs or bundles) taken over from before the restart",
-            len(taken),
+            taken,
         )
-        for child in saved.children:
-            if id(child.record) in refused or not child.sas <= kernel:
+        for entry in saved.entries:
+            if id(entry) in unreadable:
+                continue
+            if not entry.sas or not kept.issuperset(entry.sas):
+                child = self._saved_child(entry, saved.saved_at)
+                if child is None:
+                    continue
+                if child.answer is not None and child not in answered:
+                    answered.append(child)
                 spis = ", ".join(f"{i:#010x}/{o:#010x}" for _, i, o in child.record.spis)
                 log.warning("%s: SAs %s not taken over", child.record.peer, spis)
         ids = {}
-        for c in taken:  # the id each child taken over got in the engine
-            protocol, spi_in, _ = c.record.spis[0]
-            engine_child = self.engine.sadb.by_inbound(protocol, spi_in)
-            assert engine_child is not None
-            ids[c.sas] = engine_child.id
-        self.answers.restore(saved.children, ids)
-        return {sa for c in taken for sa in c.sas}
+        for child in answered:  # the id each child taken over got in the engine
+            if kept.issuperset(child.sas):
+                protocol, spi_in, _ = child.record.spis[0]
+                engine_child = self.engine.sadb.by_inbound(protocol, spi_in)
+                assert engine_child is not None
+                ids[child.sas] = engine_child.id
+        self.answers.restore(answered, ids)
+        return kept
+
+    def _saved_child(self, entry: SavedEntry, saved_at: float) -> SavedChild | None:
+        """A saved child; None (and a warning: its SAs go as unaccounted) for one whose entry
+        cannot be read."""
+        try:
+            return entry.child(saved_at)
+        except StateError as exc:
+            spis = ", ".join(f"{spi:#010x}" for _, spi, _ in entry.sas)
+            log.warning("SAs %s not taken over: %s", spis, exc)
+            return None
+
+    def _taken(self, entry: SavedEntry) -> bool:
+        """Whether the engine has the child of a saved entry (found by its inbound SA)."""
+        local = self.engine.config.address
+        for name, spi, dst in entry.sas:
+            if dst == local:
+                protocol = helper_args.PROTOCOL_NUMBERS[name]
+                return self.engine.sadb.by_inbound(protocol, spi) is not None
+        return False
 
     async def _delete_unaccounted(self, kernel: dict[SaId, int], kept: set[SaId]) -> None:
         """Delete our SAs that no child taken over accounts for (state.unaccounted): nothing
@@ -634,15 +736,17 @@ class Daemon:
         # (issue 9: 10,000s of children).
         if not self.engine.sadb.children:
             return
+        octets: dict[SaId, int] = {}
+
+        def part(result: dict[str, Any]) -> None:
+            for sa in result.get("sas", ()):
+                if "counters" in sa:
+                    octets[_sa_id(sa)] = int(sa["counters"]["bytes"])
+
         try:
-            dump = await self.helper.call("dump", {"what": "sa"})
+            await self.helper.call("dump", {"what": "sa"}, part)
         except (HelperError, HelperGone):
             return  # the helper's return triggers a resync; counters can wait
-        octets = {
-            (sa["proto"], int(sa["spi"]), str(sa["dst"])): int(sa["counters"]["bytes"])
-            for sa in dump.get("sas", [])
-            if "counters" in sa
-        }
         local = self.engine.config.address
         now = trio.current_time()
         installed = [
@@ -660,11 +764,14 @@ class Daemon:
 
     async def _kernel_sas(self) -> dict[SaId, int]:
         """The SAs the helper shows us (kink's own), with their reqids."""
-        dump = await self.helper.call("dump", {"what": "sa"})
-        return {
-            (sa["proto"], int(sa["spi"]), str(sa["dst"])): int(sa["reqid"])
-            for sa in dump.get("sas", [])
-        }
+        kernel: dict[SaId, int] = {}
+
+        def part(result: dict[str, Any]) -> None:
+            for sa in result.get("sas", ()):
+                kernel[_sa_id(sa)] = int(sa["reqid"])
+
+        await self.helper.call("dump", {"what": "sa"}, part)
+        return kernel
 
     async def _resync(self) -> None:
         """After a helper restart, a flush or lost events: tell the engine which of its SAs
@@ -983,14 +1090,19 @@ class Daemon:
         return out
 
     async def _sas(self, now: float) -> list[dict[str, Any]]:
+        counters: dict[SaId, dict[str, Any]] = {}  # of each kernel SA: all sa_report uses
+
+        def part(result: dict[str, Any]) -> None:
+            for sa in result.get("sas", ()):
+                counters[_sa_id(sa)] = sa.get("counters", {})
+
         try:
-            dump = await self.helper.call("dump", {"what": "sa"})
+            await self.helper.call("dump", {"what": "sa"}, part)
         except (HelperError, HelperGone):
-            dump = {"sas": []}
-        kernel = {(sa["proto"], sa["spi"], sa["dst"]): sa for sa in dump.get("sas", [])}
+            counters.clear()
         local, wall = self.engine.config.address, time.time()
         return [
-            child_entry(child, local, peer.config.address, kernel, now, wall)
+            child_entry(child, local, peer.config.address, counters, now, wall)
             for child in self.engine.snapshot().children
             if (peer := self.engine.peers.get(child.peer)) is not None
         ]

@@ -28,7 +28,8 @@ AUTH_NAMES = {
     "hmac(sha512)": "hmac-sha512",
 }
 
-# A kernel SA by (protocol name, SPI, destination), as the helper's dump gives it.
+# The counters of each kernel SA by (protocol name, SPI, destination), as the helper's dump
+# gives them: only they, not every SA's whole description (issue 9: 100,000s of SAs).
 KernelSas = Mapping[tuple[str, int, str], Mapping[str, Any]]
 
 
@@ -91,8 +92,8 @@ def child_entry(
     added: list[float] = []
     for protocol, spi_in, spi_out in child.spis:
         name = PROTOCOL_NAMES[protocol]
-        c_in = kernel.get((name, spi_in, local), {}).get("counters", {})
-        c_out = kernel.get((name, spi_out, remote), {}).get("counters", {})
+        c_in = kernel.get((name, spi_in, local), {})
+        c_out = kernel.get((name, spi_out, remote), {})
         added += [c["add_time"] for c in (c_in, c_out) if c.get("add_time")]
         sas.append(
             {

@@ -12,31 +12,40 @@ REPLY (ACKREQ) leaves, with its inbound SAs only (the outbound one waits for the
 restarted kinkd takes it over to DELETE it (§3.3), since the ACK went to the old process and the
 initiator may hold the pair.
 
-The file (version 5) is a journal: with 10,000s of children and a save per batch of exchanges,
+The file (version 6) is a journal: with 10,000s of children and a save per batch of exchanges,
 rewriting every child at each save made a save cost the whole state (issue 9: 60 MB at 100,000
-children); a save now costs what changed. One JSON document per line:
+children); a save costs what changed. One JSON document per line:
 
-  {"version":5,"epoch":E,"saved_at":T,"children":[ENTRY,...]}     the snapshot, first line
-  {"saved_at":T,"set":[ENTRY,...],"del":[ID,...]}                  a batch, one per save
+  {"version":6,"epoch":E,"saved_at":T}                    the snapshot: its head,
+  ENTRY                                                    a line per child,
+  {"children":N}                                           and its end (N: the lines above)
+  {"saved_at":T,"set":[ENTRY,...],"del":[ID,...]}          a batch, one per save
 
   ENTRY = {"id":ID,"record":ChildRecord.to_dict(),"sas":[[proto,spi,dst],...],"at":T0
            [,"answer":{"to":[host,port],"xid":X,"reply":base64,"until":T1}]}
 
 ID is the child's id in the engine that wrote it (never reused by that engine); T, T0, T1 are
-wall clock times (time.time()): the record's age and time to rekey are as of T0, the time it
-was recorded at. Loading reads the snapshot, then applies each batch in order (an entry
-replaces the one of its id, "del" drops ids); saved_at is the last batch's. A batch is appended
-and fdatasync'd by one save, as one line, so it counts whole or not at all: a last line cut
-short (no newline, or not JSON) is a save that never completed, whose datagrams therefore never
-left, and is ignored. Each process starts with a snapshot (its first save: the ids are its
-engine's), and writes a new one when the batches appended since pass COMPACT_FACTOR times the
-size of the live entries (at least COMPACT_MIN), after a failed write and if the epoch changed:
-a snapshot is written whole (temporary file, fsync, rename, fsync of the directory), without
-the answers expired by then (a restarted kinkd ignores expired ones, kink.daemon.answers).
+wall clock times (time.time()): a record's age and time to rekey are as of T0, the time it was
+recorded at. Loading reads the snapshot, then applies each batch in order (an entry replaces
+the one of its id, "del" drops ids), a line at a time: a child each, with 100,000s of them, not
+one document parsed whole (issue 9: that parse was kinkd's largest peak of memory, some 4 KB
+of objects per child, at every restart). It keeps each entry's SAs and its text, read into a
+child only as the engine takes it over (SavedEntry). The records come back as of the
+snapshot's T (an entry of a later batch, younger by T0 - T, may have a negative age). A batch
+is appended and fdatasync'd by one save, as one line, so it counts whole or not at all: a last
+line cut short (no newline, or not JSON) is a save that never completed, whose datagrams
+therefore never left, and is ignored. Each process starts with a snapshot (its first save: the
+ids are its engine's), and writes a new one when the batches appended since pass COMPACT_FACTOR
+times the size of the last snapshot (at least COMPACT_MIN), after a failed write and if the
+epoch changed (wants_snapshot: the caller then gives every child). A snapshot is written whole
+(temporary file, fsync, rename, fsync of the directory) and streamed, an entry at a time, with
+the answers not expired by then (a restarted kinkd ignores expired ones, kink.daemon.answers):
+the store keeps no copy of the children, only the answers of young responder children.
 
-Versions 2 to 4 were one JSON document, {"version","epoch","saved_at","children":[ENTRY
-without "id"]} (3: no "at", every record as of saved_at; 2: no answers either): read for an
-upgrade, and replaced by a snapshot at the first save.
+Version 5 was the same journal with the snapshot on its first line, {"version":5,"epoch",
+"saved_at","children":[ENTRY,...]}; versions 2 to 4 were one JSON document, {"version","epoch",
+"saved_at","children":[ENTRY without "id"]} (3: no "at", every record as of saved_at; 2: no
+answers either). They are read for an upgrade, and replaced by a snapshot at the first save.
 
 Kernel SAs kink owns that the file does not account for are deleted at start-up (unaccounted):
 those of a kinkd killed between an install and the save, whose datagram (the REPLY or ACK that
@@ -50,7 +59,8 @@ import gc
 import json
 import logging
 import os
-from collections.abc import Callable, Iterable, Mapping
+import sys
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,11 +71,12 @@ from kink.engine.events import Address
 log = logging.getLogger("kinkd")
 
 STATE_FILE = "state.json"
-_VERSION = 5
-_READABLE = (2, 3, 4, 5)
+_VERSION = 6
+_READABLE = (2, 3, 4, 5, 6)
 _COMPACT = (",", ":")  # JSON without blanks
-COMPACT_FACTOR = 2  # a snapshot once the batches appended pass this times the live entries
+COMPACT_FACTOR = 2  # a snapshot once the batches appended pass this times the last snapshot
 COMPACT_MIN = 1 << 20  # ... and this many bytes
+WRITE_BUFFER = 1 << 16  # bytes of a snapshot written at a time
 
 SaId = tuple[str, int, str]  # ("esp" | "ah", spi, destination address): an SA in the kernel
 
@@ -98,7 +109,7 @@ class SavedAnswer:
         return cls((str(host), int(port)), xid, base64.b64decode(doc["reply"]), float(until))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SavedChild:
     """An engine child, the kernel SAs (both directions) that make it up and, for a young
     responder child, the REPLY that created it."""
@@ -108,79 +119,131 @@ class SavedChild:
     answer: SavedAnswer | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class SavedEntry:
+    """A child as the state file holds it: its kernel SAs, read with the file, and its entry's
+    text, read into a SavedChild only when the child is taken over (child()). Why: 100,000s of
+    children read whole before the engine took them were kinkd's largest peak of memory, and
+    the engine's objects, made among theirs, kept most of it from the system once they went
+    (issue 9); an entry's text is one block, that goes whole."""
+
+    sas: tuple[SaId, ...]
+    text: bytes = field(repr=False)
+
+    def child(self, saved_at: float) -> SavedChild:
+        """The child, its record as of saved_at; StateError if the entry cannot be read."""
+        try:
+            return _saved_child(json.loads(self.text), self.sas, saved_at)
+        except (ValueError, KeyError, TypeError) as exc:  # RecordError, binascii.Error too
+            raise StateError(f"not a saved child ({exc})") from None
+
+
 @dataclass(frozen=True)
 class Saved:
     epoch: int
-    saved_at: float  # time.time() of the save: the children aged since
-    children: tuple[SavedChild, ...]
+    saved_at: float  # time.time() the records are as of: the children aged since
+    entries: tuple[SavedEntry, ...]
+
+    @property
+    def children(self) -> tuple[SavedChild, ...]:
+        """Every child, read (StateError if one cannot be)."""
+        return tuple(entry.child(self.saved_at) for entry in self.entries)
 
     @property
     def sas(self) -> frozenset[SaId]:
-        return frozenset(sa for child in self.children for sa in child.sas)
+        return frozenset(sa for entry in self.entries for sa in entry.sas)
 
 
 class StateError(Exception):
     """The state file exists but cannot be read: treated as lost state."""
 
 
-@dataclass(slots=True)
-class _Entry:
-    """A child's entry as written: without its closing brace, so that its answer can be
-    left out once expired (a snapshot), and the answer's expiry and text."""
-
-    head: bytes
-    until: float | None
-    answer: bytes
-
-    def encoded(self, now: float) -> bytes:
-        if self.until is not None and self.until > now:
-            return b"".join((self.head, b',"answer":', self.answer, b"}"))
-        return self.head + b"}"
-
-    def size(self) -> int:
-        return len(self.head) + len(self.answer)
-
-
 class StateStore:
-    """StateStore(directory): load() once at start-up; then update() at each save (the first
-    one writes a snapshot). save() replaces the whole state with the children given."""
+    """StateStore(directory): load() once at start-up; then at each save either snapshot(),
+    with every child, when wants_snapshot() says so (the first save, among others), or
+    update(), with what changed."""
 
     def __init__(self, directory: Path) -> None:
         self.path = directory / STATE_FILE
-        self._entries: dict[int, _Entry] = {}  # the live children as written, by id
-        self._live = 0  # their size
-        self._appended = 0  # bytes of batches appended since the last snapshot
+        # The answers of the saved children (few: young responder children's), for the next
+        # snapshot, whose caller has only those not saved yet (kink.daemon.answers).
+        self._answers: dict[int, SavedAnswer] = {}
+        self._snapshot_size = 0  # bytes of the last snapshot
+        self._appended = 0  # bytes of batches appended since
         self._epoch: int | None = None  # the file's, while appending to it is right
 
     def load(self) -> Saved | None:
         """The saved state; None if there is none; StateError if it is unreadable."""
         try:
-            raw = self.path.read_bytes()
+            file = self.path.open("rb")
         except FileNotFoundError:
             return None
         except OSError as exc:
             raise StateError(f"{self.path}: {exc.strerror}") from None
-        # Without the cycle collector: parsing makes only objects that live (some 50 per
+        # Without the cycle collector: reading makes only objects that live (some 20 per
         # child), and its passes over them all, again and again as they accumulate, were
         # over half the load of 100,000 children (issue 9).
         collecting = gc.isenabled()
         gc.disable()
         try:
-            return _parse(raw)
+            with file:
+                return _read(file)
         except StateError as exc:
             raise StateError(f"{self.path}: {exc}") from None
+        except OSError as exc:
+            raise StateError(f"{self.path}: {exc.strerror}") from None
         except (ValueError, KeyError, TypeError) as exc:  # RecordError, binascii.Error too
             raise StateError(f"{self.path}: not a kinkd state file ({exc})") from None
         finally:
             if collecting:
                 gc.enable()
 
-    def save(self, epoch: int, saved_at: float, children: Iterable[SavedChild]) -> None:
-        """The state is `children` and nothing else: a snapshot."""
-        self._entries, self._live = {}, 0
-        for child_id, child in enumerate(children):
-            self._put(child_id, child, saved_at)
-        self._snapshot(epoch, saved_at)
+    def wants_snapshot(self, epoch: int) -> bool:
+        """Whether the next save is a snapshot (of every child): the first one, after a failed
+        write, in another epoch, or once the batches appended pass COMPACT_FACTOR times the
+        last snapshot (at least COMPACT_MIN bytes: a read costs what the file holds)."""
+        limit = max(COMPACT_MIN, COMPACT_FACTOR * self._snapshot_size)
+        return self._epoch != epoch or self._appended > limit
+
+    def snapshot(
+        self, epoch: int, saved_at: float, children: Iterable[tuple[int, SavedChild]]
+    ) -> None:
+        """The state is `children` (by child id) and nothing else; durable on return. A child
+        without an answer keeps the one saved with its id before, until it expires."""
+        self._epoch = None
+        kept: dict[int, SavedAnswer] = {}
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            with os.fdopen(fd, "wb", buffering=WRITE_BUFFER) as out:
+                head = {"version": _VERSION, "epoch": epoch, "saved_at": saved_at}
+                out.write(json.dumps(head, separators=_COMPACT).encode() + b"\n")
+                count = 0
+                for child_id, child in children:
+                    answer = child.answer or self._answers.get(child_id)
+                    if answer is not None and answer.until > saved_at:
+                        kept[child_id] = answer
+                    else:
+                        answer = None  # expired: a restarted kinkd would ignore it
+                    out.write(_entry(child_id, child, saved_at, answer) + b"\n")
+                    count += 1
+                out.write(b'{"children":%d}\n' % count)
+                out.flush()
+                os.fsync(out.fileno())
+                size = out.tell()
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        with contextlib.suppress(OSError):  # the rename is durable once the directory is
+            dir_fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        self._answers = kept
+        self._epoch, self._snapshot_size, self._appended = epoch, size, 0
 
     def update(
         self,
@@ -191,22 +254,23 @@ class StateStore:
     ) -> None:
         """Apply changes, by child id (kink.engine.lifecycle.RecordChanges): `children` new
         or changed (an entry replaces the one of its id), `gone` no longer saved (ids never
-        saved are ignored). Durable on return: one batch appended, or a snapshot."""
-        dropped = [child_id for child_id in gone if child_id in self._entries]
-        for child_id in dropped:
-            self._live -= self._entries.pop(child_id).size()
-        entries = [self._put(child_id, child, saved_at) for child_id, child in children.items()]
-        if self._epoch != epoch or self._appended > max(COMPACT_MIN, COMPACT_FACTOR * self._live):
-            self._snapshot(epoch, saved_at)
+        saved are ignored). Durable on return: one batch appended; or, if wants_snapshot(),
+        a snapshot of `children`, which must then be every child."""
+        if self.wants_snapshot(epoch):
+            self.snapshot(epoch, saved_at, children.items())
             return
-        if not entries and not dropped:
+        dropped = list(gone)
+        if not children and not dropped:
             return  # the file says it all already
         line = b"".join(
             (
                 b'{"saved_at":',
                 json.dumps(saved_at).encode(),
                 b',"set":[',
-                b",".join(entry.encoded(saved_at) for entry in entries),
+                b",".join(
+                    _entry(child_id, child, saved_at, child.answer)
+                    for child_id, child in children.items()
+                ),
                 b'],"del":',
                 json.dumps(dropped, separators=_COMPACT).encode(),
                 b"}\n",
@@ -221,55 +285,13 @@ class StateStore:
             os.close(fd)
         self._epoch = epoch
         self._appended += len(line)
-
-    def _put(self, child_id: int, child: SavedChild, at: float) -> _Entry:
-        doc: dict[str, Any] = {"id": child_id, **_child_dict(child, at)}
-        head = json.dumps(doc, separators=_COMPACT).encode()[:-1]
-        answer = child.answer
-        if answer is None:
-            entry = _Entry(head, None, b"")
-        else:
-            text = json.dumps(answer.to_dict(), separators=_COMPACT).encode()
-            entry = _Entry(head, answer.until, text)
-        old = self._entries.get(child_id)
-        if old is not None:
-            self._live -= old.size()
-        self._entries[child_id] = entry
-        self._live += entry.size()
-        return entry
-
-    def _snapshot(self, epoch: int, saved_at: float) -> None:
-        self._epoch = None
-        head = json.dumps({"version": _VERSION, "epoch": epoch, "saved_at": saved_at})
-        # One buffer written at once: json.dump would write it piecemeal.
-        children = b",".join(entry.encoded(saved_at) for entry in self._entries.values())
-        data = b"".join((head[:-1].encode(), b',"children":[', children, b"]}\n"))
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            _write_all(fd, data)
-            os.fsync(fd)
-            os.close(fd)
-            fd = -1
-            os.replace(tmp, self.path)
-        except BaseException:
-            if fd >= 0:
-                os.close(fd)
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        with contextlib.suppress(OSError):  # the rename is durable once the directory is
-            dir_fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
-        self._epoch, self._appended = epoch, 0
-        # Expired answers were left out: forget them.
-        for entry in self._entries.values():
-            if entry.until is not None and entry.until <= saved_at:
-                self._live -= len(entry.answer)
-                entry.until, entry.answer = None, b""
+        for child_id in dropped:
+            self._answers.pop(child_id, None)
+        for child_id, child in children.items():
+            if child.answer is None:
+                self._answers.pop(child_id, None)
+            else:
+                self._answers[child_id] = child.answer
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -278,10 +300,21 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def _parse(raw: bytes) -> Saved:
-    """The state in a file's bytes (any readable version)."""
-    first, _, rest = raw.partition(b"\n")
-    doc = json.loads(first)  # a snapshot is written whole: never cut short
+def _entry(child_id: int, child: SavedChild, at: float, answer: SavedAnswer | None) -> bytes:
+    doc: dict[str, Any] = {
+        "id": child_id,
+        "record": child.record.to_dict(),
+        "sas": sorted(child.sas),
+        "at": at,
+    }
+    if answer is not None:
+        doc["answer"] = answer.to_dict()
+    return json.dumps(doc, separators=_COMPACT).encode()
+
+
+def _read(lines: Iterator[bytes]) -> Saved:
+    """The state in a file's lines (any readable version), a child at a time."""
+    doc = json.loads(next(lines, b""))  # a snapshot is written whole: never cut short
     version = doc["version"]
     if version not in _READABLE:
         raise StateError(f"unknown version {version!r}")
@@ -290,54 +323,81 @@ def _parse(raw: bytes) -> Saved:
         raise StateError("bad epoch")
     if type(saved_at) not in (int, float):
         raise StateError("bad saved_at")
-    items: dict[int, dict[str, Any]] = {}
+    entries: dict[int, SavedEntry] = {}
     if version < 5:
-        items = dict(enumerate(doc["children"]))
+        for n, entry in enumerate(doc["children"]):
+            entries[n] = _saved_entry(entry, None)
+        return Saved(epoch, float(saved_at), tuple(entries.values()))
+    if version == 5:
+        _apply(entries, doc["children"], [])
     else:
-        _apply(items, doc["children"], [])
-        lines = rest.split(b"\n")
-        # The last piece follows the last newline: empty, or a batch cut short.
-        for n, line in enumerate(lines[:-1]):
-            try:
-                batch = json.loads(line)
-            except ValueError:
-                if n == len(lines) - 2:
-                    break  # a batch cut short that still got its newline: never completed
-                raise
-            _apply(items, batch["set"], batch["del"])
-            saved_at = batch["saved_at"]
-            if type(saved_at) not in (int, float):
-                raise StateError("bad saved_at")
-    children = tuple(
-        SavedChild(
-            ChildRecord.from_dict(item["record"], aged=_aged(saved_at, item.get("at"))),
-            frozenset((str(p), int(spi), str(dst)) for p, spi, dst in item["sas"]),
-            SavedAnswer.from_dict(item["answer"]) if "answer" in item else None,
-        )
-        for item in items.values()
-    )
-    return Saved(epoch, float(saved_at), children)
+        _read_snapshot(lines, entries)
+    damaged = False
+    for line in lines:
+        if damaged:
+            raise StateError("a damaged batch")  # and another after it
+        if not line.endswith(b"\n"):
+            break  # the last batch, cut short: a save that never completed
+        try:
+            batch = json.loads(line)
+        except ValueError:
+            damaged = True  # cut short, if it is the last line (it got its newline)
+            continue
+        _apply(entries, batch["set"], batch["del"])
+        if type(batch["saved_at"]) not in (int, float):
+            raise StateError("bad saved_at")
+    return Saved(epoch, float(saved_at), tuple(entries.values()))
 
 
-def _apply(items: dict[int, dict[str, Any]], entries: object, gone: object) -> None:
-    if not isinstance(entries, list) or not isinstance(gone, list):
+def _read_snapshot(lines: Iterator[bytes], entries: dict[int, SavedEntry]) -> None:
+    """The entries of a version 6 snapshot, up to its end line."""
+    for line in lines:
+        if not line.endswith(b"\n"):
+            break
+        entry = json.loads(line)
+        if "children" in entry:
+            if entry["children"] != len(entries):
+                raise StateError("a snapshot without some of its children")
+            return
+        entries[_id(entry)] = _saved_entry(entry, line)
+    raise StateError("a snapshot cut short")
+
+
+def _apply(entries: dict[int, SavedEntry], saved: object, gone: object) -> None:
+    if not isinstance(saved, list) or not isinstance(gone, list):
         raise StateError("bad batch")
     for child_id in gone:
         if type(child_id) is not int:
             raise StateError("bad id")
-        items.pop(child_id, None)
-    for entry in entries:
-        child_id = entry["id"]
-        if type(child_id) is not int:
-            raise StateError("bad id")
-        items[child_id] = entry
+        entries.pop(child_id, None)
+    for entry in saved:
+        entries[_id(entry)] = _saved_entry(entry, None)
 
 
-def _child_dict(child: SavedChild, at: float) -> dict[str, Any]:
-    doc: dict[str, Any] = {"record": child.record.to_dict(), "sas": sorted(child.sas), "at": at}
-    if child.answer is not None:
-        doc["answer"] = child.answer.to_dict()
-    return doc
+def _id(entry: dict[str, Any]) -> int:
+    child_id = entry["id"]
+    if type(child_id) is not int:
+        raise StateError("bad id")
+    return child_id
+
+
+def _saved_entry(entry: dict[str, Any], text: bytes | None) -> SavedEntry:
+    """An entry's SAs, and its text (encoded anew when it is not a line of its own). The
+    protocol names and addresses, a few distinct ones in 100,000s of SAs, are interned."""
+    sas = tuple(
+        (sys.intern(str(p)), int(spi), sys.intern(str(dst))) for p, spi, dst in entry["sas"]
+    )
+    if text is None:
+        text = json.dumps(entry, separators=_COMPACT).encode()
+    return SavedEntry(sas, text)
+
+
+def _saved_child(entry: dict[str, Any], sas: tuple[SaId, ...], saved_at: float) -> SavedChild:
+    return SavedChild(
+        ChildRecord.from_dict(entry["record"], aged=_aged(saved_at, entry.get("at"))),
+        frozenset(sas),
+        SavedAnswer.from_dict(entry["answer"]) if "answer" in entry else None,
+    )
 
 
 def _aged(saved_at: float, at: object) -> float:
@@ -359,7 +419,7 @@ def unaccounted(
     return sorted(sa for sa, reqid in kernel.items() if ours(reqid) and sa not in keep)
 
 
-def choose_epoch(saved: Saved | None, kernel_sas: Iterable[SaId], now: float) -> tuple[int, str]:
+def choose_epoch(saved: Saved | None, kernel_sas: Collection[SaId], now: float) -> tuple[int, str]:
     """The epoch to run with, and why (for the log).
 
     Kept when the saved state's SAs are still in the kernel (or none were saved: nothing could
@@ -367,9 +427,9 @@ def choose_epoch(saved: Saved | None, kernel_sas: Iterable[SaId], now: float) ->
     so that they differ from every earlier one of this host without more state.
     """
     if saved is not None:
-        if not saved.sas:
+        if not any(entry.sas for entry in saved.entries):
             return saved.epoch, "no SAs to lose"
-        if saved.sas & set(kernel_sas):
+        if any(sa in kernel_sas for entry in saved.entries for sa in entry.sas):
             return saved.epoch, "SAs still in the kernel"
     epoch = int(now) & 0xFFFF_FFFF
     if saved is not None and epoch == saved.epoch:

@@ -1,31 +1,21 @@
-"""What makes a kinkd killed mid-CREATE leave both directions or none (issue 10): the state file
-(a journal of batches since issue 9) with the REPLYs of young responder children, the SAs it
-does not account for, coalesced write-ahead saving and the outbox that holds datagrams until
-what precedes them is done."""
+"""What makes a kinkd killed mid-CREATE leave both directions or none (issue 10): the REPLYs of
+young responder children saved with them, coalesced write-ahead saving and the outbox that
+holds datagrams until what precedes them is done. The state file itself: test_state_file."""
 
-import gc
-import json
-import os
 import threading
-from dataclasses import replace
 from ipaddress import ip_network
-from pathlib import Path
 
 import pytest
 import trio
 import trio.testing
 
-from kink.daemon import state, state_writer
+from kink.daemon import state_writer
 from kink.daemon.answers import Answers, asks_ack
 from kink.daemon.outbox import Outbox
 from kink.daemon.state import (
-    STATE_FILE,
     SaId,
     SavedAnswer,
     SavedChild,
-    StateError,
-    StateStore,
-    unaccounted,
 )
 from kink.daemon.state_writer import LAZY_DELAY, StateWriter, WriteThread
 from kink.engine import ChildRecord
@@ -60,162 +50,6 @@ def record(spi_in: int, spi_out: int) -> ChildRecord:
         age=1.5,
         rekey_in=None,
     )
-
-
-# ----------------------------------------------------------------------------- state file
-
-
-def test_state_file_keeps_answers_with_their_children(tmp_path: Path) -> None:
-    store = StateStore(tmp_path)
-    answer = SavedAnswer(PEER, 0xABCD, b"\x03reply bytes", 1234.5)
-    children = [
-        SavedChild(record(0x1001, 0x2002), PAIR, answer),
-        SavedChild(record(0x3003, 0x4004), OTHER),
-    ]
-    store.save(9, 1000.0, children)
-    saved = store.load()
-    assert saved is not None
-    assert saved.epoch == 9 and saved.children == tuple(children)
-
-
-def test_a_journal_of_batches_gives_the_state_of_the_last_one(tmp_path: Path) -> None:
-    # The first update writes a snapshot; each later one appends one batch (a line). A child
-    # saved at 1000.0 and unchanged since comes back as of the last save, 30 s older.
-    store = StateStore(tmp_path)
-    first = replace(record(0x1001, 0x2002), age=1.5, rekey_in=100.0)
-    store.update(9, 1000.0, {1: SavedChild(first, PAIR)}, [])
-    store.update(9, 1030.0, {2: SavedChild(record(0x3003, 0x4004), OTHER)}, [])
-    store.update(9, 1030.0, {}, [])  # nothing changed: nothing written
-    lines = (tmp_path / STATE_FILE).read_bytes().split(b"\n")
-    assert len(lines) == 3 and lines[-1] == b""
-    assert json.loads(lines[0])["version"] == 5
-    saved = store.load()
-    assert saved is not None and saved.saved_at == 1030.0
-    later = replace(first, age=31.5, rekey_in=70.0)
-    assert saved.children == (SavedChild(later, PAIR), SavedChild(record(0x3003, 0x4004), OTHER))
-    store.update(9, 1040.0, {}, [1, 77])  # 77: never saved
-    saved = store.load()
-    aged = replace(record(0x3003, 0x4004), age=11.5)
-    assert saved is not None and saved.children == (SavedChild(aged, OTHER),)
-
-
-def test_a_child_that_got_its_ack_is_saved_anew(tmp_path: Path) -> None:
-    # A responder child awaiting the ACK is saved with its inbound SA only (RFC 4430 §3.2);
-    # once the ACK came, its entry is replaced by one with both.
-    store = StateStore(tmp_path)
-    waiting = replace(record(0x1001, 0x2002), awaiting_ack=True)
-    inbound = frozenset({("esp", 0x1001, "192.0.2.1")})
-    store.update(9, 1000.0, {5: SavedChild(waiting, inbound)}, [])
-    saved = store.load()
-    assert saved is not None and saved.children == (SavedChild(waiting, inbound),)
-    acked = replace(waiting, awaiting_ack=False)
-    store.update(9, 1000.0, {5: SavedChild(acked, PAIR)}, [])
-    saved = store.load()
-    assert saved is not None and saved.children == (SavedChild(acked, PAIR),)
-
-
-@pytest.mark.parametrize("tail", [b'{"saved_at":1020.0,"set":[{"id":3,"rec', b"\0" * 64])
-def test_a_batch_cut_short_is_ignored(tmp_path: Path, tail: bytes) -> None:
-    # A save killed in its write (or a file system that shows zeros past the last write):
-    # the state of the saves that completed.
-    store = StateStore(tmp_path)
-    store.update(9, 1000.0, {1: SavedChild(record(0x1001, 0x2002), PAIR)}, [])
-    store.update(9, 1010.0, {2: SavedChild(record(0x3003, 0x4004), OTHER)}, [])
-    whole = store.load()
-    with (tmp_path / STATE_FILE).open("ab") as f:
-        f.write(tail)
-    assert StateStore(tmp_path).load() == whole
-    batch = (tmp_path / STATE_FILE).read_bytes().split(b"\n")[1]
-    with (tmp_path / STATE_FILE).open("ab") as f:
-        f.write(b"\n" + batch + b"\n")  # a damaged line before another: a damaged file
-    with pytest.raises(StateError):
-        StateStore(tmp_path).load()
-
-
-def test_the_journal_is_compacted_into_a_snapshot(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(state, "COMPACT_MIN", 0)
-    store = StateStore(tmp_path)
-    store.update(9, 1000.0, {1: SavedChild(record(0x1001, 0x2002), PAIR)}, [])
-    for n in range(2, 12):  # each batch replaces child n - 1 by child n
-        child = SavedChild(record(0x1000 + n, 0x2000 + n), frozenset({("esp", n, "192.0.2.1")}))
-        store.update(9, 1000.0 + n, {n: child}, [n - 1])
-        lines = (tmp_path / STATE_FILE).read_bytes().count(b"\n")
-        assert lines <= 1 + state.COMPACT_FACTOR + 1
-    saved = store.load()
-    assert saved is not None and len(saved.children) == 1
-    assert saved.children[0].record.spis == ((3, 0x100B, 0x200B),)
-    store.update(10, 1020.0, {}, [])  # another epoch: a snapshot
-    assert (tmp_path / STATE_FILE).read_bytes().count(b"\n") == 1
-    again = StateStore(tmp_path).load()
-    assert again is not None and again.epoch == 10
-    assert [c.record.spis for c in again.children] == [((3, 0x100B, 0x200B),)]
-
-
-def test_after_a_failed_write_the_next_save_writes_everything(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    store = StateStore(tmp_path)
-    store.update(9, 1000.0, {1: SavedChild(record(0x1001, 0x2002), PAIR)}, [])
-
-    def full(fd: int) -> None:
-        raise OSError(28, "No space left on device")
-
-    with monkeypatch.context() as m:
-        m.setattr(os, "fdatasync", full)
-        with pytest.raises(OSError):
-            store.update(9, 1010.0, {2: SavedChild(record(0x3003, 0x4004), OTHER)}, [1])
-    store.update(9, 1020.0, {}, [])
-    assert (tmp_path / STATE_FILE).read_bytes().count(b"\n") == 1  # a snapshot
-    saved = store.load()
-    assert saved is not None
-    assert saved.children == (SavedChild(replace(record(0x3003, 0x4004), age=11.5), OTHER),)
-
-
-def test_a_version_4_file_is_read_and_replaced_at_the_first_save(tmp_path: Path) -> None:
-    # What kinkd wrote before the journal: one document, entries without ids.
-    answer = SavedAnswer(PEER, 0xABCD, b"\x03reply", 2000.0)
-    old = {
-        "version": 4,
-        "epoch": 9,
-        "saved_at": 1030.0,
-        "children": [
-            {
-                "record": record(0x1001, 0x2002).to_dict(),
-                "sas": sorted(PAIR),
-                "at": 1000.0,
-                "answer": answer.to_dict(),
-            },
-            {"record": record(0x3003, 0x4004).to_dict(), "sas": sorted(OTHER), "at": 1030.0},
-        ],
-    }
-    (tmp_path / STATE_FILE).write_text(json.dumps(old))
-    saved = StateStore(tmp_path).load()
-    assert saved is not None and saved.epoch == 9 and saved.saved_at == 1030.0
-    assert saved.children == (
-        SavedChild(replace(record(0x1001, 0x2002), age=31.5), PAIR, answer),
-        SavedChild(record(0x3003, 0x4004), OTHER),
-    )
-    store = StateStore(tmp_path)
-    store.update(9, 1040.0, dict(enumerate(saved.children)), [])
-    assert json.loads((tmp_path / STATE_FILE).read_bytes())["version"] == 5
-    again = store.load()  # the records as given, as of 1040.0
-    assert again is not None and again.children == saved.children
-
-
-def test_unaccounted_sas_are_ours_and_not_kept() -> None:
-    kernel = {
-        ("esp", 0x1001, "192.0.2.1"): 0x10040,  # kept: a child taken over
-        ("esp", 0x5005, "192.0.2.1"): 0x10040,  # optimistic inbound of a dead exchange
-        ("esp", 0x6006, "192.0.2.1"): 0x10000,  # larval (alloc_spi)
-        ("esp", 0x7007, "192.0.2.1"): 0x90000,  # another owner's reqid
-    }
-    ours = lambda reqid: 0x10000 <= reqid < 0x20000  # noqa: E731
-    assert unaccounted(kernel, {("esp", 0x1001, "192.0.2.1")}, ours) == [
-        ("esp", 0x5005, "192.0.2.1"),
-        ("esp", 0x6006, "192.0.2.1"),
-    ]
 
 
 # -------------------------------------------------------------------------------- answers
@@ -338,24 +172,6 @@ async def test_the_write_thread_ends_when_idle_and_starts_again(
     await writer.run(lambda: threads.append(threading.current_thread()))
     assert threads[1] is not threads[0] and threads[1].name == "kinkd-state"
     threads[1].join()
-
-
-def test_loading_leaves_the_cycle_collector_as_it_found_it(tmp_path: Path) -> None:
-    store = StateStore(tmp_path)
-    store.update(9, 1000.0, {1: SavedChild(record(0x1001, 0x2002), PAIR)}, [])
-    assert gc.isenabled()
-    assert store.load() is not None and gc.isenabled()
-    (tmp_path / STATE_FILE).write_bytes(b"damaged\n")
-    with pytest.raises(StateError):
-        store.load()
-    assert gc.isenabled()
-    gc.disable()
-    try:
-        with pytest.raises(StateError):
-            store.load()
-        assert not gc.isenabled()
-    finally:
-        gc.enable()
 
 
 # -------------------------------------------------------------------------------- outbox
