@@ -220,7 +220,10 @@ class Trigger:
             with b.done:
                 free = [r for r in b.inbound if r not in b.started]
                 if not free:
-                    b.done.wait(0.001)  # every policy busy: the offered load is not met
+                    # Every policy busy: the offered load is not met. Wait for an exchange to
+                    # end (add_sa notifies): a 1 ms poll here woke this thread several times
+                    # an exchange, and its CPU counted as the helper's.
+                    b.done.wait(WAIT)
                     continue
                 reqid = free[offered % len(free)]
             self._expire(reqid)

@@ -42,6 +42,7 @@ MAX_QUEUE = 65536  # queued messages above which a client is dropped (it stopped
 _UCRED = struct.Struct("@iII")  # struct ucred: pid, uid, gid
 
 _LISTENER, _KERNEL, _WAKE = "listener", "kernel", "wake"
+_ZEROS = memoryview(bytes(protocol.MAX_BATCH_BYTES))  # wipes the receive buffer, no copy made
 
 
 @dataclass(eq=False)
@@ -60,6 +61,7 @@ class Server:
         self._daemon_uid = daemon_uid
         self._clients: set[_Client] = set()
         self._buf = bytearray(protocol.MAX_BATCH_BYTES)
+        self._view = memoryview(self._buf)
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._stopping = False
         self._pumped = False  # the kernel's events are forwarded up to the last wake-up
@@ -177,10 +179,11 @@ class Server:
             if n == 0:
                 self._drop(client, "closed")
                 return
+            size = min(n, len(self._buf))
             try:
-                self._handle(client, memoryview(self._buf)[: min(n, len(self._buf))], n)
+                self._handle(client, self._view[:size], n)
             finally:
-                self._buf[:n] = bytes(min(n, len(self._buf)))  # requests may carry keys
+                self._view[:size] = _ZEROS[:size]  # requests may carry keys
             self._flush()
             if client not in self._clients or len(client.out) >= PAUSE_QUEUE:
                 return
@@ -256,6 +259,8 @@ class Server:
             log.exception("internal error in %s #%d", request.op, request.id)
             reason = "internal error (see the helper's log)"
             return [protocol.encode_error(request.id, protocol.ERR_INTERNAL, reason)]
+        if len(results) == 1:  # every request but a split dump
+            return [protocol.encode_reply(request.id, results[0])]
         last = len(results) - 1
         return [protocol.encode_reply(request.id, r, more=i < last) for i, r in enumerate(results)]
 

@@ -241,28 +241,46 @@ class Transport:
             else:
                 await trio.lowlevel.checkpoint()
 
+    def try_send(self, data: bytes, peer: Address) -> bool:
+        """Send one datagram if the socket takes it now: False only when its send queue is full
+        (send() waits for room). A datagram that cannot be sent for another reason is counted
+        and logged, and gone (True)."""
+        sock = self._socket_for(peer)
+        if sock is None:
+            return True
+        try:
+            sock.sendto(data, peer)
+        except BlockingIOError:
+            return False
+        except OSError as exc:
+            self._lost(peer, exc)
+            return True
+        self.sent += 1
+        return True
+
     async def send(self, data: bytes, peer: Address) -> None:
         """Send one datagram; waits only while the socket's send queue is full."""
+        while not self.try_send(data, peer):
+            sock = self._socket_for(peer)
+            assert sock is not None
+            try:
+                await trio.lowlevel.wait_writable(sock)
+            except OSError as exc:
+                self._lost(peer, exc)
+                return
+
+    def _lost(self, peer: Address, exc: OSError) -> None:
+        # Lost datagrams are the protocol's business (retransmission, §9), not a crash.
+        self.send_errors += 1
+        log.info("send to %s: %s", peer[0], exc.strerror)
+
+    def _socket_for(self, peer: Address) -> socket.socket | None:
         # Peers' addresses are IP literals (configuration, recvfrom): IPv6 ones have colons.
-        family = socket.AF_INET6 if ":" in peer[0] else socket.AF_INET
-        sock = self._by_family.get(family)
+        sock = self._by_family.get(socket.AF_INET6 if ":" in peer[0] else socket.AF_INET)
         if sock is None:
             self.send_errors += 1
             log.warning("no socket to reach %s", peer[0])
-            return
-        try:
-            while True:
-                try:
-                    sock.sendto(data, peer)
-                    break
-                except BlockingIOError:
-                    await trio.lowlevel.wait_writable(sock)
-        except OSError as exc:
-            # Lost datagrams are the protocol's business (retransmission, §9), not a crash.
-            self.send_errors += 1
-            log.info("send to %s: %s", peer[0], exc.strerror)
-            return
-        self.sent += 1
+        return sock
 
     def close(self) -> None:
         for sock in self._sockets:

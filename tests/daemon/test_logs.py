@@ -53,3 +53,31 @@ def test_an_unencodable_message_still_makes_a_line(
     logs.setup("info", environ={"JOURNAL_STREAM": "8:1"})
     logging.getLogger("kinkd.test").info("peer \udcff")
     assert capfd.readouterr().err == "<6>kinkd.test: peer \\udcff\n"
+
+
+@pytest.mark.parametrize("journal", [False, True])
+def test_lines_are_what_the_stdlib_formatter_makes_of_the_same_format(
+    root_restored: None, journal: bool
+) -> None:
+    handler = logs.setup("info", environ={"JOURNAL_STREAM": "8:1"} if journal else {})
+    assert handler.formatter is not None
+    generic = logging.Formatter(logs.JOURNAL if journal else logs.PLAIN)
+    for created in (1_700_000_000.0, 1_700_000_000.999, 1_700_000_001.5, 1_700_000_000.25):
+        record = logging.LogRecord("kinkd.x", logs.NOTICE, "", 0, "SA %d %s", (7, "up"), None)
+        record.created, record.msecs = created, created % 1 * 1000
+        expected = generic.format(record)
+        assert handler.formatter.format(record) == ("<5>" + expected if journal else expected)
+
+
+def test_a_traceback_follows_its_line(
+    root_restored: None, capfd: pytest.CaptureFixture[str]
+) -> None:
+    logs.setup("info", environ={})
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        logging.getLogger("kinkd.test").exception("failed %s", "here")
+    lines = capfd.readouterr().err.splitlines()
+    assert lines[0].endswith(" ERROR kinkd.test: failed here")
+    assert lines[1] == "Traceback (most recent call last):"
+    assert lines[-1] == "ValueError: boom"

@@ -8,6 +8,7 @@ import ipaddress
 from collections.abc import Iterator
 from typing import Any
 
+import msgpack
 import pytest
 
 from kink_privsep import protocol, server, service, validate
@@ -76,6 +77,9 @@ def foreign_sa(spi: int, reqid: int) -> SaInfo:
 def test_pure_encoding_round_trip() -> None:
     req = protocol.decode_request(protocol.encode_request(7, "get_sa", sa_id(0x1234)))
     assert (req.id, req.op, req.args) == (7, "get_sa", sa_id(0x1234))
+    with_keys = protocol.decode_request(protocol.encode_request(8, "add_sa", SA))
+    assert with_keys.args == SA
+    assert repr(with_keys) == "Request(id=8, op='add_sa')"  # no key in a repr
     reply = protocol.decode_message(protocol.encode_reply(7, {"spi": 5}, more=True))
     assert reply == protocol.Reply(7, True, {"spi": 5}, more=True)
     error = protocol.decode_message(protocol.encode_error(8, "kernel", "No such process", 3))
@@ -353,3 +357,18 @@ def test_a_client_that_stops_reading_does_not_stop_the_helper(helper: ThreadHelp
         assert busy.call("hello")["version"] == 1
         lazy.sock.settimeout(10)
         assert all(lazy.wait(i).ok for i in range(sent))
+
+
+@pytest.mark.parametrize("req_id", [0, 1, 127, 128, 0xFFFF, 0x1_0000, 0xFFFF_FFFF])
+@pytest.mark.parametrize("result", [{}, {"spi": 0x1234}, {"sas": [{"spi": 1}], "policies": []}])
+@pytest.mark.parametrize("more", [False, True])
+def test_a_reply_is_the_envelope_of_the_protocol(
+    req_id: int, result: dict[str, Any], more: bool
+) -> None:
+    """encode_reply builds its bytes without a dict: they must read as the documented map."""
+    envelope: dict[str, Any] = {"v": protocol.VERSION, "id": req_id, "ok": True, "result": result}
+    if more:
+        envelope["more"] = True
+    raw = protocol.encode_reply(req_id, result, more=more)
+    assert msgpack.unpackb(raw, raw=False) == envelope
+    assert protocol.decode_message(raw) == protocol.Reply(req_id, True, result, more=more)
