@@ -15,6 +15,7 @@ from kink.crypto.rfc3961 import Key
 
 SPI_LENGTH = 4  # an IPsec SPI in the ISAKMP SA payload, RFC 2407 §4.6.1
 MAX_KEYMAT = 1024  # far above any transform's need (AES-256 + HMAC-SHA-512 is 96 octets)
+_OCTETS = tuple(bytes((n,)) for n in range(256))  # the protocol octet, built once (issue 4)
 
 
 def keymat(
@@ -81,7 +82,7 @@ class SaKeymat:
         if expand is None:
             # Fetched here rather than in __init__: a zeroed key raises where keymat() did.
             expand = self._expand = self._key._prf().expand
-        src = b"".join((self._head, bytes((protocol,)), spi, self._tail))
+        src = b"".join((self._head, _OCTETS[protocol], spi, self._tail))
         material = expand(src, enc_length + auth_length, self._aes_prf)
         keys = material[:enc_length], material[enc_length:]
         material[:] = bytes(len(material))

@@ -212,14 +212,13 @@ class _CtsPrfKey:
         # PRFs, four SAs per CREATE exchange (issue 4).
         encrypt = self._cipher.encrypt
         sha1 = hashlib.sha1
-        size = BLOCK if aes_prf is _TRUNCATED else None  # see prf()
+        size = BLOCK if aes_prf is _TRUNCATED else 20  # see prf(); SHA-1 has 20 octets
         out = bytearray(length)  # sized once: no reallocation leaves key copies behind
-        block = b""
-        filled = 0
-        while filled < length:
+        block = encrypt(sha1(src).digest()[:size])  # K1
+        out[:size] = block[:length]
+        for filled in range(size, length, size):  # K2, K3, ...
             block = encrypt(sha1(block + src).digest()[:size])
-            out[filled : filled + len(block)] = block[: length - filled]
-            filled += len(block)
+            out[filled : filled + size] = block[: length - filled]
         return out
 
     def wipe(self) -> None:

@@ -31,11 +31,20 @@ Network = IPv4Network | IPv6Network
 class Selector:
     """One side of a traffic selector: a network, an IP protocol (0 = any), a port (0 = any).
 
-    Carried in IDci/IDcr (RFC 4430 §5.3, RFC 2407 §4.6.2)."""
+    Carried in IDci/IDcr (RFC 4430 §5.3, RFC 2407 §4.6.2). Hashed once: selectors key the
+    ID payload caches and the responder's policy lookup at every CREATE, and an ipaddress
+    network hashes in Python (issue 4)."""
 
     network: Network
     protocol: int = 0
     port: int = 0
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash((self.network, self.protocol, self.port)))
+
+    def __hash__(self) -> int:
+        return self._hash
 
 
 @dataclass(slots=True)

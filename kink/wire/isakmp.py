@@ -31,7 +31,8 @@ from kink.wire.ipsec_doi import (
 
 _GENERIC = struct.Struct(">BBH")  # Next Payload, RESERVED, Payload Length (RFC 2408 §3.2)
 _SA_HEAD = struct.Struct(">II")  # DOI, Situation (RFC 2407 §4.6.1)
-_PROPOSAL_HEAD = struct.Struct(">BBBB")  # Proposal #, Protocol-Id, SPI Size, # of Transforms
+# A Proposal payload: generic header, then Proposal #, Protocol-Id, SPI Size, # of Transforms
+_PROPOSAL = struct.Struct(">BBHBBBB")
 _TRANSFORM_HEAD = struct.Struct(">BBH")  # Transform #, Transform-Id, RESERVED2
 _ATTRIBUTE_HEAD = struct.Struct(">HH")  # AF|Attribute Type, Attribute Length or Value
 _ID_HEAD = struct.Struct(">BBH")  # ID Type, Protocol ID, Port (RFC 2407 §4.6.2)
@@ -50,6 +51,7 @@ _PAYLOAD_TYPES = {int(t): t for t in IsakmpPayloadType}
 # kink.engine.proposals) hit on identity. Bounded, as the octets come from the wire.
 TRANSFORM_CACHE_SIZE = 1024
 _decoded_transforms: dict[bytes, "Transform"] = {}
+_decoded_runs: dict[tuple[bytes, int], tuple["Transform", ...]] = {}
 # One object per Transform value (see `shared`): what the engine builds (its offer, its pick)
 # and what it decodes meet as the same object, so that a cache keyed by Transform does not
 # compare them attribute by attribute (a Python __eq__ per attribute) on every exchange.
@@ -273,6 +275,21 @@ def _decode_attributes(data: bytes, off: int, end: int) -> tuple[Attribute, ...]
 
 
 def _decode_transforms(data: bytes, off: int, end: int, count: int) -> tuple[Transform, ...]:
+    # A proposal's whole run of Transform payloads recurs as well (the same offer, the same
+    # pick): its decoded tuple (immutable, of immutable Transforms) is kept by its octets and
+    # count, which spares the walk below on every CREATE and REPLY (issue 4).
+    key = (bytes(data[off:end]), count)
+    found = _decoded_runs.get(key)
+    if found is not None:
+        return found
+    found = _walk_transforms(data, off, end, count)
+    if len(_decoded_runs) >= TRANSFORM_CACHE_SIZE:
+        _decoded_runs.clear()
+    _decoded_runs[key] = found
+    return found
+
+
+def _walk_transforms(data: bytes, off: int, end: int, count: int) -> tuple[Transform, ...]:
     transforms: list[Transform] = []
     more = True
     while off < end:
@@ -321,12 +338,11 @@ def _decode_sa(data: bytes, off: int, end: int) -> SaPayload:
             raise _malformed(off, "data after the last Proposal payload")
         if end - off < 8:
             raise _malformed(off, "truncated Proposal payload")
-        nxt, _, length = _GENERIC.unpack_from(data, off)
+        nxt, _, length, number, protocol, spi_size, count = _PROPOSAL.unpack_from(data, off)
         if length < 8 or length > end - off:
             raise _malformed(off, f"Proposal payload length {length}")
         if nxt not in (_P, _NO_MORE):
             raise _malformed(off, f"Proposal Next Payload {nxt} is neither 2 nor 0")
-        number, protocol, spi_size, count = _PROPOSAL_HEAD.unpack_from(data, off + 4)
         if spi_size > length - 8:
             raise _malformed(off + 6, f"SPI size {spi_size} beyond its proposal")
         spi = data[off + 8 : off + 8 + spi_size]
@@ -439,32 +455,43 @@ def _encode_attributes(attributes: tuple[Attribute, ...]) -> bytes:
 
 
 @lru_cache(maxsize=TRANSFORM_CACHE_SIZE)
-def _encode_transform(transform: Transform) -> bytes:
-    """A Transform payload after its generic header (whose Next Payload depends on where the
-    transform stands)."""
-    head = _TRANSFORM_HEAD.pack(transform.number, transform.transform_id, 0)
-    return head + _encode_attributes(transform.attributes)
-
-
-def _encode_proposal(proposal: Proposal, last: bool) -> bytes:
-    transforms: list[bytes] = []
-    count = len(proposal.transforms)
-    for i, transform in enumerate(proposal.transforms):
-        body = _encode_transform(transform)
-        nxt = _NO_MORE if i == count - 1 else IsakmpPayloadType.T
-        transforms.append(_GENERIC.pack(nxt, 0, 4 + len(body)))
-        transforms.append(body)
-    body = b"".join(transforms)
-    head = _PROPOSAL_HEAD.pack(proposal.number, proposal.protocol, len(proposal.spi), count)
-    nxt = _NO_MORE if last else IsakmpPayloadType.P
-    length = 8 + len(proposal.spi) + len(body)
-    return b"".join((_GENERIC.pack(nxt, 0, length), head, proposal.spi, body))
+def _transform_payload(transform: Transform, last: bool) -> bytes:
+    """A whole Transform payload: generic header (Next Payload 0 for the last transform of its
+    proposal, else 3) and body."""
+    body = _TRANSFORM_HEAD.pack(transform.number, transform.transform_id, 0) + _encode_attributes(
+        transform.attributes
+    )
+    return _GENERIC.pack(_NO_MORE if last else _T, 0, 4 + len(body)) + body
 
 
 def _encode_sa(payload: SaPayload) -> bytes:
-    last = len(payload.proposals) - 1
-    proposals = [_encode_proposal(p, i == last) for i, p in enumerate(payload.proposals)]
-    return _SA_HEAD.pack(payload.doi, payload.situation) + b"".join(proposals)
+    # One function for the SA payload with its Proposal and Transform payloads (two per CREATE
+    # exchange, issue 4); each proposal's generic and proposal headers are one pack.
+    parts = [_SA_HEAD.pack(payload.doi, payload.situation)]
+    proposals = payload.proposals
+    last = len(proposals) - 1
+    for i, proposal in enumerate(proposals):
+        transforms = proposal.transforms
+        count = len(transforms)
+        if count == 1:
+            body = _transform_payload(transforms[0], True)
+        else:
+            body = b"".join(_transform_payload(t, j == count - 1) for j, t in enumerate(transforms))
+        spi = proposal.spi
+        parts.append(
+            _PROPOSAL.pack(
+                _NO_MORE if i == last else _P,
+                0,
+                8 + len(spi) + len(body),
+                proposal.number,
+                proposal.protocol,
+                len(spi),
+                count,
+            )
+        )
+        parts.append(spi)
+        parts.append(body)
+    return b"".join(parts)
 
 
 def _encode_id(payload: IdPayload) -> bytes:

@@ -35,7 +35,6 @@ from kink.wire.ipsec_doi import IPSEC_DOI
 from kink.wire.payloads import GENERIC, PADDING, KinkPayload, decode_chain, encode_chain
 
 _INNER_HEAD = struct.Struct(">B3x")  # InnerNextPload, RESERVED2 (§4.2.7, erratum 93)
-_LENGTH = struct.Struct(">H")
 _MESSAGE_TYPES = {int(t): t for t in MessageType}
 _DONE = int(PayloadType.DONE)  # plain ints: an enum attribute lookup costs, every message
 _ENCRYPT = int(PayloadType.ENCRYPT)
@@ -143,10 +142,12 @@ def cksum_input(data: bytes) -> tuple[bytes, bytes]:
         data = bytes(data)
     if len(data) < HEADER_LENGTH:
         raise DecodeError(0, f"{len(data)} octets, less than the 16-octet KINK header")
-    _, version, length, _, _, _, _, cksum_len = HEADER.unpack_from(data)
+    mtype, version, length, doi, xid, first, flags, cksum_len = HEADER.unpack_from(data)
     _check_lengths(data, version, length, cksum_len)
     end = length - cksum_len
-    signed = b"".join((data[:2], _LENGTH.pack(end), data[4:14], b"\0\0", data[16:end]))
+    # The header packed again with those two fields changed: one pack and one join, where
+    # slicing it around them took five pieces (every authenticated message, issue 4).
+    signed = HEADER.pack(mtype, version, end, doi, xid, first, flags, 0) + data[HEADER_LENGTH:end]
     return signed, data[end:length]
 
 

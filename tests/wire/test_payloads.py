@@ -492,12 +492,22 @@ def test_decoded_transforms_are_shared_and_the_cache_is_bounded() -> None:
         other = SaPayload((_esp(1, Attribute(AttributeType.KEY_LENGTH, length, True)),))
         assert decode_qm(encode_qm([other]), other.payload_type) == (other,)
         assert len(isakmp._decoded_transforms) <= isakmp.TRANSFORM_CACHE_SIZE
+        assert len(isakmp._decoded_runs) <= isakmp.TRANSFORM_CACHE_SIZE
     # A transform whose attribute overruns it is refused every time, never remembered.
     bad = bytearray(encode_qm([sa]))
     bad[-4:-2] = (AttributeType.COMPRESS_PRIVATE_ALGORITHM).to_bytes(2, "big")  # TLV form
     for _ in range(2):
         with pytest.raises(DecodeError):
             decode_qm(bytes(bad), sa.payload_type)
+    # A proposal's run of transforms is kept with its count: the same octets announced with
+    # another count are refused, before and after the run was decoded and kept.
+    miscounted = bytearray(chain)
+    miscounted[19] += 1  # # of Transforms: after the SA payload header 4, DOI and Situation 8,
+    # the proposal's generic header 4, Proposal #, Protocol-Id and SPI Size
+    for _ in range(2):
+        with pytest.raises(DecodeError, match="# of Transforms"):
+            decode_qm(bytes(miscounted), sa.payload_type)
+        assert decode_qm(bytes(chain), sa.payload_type) == (sa,)
 
 
 def test_a_transform_hashes_by_value_in_every_process() -> None:
@@ -531,6 +541,7 @@ def test_a_decoded_transform_is_the_one_built_with_its_value() -> None:
     # same transform decoded from the wire are one object, so that caches keyed by Transform
     # find it by identity; distinct values stay distinct, and the table stays bounded.
     isakmp._decoded_transforms.clear()  # what other tests decoded was shared in its time
+    isakmp._decoded_runs.clear()
     built = isakmp.shared(Transform(1, 12, (Attribute(AttributeType.KEY_LENGTH, 192, True),)))
     sa = SaPayload((Proposal(1, ProtocolId.ESP, SPI, (built,)),))
     (decoded,) = decode_qm(encode_qm([sa]), sa.payload_type)
