@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from kink.daemon.control_protocol import ControlClient
-from kink_privsep.main import listening_socket
+from kink_privsep.main import collect_less, listening_socket
 from kink_privsep.model import MODE_TUNNEL, Config, PolicyId, SaId, SaSpec
 from kink_privsep.recording import RecordingBackend
 from kink_privsep.server import Server
@@ -282,6 +282,7 @@ def helper_main(argv: list[str]) -> None:
     ap.add_argument("--daemon-uid", type=int, required=True)
     ap.add_argument("--local", required=True)
     args = ap.parse_args(argv)
+    collect_less()  # as kink-privsep does (kink_privsep.main)
     backend = TimingBackend(args.local)
     listener, _ = listening_socket(args.socket, args.daemon_uid)
     server = Server(listener, Service(backend, Config()), args.daemon_uid)

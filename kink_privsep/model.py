@@ -41,6 +41,16 @@ def family(addr: IPAddress | IPNetwork) -> int:
     return socket.AF_INET if addr.version == 4 else socket.AF_INET6
 
 
+def _keep_hash(key: SaId | PolicyId, fields: tuple[object, ...]) -> int:
+    """The hash of a key of the owned sets and the recording backend's tables, kept in it from
+    its first use: such a key is looked up several times per request, and hashing its addresses
+    (ipaddress, in Python) each time cost more than checking the request. Not at creation: the
+    SAs of a dump (100,000s) are made and never looked up."""
+    kept = hash(fields)
+    object.__setattr__(key, "_hash", kept)
+    return kept
+
+
 @dataclass(frozen=True)
 class Config:
     """What kink may touch (command line of the helper)."""
@@ -126,6 +136,13 @@ class SaId:
     spi: int
     proto: int
     mark: Mark | None = None
+    _hash: int | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __hash__(self) -> int:
+        kept = self._hash
+        if kept is None:
+            kept = _keep_hash(self, (self.dst, self.spi, self.proto, self.mark))
+        return kept
 
 
 @dataclass
@@ -185,6 +202,13 @@ class PolicyId:
     dir: int
     selector: Selector
     mark: Mark | None = None
+    _hash: int | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __hash__(self) -> int:
+        kept = self._hash
+        if kept is None:
+            kept = _keep_hash(self, (self.dir, self.selector, self.mark))
+        return kept
 
 
 @dataclass(frozen=True)

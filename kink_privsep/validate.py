@@ -16,6 +16,7 @@ from kink_privsep.model import (
     ACTIONS,
     DIRS,
     ENCAP_TYPES,
+    INFINITE,
     IPPROTO_AH,
     MODE_TRANSPORT,
     MODE_TUNNEL,
@@ -80,7 +81,8 @@ def _mark(a: dict[str, Any]) -> Mark | None:
 
 
 def _lifetime(a: dict[str, Any]) -> Lifetime:
-    return Lifetime(**a.get("lifetime", {}))
+    limits = a.get("lifetime")
+    return INFINITE if not limits else Lifetime(**limits)  # the one "no limits", shared
 
 
 def _reqid(reqid: int, config: Config, path: str) -> int:

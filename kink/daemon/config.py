@@ -33,6 +33,7 @@ from kink.daemon.config_fields import (
     address,
     array,
     boolean,
+    by_name,
     integer,
     one_of,
     seconds,
@@ -139,8 +140,8 @@ _ENGINE: tuple[Field[Any], ...] = (
     Field("responder_nonce", boolean),
     Field("aes_prf", one_of({prf.value: prf for prf in AesPrf})),
 )
-DAEMON_FIELDS: tuple[Field[Any], ...] = (ADDRESS, *_SETTINGS, *_ENGINE)
-DAEMON_KEYS = tuple(f.name for f in DAEMON_FIELDS)
+DAEMON_FIELDS = by_name(ADDRESS, *_SETTINGS, *_ENGINE)
+DAEMON_KEYS = tuple(DAEMON_FIELDS)
 SECTIONS = ("daemon", "defaults", "peers")
 
 _TOML_POSITION = re.compile(r"^(?P<reason>.*) \(at line (?P<line>\d+), column (?P<column>\d+)\)$")

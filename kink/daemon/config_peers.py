@@ -18,6 +18,7 @@ from kink.daemon.config_fields import (
     address,
     array,
     boolean,
+    by_name,
     integer,
     network,
     one_of,
@@ -107,7 +108,7 @@ _DIRECT: tuple[Field[Any], ...] = (
     GIVE_TGT,
     START_ACTION,
 )
-PEER_FIELDS: tuple[Field[Any], ...] = (
+PEER_FIELDS = by_name(
     ADDRESS,
     PRINCIPAL,
     *_DIRECT,
@@ -118,7 +119,7 @@ PEER_FIELDS: tuple[Field[Any], ...] = (
     REMOTE_PORT,
     PROPOSALS,
 )
-PEER_KEYS = tuple(f.name for f in PEER_FIELDS)
+PEER_KEYS = tuple(PEER_FIELDS)
 # What a peer gets for a key neither it nor [defaults] sets: PeerConfig's defaults.
 _UNSET: dict[str, Any] = {f.name: f.default for f in fields(PeerConfig) if f.default is not MISSING}
 

@@ -300,7 +300,9 @@ class HelperClient:
     async def call_all(self, requests: Sequence[tuple[str, dict[str, Any]]]) -> list[Outcome]:
         """Several requests pipelined (all sent before the first answer is awaited: a
         round trip per request is what made thousands of policy installs slow); their
-        outcomes, in order."""
+        outcomes, in order. A checkpoint after each batch's worth lets the writer send it while
+        the rest are encoded: the helper carries out the first while kinkd encodes the others
+        (issue 9: 10,000s of policies at start-up)."""
         outcomes: list[Outcome | None] = [None] * len(requests)
         left = len(requests)
         answered = trio.Event()
@@ -317,6 +319,8 @@ class HelperClient:
 
         for index, (op, args) in enumerate(requests):
             await self.submit(op, args, done_for(index))
+            if index % protocol.MAX_BATCH == protocol.MAX_BATCH - 1:
+                await trio.lowlevel.checkpoint()
         if left:
             await answered.wait()
         return [outcome for outcome in outcomes if outcome is not None]

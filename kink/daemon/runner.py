@@ -262,9 +262,17 @@ class Daemon:
             gc.freeze()
             await self.writer.save_now()
             await self._install_bypass()
-            await self._install_policies(
-                *(peer for peer in self.config.engine.peers if self._wants_policies(peer))
-            )
+            # Without the cycle collector, and out of its passes once made: the policies of
+            # 10,000s of peers (they live) and their requests, which its passes went over again
+            # and again (issue 9: 0.2 s of 1.4 s of CPU with 10,000 peers).
+            gc.disable()
+            try:
+                await self._install_policies(
+                    *(peer for peer in self.config.engine.peers if self._wants_policies(peer))
+                )
+            finally:
+                gc.freeze()
+                gc.enable()
             self._transport = Transport(self._sockets, self.config.engine.address)
             self._control = ControlServer(
                 bind(settings.control_socket, settings.control_group),
@@ -834,12 +842,13 @@ class Daemon:
                 self.config.engine.address,
                 self.ranges,
             )
-            before = self._policies.get(peer.name, [])
+            before = self._policies.get(peer.name)
             self._policies[peer.name] = policies
             requests += [("update_policy", policy) for policy in policies]
             owners += [peer.name] * len(policies)
-            keys = {_policy_key(p) for p in policies}
-            stale.append((peer.name, [p for p in before if _policy_key(p) not in keys]))
+            if before:  # none at start-up: nothing to compare (10,000s of keys)
+                keys = {_policy_key(p) for p in policies}
+                stale.append((peer.name, [p for p in before if _policy_key(p) not in keys]))
         outcomes = await self.helper.call_all(requests)
         for name, (_, policy), outcome in zip(owners, requests, outcomes, strict=True):
             if isinstance(outcome, HelperError | HelperGone):
