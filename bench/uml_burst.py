@@ -17,6 +17,11 @@ SA pair, by call. strace slows the burst several times over: its timings are not
 `--capture` records instead the burst on a's wire (tcpdump, which takes CPU from the daemons):
 CREATEs sent per pair (1 unless timer T ran out, RFC 4430 §9), the first REPLY's delay after
 the first CREATE and the median CREATE -> REPLY within the burst.
+`--stages` traces b's kinkd and helper during the lone exchanges (`strace -f -ttt -T`, which
+slows each call several times over): for the lone exchange of median CREATE -> REPLY, each
+system call of the two between the CREATE and the REPLY on the wire, at its time from the
+CREATE (ms), with its duration: where the responder's time goes (receive, engine, helper
+calls, state save, REPLY sent). Its times are strace's, not the figures.
 
 The helpers run at their production log level (INFO), kinkd at info as configured below.
 """
@@ -142,13 +147,13 @@ def _wait_mirrored(a: _Xfrm, b: _Xfrm, count: int, timeout: float) -> float:
 
 def _create_reply_latencies(path: Path, a: Host) -> list[float]:
     """CREATE (a -> b) to the REPLY of the same XID (b -> a), from a capture."""
-    return _exchanges(path, a)[0]
+    return [reply - create for create, reply in _exchanges(path, a)[0]]
 
 
-def _exchanges(path: Path, a: Host) -> tuple[list[float], int, float, float]:
-    """From a capture on a's wire: the CREATE -> REPLY delays (from the first copy of each
-    CREATE), the CREATEs a sent (retransmissions too), and when the first CREATE and the first
-    REPLY were seen."""
+def _exchanges(path: Path, a: Host) -> tuple[list[tuple[float, float]], int, float, float]:
+    """From a capture on a's wire: the times of each CREATE (its first copy) and its REPLY,
+    the CREATEs a sent (retransmissions too), and when the first CREATE and the first REPLY
+    were seen."""
     sent: dict[int, float] = {}
     out = []
     creates = 0
@@ -163,8 +168,67 @@ def _exchanges(path: Path, a: Host) -> tuple[list[float], int, float, float]:
             sent.setdefault(xid, d.time)
         elif kind == MessageType.REPLY and d.dst == a.addresses.v4 and xid in sent:
             first_reply = first_reply or d.time
-            out.append(d.time - sent.pop(xid))
+            out.append((sent.pop(xid), d.time))
     return out, creates, first_create, first_reply
+
+
+class _Stages:
+    """`strace -f -ttt -T` attached to b's kinkd and helper (each call, timed)."""
+
+    def __init__(self, host: Host, directory: Path) -> None:
+        self._tracers: list[tuple[str, subprocess.Popen[bytes], Path]] = []
+        for role, process in (("kinkd", host.kinkd), ("helper", host.helper)):
+            assert process is not None
+            out = directory / f"{role}-{host.name}.calls"
+            argv = ["strace", "-f", "-ttt", "-T", "-q", "-s", "0", "-o", str(out)]
+            tracer = subprocess.Popen([*argv, "-p", str(process.pid)])
+            self._tracers.append((role, tracer, out))
+        wait_until(
+            lambda: all(
+                _tracer_of(pid) for _, tracer, _ in self._tracers for pid in _traced(tracer)
+            ),
+            "strace attached",
+        )
+
+    def stop(self, exchanges: list[tuple[float, float]]) -> None:
+        calls: list[tuple[float, str, str, float]] = []  # time, process, call, duration
+        for role, tracer, out in self._tracers:
+            tracer.send_signal(signal.SIGINT)
+            tracer.wait()
+            for line in out.read_text().splitlines():
+                # "TID SECONDS.USEC call(args) = result <DURATION>"; a call another thread's
+                # interrupted shows as "call(args <unfinished ...>" and, at its end (when its
+                # duration is known), "<... call resumed>...".
+                fields = line.split(maxsplit=2)
+                if len(fields) < 3 or line.endswith("<unfinished ...>") or "<" not in line:
+                    continue
+                try:
+                    duration = float(line.rsplit("<", 1)[1].rstrip(">"))
+                except ValueError:
+                    continue  # no duration: a signal, an exit
+                at, text = float(fields[1]), fields[2]
+                if text.startswith("<... "):
+                    name, at = text[5:].split(maxsplit=1)[0], at - duration
+                else:
+                    name = text.split("(", 1)[0]
+                calls.append((at, f"{role}/{fields[0]}", name, duration))
+        calls.sort()
+        if not exchanges:
+            return
+        delays = sorted(exchanges, key=lambda e: e[1] - e[0])
+        create, reply = delays[len(delays) // 2]
+        emit(
+            "uml.lone_stages",
+            (reply - create) * 1e3,
+            "ms",
+            exchanges=len(exchanges),
+            calls=[
+                [round((t - create) * 1e3, 3), who, name, round(duration * 1e3, 3)]
+                for t, who, name, duration in calls
+                if create - 0.001 <= t <= reply
+            ],
+            note="b's calls (strace: slowed) from the CREATE on a's wire to the REPLY",
+        )
 
 
 def _datagrams(host: Host) -> tuple[int, int]:
@@ -265,7 +329,7 @@ class _SaEvents:
         self._sock.close()
 
 
-def inside(syscalls: bool, capture: bool) -> None:
+def inside(syscalls: bool, capture: bool, stages: bool = False) -> None:
     uml.require_in_uml()
     net = Network.build(Path(tempfile.mkdtemp(prefix="kink-burst-")))
     try:
@@ -301,7 +365,8 @@ def inside(syscalls: bool, capture: bool) -> None:
             return
         if wire is not None:
             wire.stop()
-            delays, creates, first_create, first_reply = _exchanges(wire.path, a)
+            pairs, creates, first_create, first_reply = _exchanges(wire.path, a)
+            delays = [reply - create for create, reply in pairs]
             emit(
                 "uml.burst_wire",
                 creates / (FLOWS - 1),
@@ -329,12 +394,16 @@ def inside(syscalls: bool, capture: bool) -> None:
         )
 
         lone_wire = Capture(a, "lone")
+        staged = _Stages(b, net.directory) if stages else None
         changes = _SaEvents(a)
         for child in a.sas()[:LONE]:
             a.request("rekey", spi=child["sas"][0]["spi_in"])
             changes.wait(added=1, deleted=2, timeout=30)
         changes.close()
         lone_wire.stop()
+        if staged is not None:
+            staged.stop(_exchanges(lone_wire.path, a)[0])
+            return
         lone = _create_reply_latencies(lone_wire.path, a)
         emit(
             "uml.lone_create_reply",
@@ -349,13 +418,13 @@ def inside(syscalls: bool, capture: bool) -> None:
         net.close()
 
 
-def main(syscalls: bool = False, capture: bool = False) -> None:
+def main(syscalls: bool = False, capture: bool = False, stages: bool = False) -> None:
     reason = uml.available()
     if reason is not None:
         print(f"uml_burst: {reason}", file=sys.stderr)
         return
     script = "exec python -m bench.uml_burst --inside"
-    script += " --syscalls" * syscalls + " --capture" * capture
+    script += " --syscalls" * syscalls + " --capture" * capture + " --stages" * stages
     result = uml.run_in_uml(script + "\n", timeout=600, mem="1024M")
     lines = [line for line in result.output.splitlines() if line.startswith("{")]
     for line in lines:
@@ -370,8 +439,9 @@ if __name__ == "__main__":
     parser.add_argument("--inside", action="store_true", help="the part run inside UML")
     parser.add_argument("--syscalls", action="store_true", help="count system calls per pair")
     parser.add_argument("--capture", action="store_true", help="the burst on a's wire")
+    parser.add_argument("--stages", action="store_true", help="b's calls in a lone exchange")
     args = parser.parse_args()
     if args.inside:
-        inside(args.syscalls, args.capture)
+        inside(args.syscalls, args.capture, args.stages)
     else:
-        main(args.syscalls, args.capture)
+        main(args.syscalls, args.capture, args.stages)

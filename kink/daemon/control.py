@@ -58,6 +58,11 @@ class ControlServer:
         self._monitors: set[trio.MemorySendChannel[bytes]] = set()
         self._connections = 0
 
+    @property
+    def listening(self) -> bool:
+        """Whether a monitor is attached: an event's data is made only then (1,000s a second)."""
+        return bool(self._monitors)
+
     def publish(self, kind: str, data: Mapping[str, Any]) -> None:
         """Send an event to every monitor; one that cannot keep up is dropped."""
         if not self._monitors:

@@ -206,6 +206,7 @@ class Daemon:
         self._stop = trio.Event()
         self._children_changed = trio.Event()
         self._policy_checks: set[str] = set()  # respond-only peers that may have lost all SAs
+        self._replaced: set[int] = set()  # children a rekey's up line said it replaces
         self._started = 0.0
         self._nursery: trio.Nursery | None = None
 
@@ -476,10 +477,16 @@ class Daemon:
     # ---------------------------------------------------------------------------- notices
 
     def _notice(self, notice: Action) -> None:
-        publish = self._control.publish if self._control is not None else _ignore
+        # An event's data is made only while a kinkctl monitor listens: an SA up and one down
+        # per rekey on each side, 1,000s a second.
+        control = self._control
+        publish = control.publish if control is not None and control.listening else None
         if isinstance(notice, SaEstablished):
             if not notice.initiator and not notice.three_way:
                 self.answers.established(notice.child)
+            rekey_of = notice.rekey_of
+            if rekey_of is not None and rekey_of in self.engine.sadb.children:
+                self._replaced.add(rekey_of)
             # One line per SA pair (or bundle) up and one per pair down, as IKE daemons log
             # them: the up line with the SPIs, the down line with the child's number. Made
             # only at a level that shows it: two per rekey on each side, 1,000s a second.
@@ -489,36 +496,49 @@ class Daemon:
                     "%s: SA %d %s (%s): %s",
                     notice.peer,
                     notice.child,
-                    "up" if notice.rekey_of is None else f"rekeyed (replaces SA {notice.rekey_of})",
+                    "up" if rekey_of is None else f"rekeyed (replaces SA {rekey_of})",
                     "initiator" if notice.initiator else "responder",
                     ", ".join(
                         f"{hp_name(p)} in {i:#010x} out {o:#010x}" for p, i, o in notice.spis
                     ),
                 )
-            publish(
-                cp.EVENT_SA_UP,
-                {
-                    "peer": notice.peer,
-                    "child": notice.child,
-                    "initiator": notice.initiator,
-                    "spis": [[hp_name(p), i, o] for p, i, o in notice.spis],
-                    "three_way": notice.three_way,
-                    "rekey_of": notice.rekey_of,
-                },
-            )
+            if publish is not None:
+                publish(
+                    cp.EVENT_SA_UP,
+                    {
+                        "peer": notice.peer,
+                        "child": notice.child,
+                        "initiator": notice.initiator,
+                        "spis": [[hp_name(p), i, o] for p, i, o in notice.spis],
+                        "three_way": notice.three_way,
+                        "rekey_of": rekey_of,
+                    },
+                )
             self._sas_changed()
         elif isinstance(notice, SaDeleted):
-            log.log(NOTICE, "%s: SA %d down: %s", notice.peer, notice.child, notice.reason)
-            publish(
-                cp.EVENT_SA_DOWN,
-                {"peer": notice.peer, "child": notice.child, "reason": notice.reason},
-            )
+            # The old pair of a rekey was announced by its replacement's up line ("replaces
+            # SA m"): its down line is at INFO, so NOTICE shows each pair come and go once.
+            # Only the initiator knows a rekey as one (to the responder it is a CREATE like
+            # any, RFC 4430 §3.6): there every down line stays at NOTICE.
+            child = notice.child
+            if child in self._replaced:
+                self._replaced.discard(child)
+                level = logging.INFO
+            else:
+                level = NOTICE
+            log.log(level, "%s: SA %d down: %s", notice.peer, child, notice.reason)
+            if publish is not None:
+                publish(
+                    cp.EVENT_SA_DOWN,
+                    {"peer": notice.peer, "child": child, "reason": notice.reason},
+                )
             self._sas_changed(lazily=True)
             self._maybe_remove_responder_policies(notice.peer)
         elif isinstance(notice, PeerEpochChanged):
             log.log(NOTICE, "%s: epoch %#x -> %#x", notice.peer, notice.old, notice.new)
-            data = {"peer": notice.peer, "old": notice.old, "new": notice.new}
-            publish(cp.EVENT_PEER_EPOCH, data)
+            if publish is not None:
+                data = {"peer": notice.peer, "old": notice.old, "new": notice.new}
+                publish(cp.EVENT_PEER_EPOCH, data)
         elif isinstance(notice, PeerRemoved):
             log.log(NOTICE, "%s: removed", notice.peer)
             assert self._nursery is not None
@@ -527,19 +547,21 @@ class Daemon:
         elif isinstance(notice, NegotiationFailed):
             code = f" ({notice.code})" if notice.code else ""
             log.warning("%s: %s failed: %s%s", notice.peer, notice.command, notice.reason, code)
-            publish(
-                cp.EVENT_NEGOTIATION_FAILED,
-                {
-                    "peer": notice.peer,
-                    "command": notice.command,
-                    "reason": notice.reason,
-                    "code": notice.code,
-                },
-            )
+            if publish is not None:
+                publish(
+                    cp.EVENT_NEGOTIATION_FAILED,
+                    {
+                        "peer": notice.peer,
+                        "command": notice.command,
+                        "reason": notice.reason,
+                        "code": notice.code,
+                    },
+                )
             self._maybe_remove_responder_policies(notice.peer)
         elif isinstance(notice, Dropped):
             log.debug("dropped a datagram from %s: %s", notice.peer[0], notice.cause)
-            publish(cp.EVENT_DROPPED, {"cause": notice.cause, "from": list(notice.peer)})
+            if publish is not None:
+                publish(cp.EVENT_DROPPED, {"cause": notice.cause, "from": list(notice.peer)})
 
     def _sas_changed(self, *, lazily: bool = False) -> None:
         """A child came or went: saved before the next datagram leaves (write-ahead), or
