@@ -71,6 +71,40 @@ class SaTransform:
     aead_icv_bits: int | None
     authentication: str | None
     auth_trunc_bits: int | None
+    # Hashed once (issue 4): every child's transforms are looked up in the SADB's table of
+    # shared values (kink.engine.sadb), and the generated __hash__ would hash six fields anew.
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self,
+            "_hash",
+            hash(
+                (
+                    self.protocol,
+                    self.encryption,
+                    self.enc_key_bits,
+                    self.aead_icv_bits,
+                    self.authentication,
+                    self.auth_trunc_bits,
+                )
+            ),
+        )
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __reduce__(self) -> tuple[type["SaTransform"], tuple[object, ...]]:
+        # Copies and pickles are built anew: a str hashes differently in another process
+        # (PYTHONHASHSEED), so the cached hash must not travel.
+        return SaTransform, (
+            self.protocol,
+            self.encryption,
+            self.enc_key_bits,
+            self.aead_icv_bits,
+            self.authentication,
+            self.auth_trunc_bits,
+        )
 
 
 # ------------------------------------------------------------------------------- SA actions

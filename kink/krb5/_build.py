@@ -106,6 +106,8 @@ krb5_error_code krb5_parse_name(krb5_context context, const char *name,
 krb5_error_code krb5_unparse_name(krb5_context context, krb5_const_principal principal,
                                   char **name);
 void krb5_free_unparsed_name(krb5_context context, char *val);
+krb5_boolean krb5_principal_compare(krb5_context context, krb5_const_principal princ1,
+                                    krb5_const_principal princ2);
 void krb5_free_principal(krb5_context context, krb5_principal val);
 
 krb5_error_code krb5_kt_resolve(krb5_context context, const char *name, krb5_keytab *ktid);

@@ -475,16 +475,25 @@ class RawContext:
             raise self.error(code)
         ticket = ticket_out[0]
         try:
-            return self._decrypted_ticket(ticket)
+            return self._decrypted_ticket(ticket, server)
         finally:
             _c.krb5_free_ticket(self._ctx, ticket)
 
-    def _decrypted_ticket(self, ticket: Any) -> DecryptedTicket:
+    def _decrypted_ticket(self, ticket: Any, expected: Principal | None = None) -> DecryptedTicket:
         enc = ticket.enc_part2
         enc_part = ticket.enc_part
+        # The ticket's server is nearly always the principal rd_req was given: its name is then
+        # that principal's (both are the unparsed realm and components, which
+        # krb5_principal_compare matches exactly), without unparsing it anew (issue 4).
+        if expected is not None and _c.krb5_principal_compare(
+            self._ctx, expected._ptr, ticket.server
+        ):
+            server = expected.name
+        else:
+            server = self._unparse(ticket.server)
         return DecryptedTicket(  # client, server, session key, times, flags, enctype, kvno
             self._unparse(enc.client),
-            self._unparse(ticket.server),
+            server,
             _session_key(enc.session[0]),
             _times(enc.times),
             int(enc.flags) & 0xFFFFFFFF,

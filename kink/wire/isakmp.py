@@ -15,7 +15,6 @@ PAYLOAD-MALFORMED, the answer RFC 4430 §5.5 gives for a bad KINK_ISAKMP payload
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import ClassVar
 
 from kink.wire.constants import IsakmpPayloadType
@@ -44,11 +43,14 @@ _NO_MORE = 0
 # Python 3.11 (~0.9 k instructions, a global ~0.1 k), once per Proposal and Transform.
 _P = int(IsakmpPayloadType.P)
 _T = int(IsakmpPayloadType.T)
+_KE = int(IsakmpPayloadType.KE)
+_NONCE = int(IsakmpPayloadType.NONCE)
 _PAYLOAD_TYPES = {int(t): t for t in IsakmpPayloadType}
 # The same few transforms come and go message after message (the offer, the pick): decoded
-# ones are kept by their octets and handed out again (they are immutable), and encoded ones
-# by value. Sharing the objects also lets caches keyed by Transform (kink.wire.rules,
-# kink.engine.proposals) hit on identity. Bounded, as the octets come from the wire.
+# ones are kept by their octets and handed out again (they are immutable), and each one keeps
+# its own encoding (Transform._payloads) and rules verdict (Transform._accepted). Sharing the
+# objects also lets caches keyed by Transform (kink.engine.proposals) hit on identity. Bounded,
+# as the octets come from the wire.
 TRANSFORM_CACHE_SIZE = 1024
 _decoded_transforms: dict[bytes, "Transform"] = {}
 _decoded_runs: dict[tuple[bytes, int], tuple["Transform", ...]] = {}
@@ -93,6 +95,15 @@ class Transform:
     # Transforms key the caches of kink.wire and kink.engine.proposals, and hashing one means
     # hashing each of its attributes: the hash is computed once per object.
     _hash: int | None = field(default=None, init=False, repr=False, compare=False)
+    # Its two Transform payloads (Next Payload 3, then 0), encoded once per object: every SA
+    # payload sent carries its transforms, and finding them in a cache keyed by Transform
+    # would run the Python __hash__ above (issue 4). Built from the fields alone.
+    _payloads: tuple[bytes, bytes] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+    # Set by kink.wire.rules once the transform passed its checks (they depend on the fields
+    # alone); built anew, a transform is checked anew.
+    _accepted: bool = field(default=False, init=False, repr=False, compare=False)
 
     def __hash__(self) -> int:
         h = self._hash
@@ -355,14 +366,6 @@ def _decode_sa(data: bytes, off: int, end: int) -> SaPayload:
     return SaPayload(tuple(proposals), doi, situation)
 
 
-def _decode_ke(data: bytes, off: int, end: int) -> KePayload:
-    return KePayload(data[off:end])
-
-
-def _decode_nonce(data: bytes, off: int, end: int) -> NoncePayload:
-    return NoncePayload(data[off:end])
-
-
 def _decode_id(data: bytes, off: int, end: int) -> IdPayload:
     if end - off < 4:
         raise _malformed(off, "ID payload shorter than its 4-octet header")
@@ -396,9 +399,7 @@ def _decode_delete(data: bytes, off: int, end: int) -> DeletePayload:
 _Decoder = Callable[[bytes, int, int], IsakmpPayload]
 _DECODERS: dict[int, _Decoder] = {
     IsakmpPayloadType.SA: _decode_sa,
-    IsakmpPayloadType.KE: _decode_ke,
     IsakmpPayloadType.ID: _decode_id,
-    IsakmpPayloadType.NONCE: _decode_nonce,
     IsakmpPayloadType.N: _decode_notify,
     IsakmpPayloadType.D: _decode_delete,
 }
@@ -421,12 +422,19 @@ def decode_qm(
         nxt, _, length = _GENERIC.unpack_from(data, off)
         if length < 4 or length > end - off:
             raise _malformed(off, f"ISAKMP payload length {length} (room for {end - off})")
-        decoder = _DECODERS.get(kind)
-        if decoder is None:
-            kind = _PAYLOAD_TYPES.get(kind, kind)
-            payloads.append(RawIsakmpPayload(kind, data[off + 4 : off + length]))
+        # Nonce and KE are their octets: made here, one call less for the Nonce of every
+        # CREATE (issue 4).
+        if kind == _NONCE:
+            payloads.append(NoncePayload(data[off + 4 : off + length]))
+        elif kind == _KE:
+            payloads.append(KePayload(data[off + 4 : off + length]))
         else:
-            payloads.append(decoder(data, off + 4, off + length))
+            decoder = _DECODERS.get(kind)
+            if decoder is None:
+                kind = _PAYLOAD_TYPES.get(kind, kind)
+                payloads.append(RawIsakmpPayload(kind, data[off + 4 : off + length]))
+            else:
+                payloads.append(decoder(data, off + 4, off + length))
         off += length
         kind = nxt
     if off != end:
@@ -454,14 +462,17 @@ def _encode_attributes(attributes: tuple[Attribute, ...]) -> bytes:
     return b"".join(parts)
 
 
-@lru_cache(maxsize=TRANSFORM_CACHE_SIZE)
 def _transform_payload(transform: Transform, last: bool) -> bytes:
     """A whole Transform payload: generic header (Next Payload 0 for the last transform of its
     proposal, else 3) and body."""
-    body = _TRANSFORM_HEAD.pack(transform.number, transform.transform_id, 0) + _encode_attributes(
-        transform.attributes
-    )
-    return _GENERIC.pack(_NO_MORE if last else _T, 0, 4 + len(body)) + body
+    both = transform._payloads
+    if both is None:
+        body = _TRANSFORM_HEAD.pack(transform.number, transform.transform_id, 0)
+        body += _encode_attributes(transform.attributes)
+        length = 4 + len(body)
+        both = (_GENERIC.pack(_T, 0, length) + body, _GENERIC.pack(_NO_MORE, 0, length) + body)
+        object.__setattr__(transform, "_payloads", both)
+    return both[last]
 
 
 def _encode_sa(payload: SaPayload) -> bytes:
@@ -474,7 +485,8 @@ def _encode_sa(payload: SaPayload) -> bytes:
         transforms = proposal.transforms
         count = len(transforms)
         if count == 1:
-            body = _transform_payload(transforms[0], True)
+            both = transforms[0]._payloads
+            body = both[1] if both is not None else _transform_payload(transforms[0], True)
         else:
             body = b"".join(_transform_payload(t, j == count - 1) for j, t in enumerate(transforms))
         spi = proposal.spi
@@ -511,21 +523,16 @@ def _encode_delete(payload: DeletePayload) -> bytes:
     return head + b"".join(payload.spis)
 
 
-def _encode_data(payload: KePayload | NoncePayload) -> bytes:
-    return payload.data
-
-
 def _encode_raw(payload: RawIsakmpPayload) -> bytes:
-    if payload.payload_type in _DECODERS or payload.payload_type == _NO_MORE:
+    if payload.payload_type in _DECODERS or payload.payload_type in (_NO_MORE, _KE, _NONCE):
         raise EncodeError(f"RawIsakmpPayload cannot stand for type {payload.payload_type}")
     return payload.data
 
 
+_DATA_ONLY = (NoncePayload, KePayload)  # a tuple: a `|` union would be built at every test
 _ENCODERS: dict[type, Callable[..., bytes]] = {
     SaPayload: _encode_sa,
-    KePayload: _encode_data,
     IdPayload: _encode_id,
-    NoncePayload: _encode_data,
     NotifyPayload: _encode_notify,
     DeletePayload: _encode_delete,
     RawIsakmpPayload: _encode_raw,
@@ -539,7 +546,12 @@ def encode_qm(payloads: Sequence[IsakmpPayload]) -> bytes:
     last = len(payloads) - 1
     try:
         for i, payload in enumerate(payloads):
-            body = _ENCODERS[type(payload)](payload)
+            # Nonce and KE are their octets: read here, one call less for the Nonce of every
+            # CREATE (issue 4).
+            if isinstance(payload, _DATA_ONLY):
+                body = payload.data
+            else:
+                body = _ENCODERS[type(payload)](payload)
             nxt = _NO_MORE if i == last else payloads[i + 1].payload_type
             parts.append(_GENERIC.pack(nxt, 0, 4 + len(body)))
             parts.append(body)

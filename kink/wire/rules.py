@@ -15,7 +15,6 @@ senders to set (§4) but gives receivers no rule for: it is ignored.
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 
 from kink.wire.constants import (
     QM_MAJOR_VERSION,
@@ -34,7 +33,6 @@ from kink.wire.ipsec_doi import (
     NotifyType,
 )
 from kink.wire.isakmp import (
-    TRANSFORM_CACHE_SIZE,
     DeletePayload,
     IdPayload,
     IsakmpPayload,
@@ -403,15 +401,17 @@ def _check_sa(sa: SaPayload, form: _QuickMode, doi: int) -> None:
                 raise _malformed("Transform numbers do not increase (RFC 2408 §4.2)")
             last = transform.number
         for transform in proposal.transforms:
-            _check_transform(transform)
+            if not transform._accepted:
+                _check_transform(transform)
 
 
-# A transform's verdict depends on the transform alone, and the same ones recur (see
-# kink.wire.isakmp.TRANSFORM_CACHE_SIZE): the accepted ones are remembered (a refusal raises,
-# so it is never cached and is found again each time).
-@lru_cache(maxsize=TRANSFORM_CACHE_SIZE)
+# A transform's verdict depends on the transform alone, and the same (shared) objects recur
+# (see kink.wire.isakmp.TRANSFORM_CACHE_SIZE): an accepted one is marked so (a refusal raises,
+# so it is never marked and is found again each time). A mark on the object, not a cache
+# keyed by Transform, whose lookups would run its Python __hash__ (issue 4).
 def _check_transform(transform: Transform) -> None:
     for attr in transform.attributes:
         if attr.type in BASIC_ATTRIBUTES and not attr.tv:
             raise _malformed(f"basic attribute {attr.type} sent as variable (RFC 2407 §4.5)")
     lifetimes(transform.attributes)
+    object.__setattr__(transform, "_accepted", True)

@@ -2,6 +2,12 @@
 same outbound SPI are told apart, and children hold one copy of equal modes, transforms and
 lifetimes."""
 
+import copy
+import os
+import pickle
+import subprocess
+import sys
+from dataclasses import replace
 from ipaddress import ip_network
 
 import pytest
@@ -105,3 +111,27 @@ def test_counters_are_kept_per_protocol_on_the_sa_pairs() -> None:
     assert child.counters.get(2, (0, 0)) == (1, 2)
     with pytest.raises(KeyError):
         child.counters[51] = (1, 1)  # no SA of that protocol
+
+
+def test_sa_transform_hashes_by_value_in_every_process() -> None:
+    """SaTransform keeps its hash (the SADB's shared-values table); a copy, or one pickled in a
+    process with another hash seed (its names are str), is hashed anew, and replace() makes
+    a transform with its own."""
+    transform = SaTransform(ESP, "cbc(aes)", 128, None, "hmac(sha1)", 96)
+    assert {transform: 1}[SaTransform(ESP, "cbc(aes)", 128, None, "hmac(sha1)", 96)] == 1
+    other = replace(transform, protocol=2)
+    assert hash(other) == hash(SaTransform(2, "cbc(aes)", 128, None, "hmac(sha1)", 96))
+    assert copy.deepcopy(transform) == transform and "_hash" not in repr(transform)
+    script = (
+        "import pickle, sys\n"
+        "from kink.engine.events import SaTransform\n"
+        "t = SaTransform(3, 'cbc(aes)', 128, None, 'hmac(sha1)', 96)\n"
+        "hash(t)\n"
+        "sys.stdout.buffer.write(pickle.dumps(t))\n"
+    )
+    seed = "2" if os.environ.get("PYTHONHASHSEED") == "1" else "1"  # another seed than ours
+    env = {**os.environ, "PYTHONHASHSEED": seed}
+    made = subprocess.run([sys.executable, "-c", script], capture_output=True, env=env, check=True)
+    travelled = pickle.loads(made.stdout)
+    assert travelled == transform
+    assert {transform: 1}[travelled] == 1

@@ -366,3 +366,20 @@ def test_keytab_rotation_reaches_a_running_acceptor(
         staged = realm.keytab(b.principal, Path(str(b.keytab) + ".new"))
         staged.replace(b.keytab)
     assert acceptor.accept(initiator.make_ap_req(ticket)[0]).session_key == ticket.session_key
+
+
+def test_accepted_and_offline_readings_name_the_server_alike(
+    new_host: Callable[..., Host],
+    new_context: Callable[[], Context],
+    credentials_for: Callable[[Host], Credentials],
+) -> None:
+    """rd_req's ticket names its server by the principal it was given when
+    krb5_principal_compare matches them, the offline reading by unparsing the ticket's own:
+    the same text."""
+    a, b = new_host(), new_host()
+    ticket = credentials_for(a).get_ticket(b.principal)
+    ap_req, _ = Initiator(new_context()).make_ap_req(ticket)
+    accepted = Acceptor(new_context(), b.principal, keytab=str(b.keytab)).accept(ap_req)
+    seen = decrypt_ticket_offline(new_context(), ap_req, str(b.keytab))
+    assert accepted.server_principal == seen.server_principal == b.principal
+    assert accepted.client_principal == seen.client_principal == a.principal

@@ -1,6 +1,7 @@
 """Hand-built messages: every KINK payload type, every ISAKMP payload type KINK uses, attribute
 forms, bundles, ID types, PrincName quoting, alignment, and what encode() refuses."""
 
+import copy
 import dataclasses
 import os
 import pickle
@@ -378,12 +379,15 @@ def test_format_principal_name_needs_a_component_and_a_realm() -> None:
         (Message(MessageType.CREATE, 1, (RawPayload(7, b""),)), None),
         (Message(MessageType.CREATE, 1, (RawPayload(0, b""),)), None),
         (Message(MessageType.CREATE, 1, (RawPayload(3, b""),)), None),
+        (Message(MessageType.CREATE, 1, (RawPayload(6, b""),)), None),  # KINK_ISAKMP
         (Message(MessageType.CREATE, 1, (RawPayload(256, b""),)), None),
         (Message(MessageType.CREATE, 1, (ErrorPayload(1 << 32),)), None),
         (Message(MessageType.CREATE, 1, (Isakmp((), 16, 0),)), None),
         (Message(MessageType.CREATE, 1, (Isakmp((), 1, 16),)), None),
         (Message(MessageType.CREATE, 1, (Isakmp((RawIsakmpPayload(1, b""),)),)), None),
         (Message(MessageType.CREATE, 1, (Isakmp((RawIsakmpPayload(0, b""),)),)), None),
+        (Message(MessageType.CREATE, 1, (Isakmp((RawIsakmpPayload(4, b""),)),)), None),  # KE
+        (Message(MessageType.CREATE, 1, (Isakmp((RawIsakmpPayload(10, b""),)),)), None),  # Ni
         (Message(MessageType.CREATE, 1, (Isakmp((KePayload(bytes(65532)),)),)), None),
         (Message(MessageType.CREATE, 1, (Isakmp((DeletePayload(3, (SPI, b"12")),)),)), None),
         (Message(MessageType.CREATE, 1, (Isakmp((DeletePayload(3, (bytes(256),)),)),)), None),
@@ -552,3 +556,19 @@ def test_a_decoded_transform_is_the_one_built_with_its_value() -> None:
     for length in range(isakmp.TRANSFORM_CACHE_SIZE + 10):
         isakmp.shared(Transform(2, 12, (Attribute(AttributeType.KEY_LENGTH, length, True),)))
         assert len(isakmp._shared_transforms) <= isakmp.TRANSFORM_CACHE_SIZE
+
+
+def test_a_transform_payload_is_encoded_once_and_a_changed_copy_anew() -> None:
+    # kink.wire.isakmp keeps a transform's two payloads (Next Payload 3 and 0) on the object:
+    # either position comes out right from the kept octets, and replace() encodes its own.
+    sa = SaPayload((_esp(1, Attribute(AttributeType.KEY_LENGTH, 128, True)),))
+    first = encode_qm([sa])
+    assert encode_qm([sa]) == first and decode_qm(first, sa.payload_type) == (sa,)
+    kept = sa.proposals[0].transforms[0]
+    changed = dataclasses.replace(kept, number=2, transform_id=3)
+    for pair in ((kept, changed), (changed, kept)):
+        both = SaPayload((Proposal(1, ProtocolId.ESP, SPI, pair),))
+        assert decode_qm(encode_qm([both]), both.payload_type) == (both,)
+    alone = SaPayload((Proposal(1, ProtocolId.ESP, SPI, (changed,)),))
+    assert decode_qm(encode_qm([alone]), alone.payload_type) == (alone,)
+    assert "_payloads" not in repr(kept) and copy.copy(kept) == kept

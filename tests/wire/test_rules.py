@@ -1,6 +1,7 @@
 """check_message(): the payloads each message type may carry (RFC 4430 §6, with §4, §4.2.6,
 §4.2.7, §5), the KINK_ERROR code of a violation and the ISAKMP Notify that answers it."""
 
+import dataclasses
 from typing import NamedTuple
 
 import pytest
@@ -318,3 +319,19 @@ def test_invalid_forms(case: Bad) -> None:
 def test_request_must_be_a_command(request_type: int) -> None:
     with pytest.raises(ValueError):
         check_message(VALID["REPLY to CREATE"].msg, request_type)
+
+
+def test_a_refused_transform_is_refused_every_time_and_an_accepted_one_stays_accepted() -> None:
+    # kink.wire.rules marks a transform that passed its checks; a refused one is never marked,
+    # and a changed copy of an accepted one is checked anew.
+    good = transforms(Attribute(AttributeType.KEY_LENGTH, 128, True))
+    for _ in range(2):
+        check_message(create_sa(good))
+    accepted = good.transforms[0]
+    bad = dataclasses.replace(
+        accepted, attributes=(Attribute(AttributeType.KEY_LENGTH, b"\x00\x80", False),)
+    )
+    for _ in range(2):
+        with pytest.raises(ProtocolError, match="basic attribute"):
+            check_message(create_sa(proposal(1, ProtocolId.ESP, bad)))
+    check_message(create_sa(good))
