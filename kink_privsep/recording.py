@@ -15,7 +15,6 @@ import os
 import random
 import threading
 import time
-from dataclasses import replace
 
 from kink_privsep.errors import KernelError
 from kink_privsep.model import (
@@ -95,7 +94,7 @@ class RecordingBackend:
             if not update and old is not None:
                 raise KernelError(errno.EEXIST)
             if old is not None and (old.enc is not None or old.auth is not None):
-                info = replace(old, lifetime=sa.lifetime)  # UPDSA on a mature SA
+                info = old._replace(lifetime=sa.lifetime)  # UPDSA on a mature SA
             else:
                 info = SaInfo(
                     sa.id,

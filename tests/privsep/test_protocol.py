@@ -214,6 +214,33 @@ def test_an_sa_replaced_by_someone_elses_is_no_longer_kinks(
     assert helper.backend.calls.count("add_sa") == 1 and "delete_sa" not in helper.backend.calls
 
 
+def test_kinks_own_policies_change_without_a_kernel_read(
+    helper: ThreadHelper, client: Client
+) -> None:
+    """As for SAs: a policy in the owned set is updated and deleted without a GETPOLICY."""
+    client.call("add_policy", POLICY)
+    client.call("update_policy", {**POLICY, "priority": TEST_PRIORITIES[1]})
+    client.call("delete_policy", {"dir": "out", "selector": POLICY["selector"]})
+    assert helper.backend.calls.count("get_policy") == 0
+
+
+def test_a_policy_replaced_by_someone_elses_is_no_longer_kinks(
+    helper: ThreadHelper, client: Client
+) -> None:
+    client.call("add_policy", POLICY)
+    helper.backend.foreign_add_policy(PolicySpec(policy_id(), priority=10))  # UPDPOLICY
+    for op, args in [
+        ("update_policy", POLICY),
+        ("delete_policy", {"dir": "out", "selector": POLICY["selector"]}),
+    ]:
+        with pytest.raises(PrivsepError) as e:
+            client.call(op, args)
+        assert e.value.code == "not_owned", op
+    assert helper.backend.get_policy(policy_id()).spec.priority == 10
+    assert "update_policy" not in helper.backend.calls
+    assert "delete_policy" not in helper.backend.calls
+
+
 def test_update_policy_replaces_or_adds_kinks_own(client: Client) -> None:
     client.call("update_policy", POLICY)  # adds
     client.call("update_policy", {**POLICY, "priority": TEST_PRIORITIES[1]})
