@@ -17,11 +17,11 @@ def main() -> None:
     datagram = raw(row)
     key = Key(18, bytes.fromhex(SESSION_KEY))
     sealer = SessionSealer(key)
-    opened = open_message(decode(datagram), datagram, key)
+    opened = open_message(decode(datagram), key)
     to_send = dataclasses.replace(opened, ciphertext=None)
 
     def receive() -> None:
-        open_message(decode(datagram), datagram, key)
+        open_message(decode(datagram), key)
 
     def send() -> None:
         encode(to_send, sealer)

@@ -5,7 +5,7 @@ Receiving is two steps because the key is only known once the AP-REQ or AP-REP i
 message has been verified by Kerberos:
     msg = kink.wire.decode(datagram)
     key = ... from msg's KINK_AP_REQ / KINK_AP_REP ...
-    msg = open_message(msg, datagram, key, request=...)   # Cksum, decryption, §6 rules
+    msg = open_message(msg, key, request=...)   # Cksum, decryption, §6 rules
 """
 
 from kink.crypto.errors import CryptoError
@@ -50,21 +50,27 @@ def seal(msg: Message, key: Key) -> bytes:
 def verify_cksum(datagram: bytes, key: Key) -> None:
     """RFC 4430 §4: verify the Cksum of a received datagram; CryptoError if it is absent or
     wrong ("If verification fails, the message MUST be dropped")."""
-    signed, cksum = cksum_input(datagram)
+    _verify(*cksum_input(datagram), key)
+
+
+def _verify(signed: bytes, cksum: bytes, key: Key) -> None:
     if not cksum:
         raise CryptoError("message has no Cksum although a session key is available")
     verify_checksum(key, KEY_USAGE_KINK_CKSUM, signed, cksum)
 
 
-def open_message(msg: Message, datagram: bytes, key: Key, *, request: int | None = None) -> Message:
-    """Verify the Cksum of `datagram` (already decoded into msg), decrypt its KINK_ENCRYPT and
-    check the §6 payload rules (`request`: for a REPLY, the command it answers).
+def open_message(msg: Message, key: Key, *, request: int | None = None) -> Message:
+    """Verify the Cksum of a received message (msg = kink.wire.decode(datagram), which keeps
+    the octets the Cksum covers in msg.signed), decrypt its KINK_ENCRYPT and check the §6
+    payload rules (`request`: for a REPLY, the command it answers).
 
     Raises CryptoError (bad or missing Cksum, decryption failure) or kink.wire.DecodeError
     (malformed inner payloads or a §6 violation); either way the message must be dropped or
     answered as the engine decides.
     """
-    verify_cksum(datagram, key)
+    # decode() kept the Cksum's coverage in msg.signed (cksum_input(datagram), without parsing
+    # the header a second time, issue 4).
+    _verify(msg.signed, msg.cksum, key)
     if msg.ciphertext is not None:
         plaintext = decrypt(key, KEY_USAGE_KINK_ENCRYPT, msg.ciphertext)
         # Field by field rather than dataclasses.replace, which introspects the class on
@@ -79,6 +85,7 @@ def open_message(msg: Message, datagram: bytes, key: Key, *, request: int | None
             msg.doi,
             msg.mjver,
             msg.cksum,
+            msg.signed,
         )
     check_message(msg, request)
     return msg

@@ -628,7 +628,7 @@ class Initiator(EngineCore):
             self.drop("ap-rep-not-verified", self.address(peer))
             return
         try:
-            msg = open_message(msg, data, key, request=txn.kind)
+            msg = open_message(msg, key, request=txn.kind)
         except (CryptoError, DecodeError):
             # §3.5: no way to report an error in a reply; log it and keep waiting.
             self.drop("bad-reply", self.address(peer))

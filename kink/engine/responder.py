@@ -145,7 +145,7 @@ class Responder(Initiator):
             self._kerberos_refusal(peer, msg, data, exc, now)
             return
         try:
-            msg = open_message(msg, data, accepted.key)
+            msg = open_message(msg, accepted.key)
         except CryptoError:
             self.drop("bad-cksum", addr)  # §4: "the message MUST be dropped"
             return

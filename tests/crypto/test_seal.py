@@ -45,7 +45,7 @@ def key_of(row: Row) -> Key:
 
 def opened(row: Row) -> Message:
     data = raw(row)
-    return open_message(decode(data), data, key_of(row), request=REQUEST_OF_REPLY.get(row.id))
+    return open_message(decode(data), key_of(row), request=REQUEST_OF_REPLY.get(row.id))
 
 
 @pytest.mark.parametrize("row", AUTHENTICATED, ids=lambda r: r.id)
@@ -115,7 +115,7 @@ def test_seal_then_open_round_trip() -> None:
     original = opened(row)
     key = key_of(row)
     data = seal(dataclasses.replace(original, ciphertext=None), key)
-    again = open_message(decode(data), data, key)
+    again = open_message(decode(data), key)
     assert again.encrypted == original.encrypted
     assert isinstance(again.payloads[0], ApReq)
     assert again.payloads == original.payloads

@@ -267,7 +267,7 @@ def test_keys_match_keymat(make_world: WorldFactory, kerberos_host: Any) -> None
     ticket = kerberos_host("a").credentials.cached_ticket(kerberos_host("b").principal)
     key = Key(ticket.session_key.enctype, ticket.session_key.material)
     create = world.delivered[0].data
-    msg = open_message(decode(create), create, key)
+    msg = open_message(decode(create), key)
     assert msg.encrypted is not None
     (isakmp,) = msg.encrypted
     assert isinstance(isakmp, Isakmp)

@@ -346,7 +346,7 @@ def test_responder_answers_authenticated_kink_errors(
     world.host("b").engine.datagram_received(data, (A, 910), world.now)
     world.drain()
     (reply,) = world.flight
-    opened = open_message(decode(reply.data), reply.data, key, request=MessageType.CREATE)
+    opened = open_message(decode(reply.data), key, request=MessageType.CREATE)
     assert opened.encrypted == (ErrorPayload(code),)
     log = world.host("b").kernel.log
     assert not [x for x in log if isinstance(x, (AllocateSpi, InstallSa))]

@@ -7,7 +7,7 @@ import pytest
 
 from kink.engine.config import PeerConfig, ProposalSpec, TransformSpec
 from kink.engine.proposals import Lifetime, NoProposal, check_reply, offer, select, with_spis
-from kink.wire import SaPayload, decode_qm, encode_qm
+from kink.wire import Attribute, SaPayload, Transform, decode_qm, encode_qm
 from kink.wire.ipsec_doi import AuthAlgorithm, EspTransform, GroupDescription, ProtocolId
 
 ESP_AES128_SHA1 = ProposalSpec(
@@ -85,3 +85,32 @@ def test_a_refusal_is_raised_again_for_the_same_shape() -> None:
     for _ in range(2):
         with pytest.raises(NoProposal):
             check_reply(offer(PEER, {ProtocolId.ESP: 5}, None), _wire(with_spis(reply, {3: 1})))
+
+
+def test_equal_transforms_that_are_distinct_objects_get_the_same_answers() -> None:
+    # A transform equal to a shared one but another object (not passed through
+    # kink.wire.shared) gets the answers of the shared one, whatever the caches keep.
+    def unshared(sa: SaPayload) -> SaPayload:
+        return SaPayload(
+            tuple(
+                dataclasses.replace(
+                    p, transforms=tuple(Transform(*_fields(t)) for t in p.transforms)
+                )
+                for p in sa.proposals
+            )
+        )
+
+    offered = offer(PEER, {ProtocolId.ESP: 0x300}, None)
+    copy = unshared(_wire(offered))
+    assert copy == _wire(offered)
+    assert copy.proposals[0].transforms[0] is not _wire(offered).proposals[0].transforms[0]
+    choice, reply = select(copy, PEER, None)
+    assert (choice, reply) == select(_wire(offered), PEER, None)
+    replied = with_spis(reply, {ProtocolId.ESP: 0x301})
+    checked = check_reply(unshared(offered), unshared(_wire(replied)))
+    assert checked == check_reply(offered, _wire(replied))
+    assert checked.protocols[0].peer_spi == 0x301
+
+
+def _fields(transform: Transform) -> tuple[int, int, tuple[Attribute, ...]]:
+    return transform.number, transform.transform_id, transform.attributes

@@ -131,7 +131,7 @@ def make_attack(make_world: WorldFactory, kerberos_host: KerberosHostFactory) ->
     create = next(f.data for f in world.delivered if decode(f.data).type == MessageType.CREATE)
     ticket = a.port.ticket_for(b.principal)
     key = a.port.ticket_key(ticket)
-    inner = open_message(decode(create), create, key).encrypted
+    inner = open_message(decode(create), key).encrypted
     assert inner is not None
     attack = Attack(world, a, b, key, ticket, create, inner)
     for host in world.hosts.values():

@@ -195,7 +195,7 @@ def _authenticated(attack: Attack, out: Outcome) -> tuple:  # type: ignore[type-
     (datagram,) = out.sent
     msg = decode(datagram)
     assert msg.type == MessageType.REPLY and isinstance(msg.payloads[0], ApRep)
-    opened = open_message(msg, datagram, attack.key)
+    opened = open_message(msg, attack.key)
     assert opened.encrypted is not None
     return opened.encrypted
 

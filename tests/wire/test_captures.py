@@ -99,6 +99,16 @@ def test_cksum_input_zeroes_cksumlen_and_shortens_length(row: Row) -> None:
     assert signed[16:] == data[16:without]
 
 
+@by_id
+def test_decode_keeps_the_cksum_coverage(row: Row) -> None:
+    # msg.signed is what the crypto layer verifies the Cksum over (RFC 4430 §4); octets after
+    # Length are not covered.
+    data = raw(row)
+    msg = decode(data + b"trailing")
+    assert msg.signed == (cksum_input(data)[0] if row.cksum_len else b"")
+    assert "signed" not in repr(msg)
+
+
 def _decrypted(row: Row) -> tuple[Isakmp, ...]:
     inner = decode_inner(plaintexts()[row.id])
     assert all(isinstance(p, Isakmp) for p in inner)

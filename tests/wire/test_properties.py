@@ -243,7 +243,9 @@ def _feed_message(rng: random.Random, data: bytes) -> None:
         msg = decode(data)
     except DecodeError:
         return
-    assert cksum_input(data)[1] == msg.cksum
+    signed, cksum = cksum_input(data)
+    assert cksum == msg.cksum
+    assert msg.signed == (signed if cksum else b"")
     again = encode(msg, ReplaySealer(msg.ciphertext, msg.cksum) if msg.cksum else None)
     assert decode(again) == msg
     length = int.from_bytes(data[2:4], "big")
