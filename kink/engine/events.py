@@ -76,19 +76,16 @@ class SaTransform:
     _hash: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(
-            self,
-            "_hash",
-            hash(
-                (
-                    self.protocol,
-                    self.encryption,
-                    self.enc_key_bits,
-                    self.aead_icv_bits,
-                    self.authentication,
-                    self.auth_trunc_bits,
-                )
-            ),
+        object.__setattr__(self, "_hash", hash(self._values()))
+
+    def _values(self) -> tuple[object, ...]:
+        return (
+            self.protocol,
+            self.encryption,
+            self.enc_key_bits,
+            self.aead_icv_bits,
+            self.authentication,
+            self.auth_trunc_bits,
         )
 
     def __hash__(self) -> int:
@@ -97,14 +94,7 @@ class SaTransform:
     def __reduce__(self) -> tuple[type["SaTransform"], tuple[object, ...]]:
         # Copies and pickles are built anew: a str hashes differently in another process
         # (PYTHONHASHSEED), so the cached hash must not travel.
-        return SaTransform, (
-            self.protocol,
-            self.encryption,
-            self.enc_key_bits,
-            self.aead_icv_bits,
-            self.authentication,
-            self.auth_trunc_bits,
-        )
+        return SaTransform, self._values()
 
 
 # ------------------------------------------------------------------------------- SA actions

@@ -3,7 +3,6 @@ young responder children saved with them, coalesced write-ahead saving and the o
 holds datagrams until what precedes them is done. The state file itself: test_state_file."""
 
 import threading
-from ipaddress import ip_network
 
 import pytest
 import trio
@@ -13,43 +12,21 @@ from kink.daemon import state_writer
 from kink.daemon.answers import Answers, asks_ack
 from kink.daemon.outbox import Outbox
 from kink.daemon.state import (
-    SaId,
     SavedAnswer,
     SavedChild,
 )
 from kink.daemon.state_writer import LAZY_DELAY, StateWriter, WriteThread
-from kink.engine import ChildRecord
-from kink.engine.events import Address, SaLifetimes, SaTransform, Selector
+from kink.engine.events import Address
 from kink.wire.constants import ACKREQ_FLAG, MessageType
 from kink.wire.header import HEADER
+from tests.daemon.saved import OTHER, PAIR, record
 
 PEER: Address = ("192.0.2.2", 910)
-PAIR: frozenset[SaId] = frozenset({("esp", 0x1001, "192.0.2.1"), ("esp", 0x2002, "192.0.2.2")})
-OTHER: frozenset[SaId] = frozenset({("esp", 0x3003, "192.0.2.1"), ("esp", 0x4004, "192.0.2.2")})
 
 
 def datagram(kind: MessageType, xid: int, *, ackreq: bool = False) -> bytes:
     flags = ACKREQ_FLAG if ackreq else 0
     return HEADER.pack(kind, 0x10, HEADER.size + 8, 1, xid, 0, flags, 0) + b"payload!"
-
-
-def record(spi_in: int, spi_out: int) -> ChildRecord:
-    return ChildRecord(
-        peer="b",
-        initiator=False,
-        spis=((3, spi_in, spi_out),),
-        mode="transport",
-        reqid=0x10040,
-        local=Selector(ip_network("192.0.2.1/32")),
-        remote=Selector(ip_network("192.0.2.2/32")),
-        send_ids=False,
-        transforms=(SaTransform(3, "rfc4106(gcm(aes))", 128, 128, None, None),),
-        life=SaLifetimes(0, 3600, 0, 0),
-        pfs_group=None,
-        peer_epoch=7,
-        age=1.5,
-        rekey_in=None,
-    )
 
 
 # -------------------------------------------------------------------------------- answers
