@@ -657,7 +657,8 @@ class Daemon:
         child is read from its entry as the engine takes it (SavedEntry): their objects are
         made among the engine's and go one by one, not 100,000s of them at once (issue 9)."""
         whole = [entry for entry in saved.entries if all(sa in kernel for sa in entry.sas)]
-        answered: list[SavedChild] = []  # the children with a REPLY (answers.py)
+        # The children with a REPLY (answers.py), by id() of their entry: each read once.
+        answered: dict[int, SavedChild] = {}
         unreadable: set[int] = set()  # the entries found so (by id()), told once
 
         def records() -> Iterator[ChildRecord]:
@@ -667,7 +668,7 @@ class Daemon:
                     unreadable.add(id(entry))
                     continue
                 if child.answer is not None:
-                    answered.append(child)
+                    answered[id(entry)] = child
                 yield child.record
 
         elapsed = max(0.0, time.time() - saved.saved_at)
@@ -684,24 +685,25 @@ class Daemon:
             taken,
         )
         for entry in saved.entries:
-            if id(entry) in unreadable:
+            if id(entry) in unreadable or (entry.sas and kept.issuperset(entry.sas)):
                 continue
-            if not entry.sas or not kept.issuperset(entry.sas):
+            child = answered.get(id(entry))
+            if child is None:
                 child = self._saved_child(entry, saved.saved_at)
                 if child is None:
                     continue
-                if child.answer is not None and child not in answered:
-                    answered.append(child)
-                spis = ", ".join(f"{i:#010x}/{o:#010x}" for _, i, o in child.record.spis)
-                log.warning("%s: SAs %s not taken over", child.record.peer, spis)
+                if child.answer is not None:
+                    answered[id(entry)] = child
+            spis = ", ".join(f"{i:#010x}/{o:#010x}" for _, i, o in child.record.spis)
+            log.warning("%s: SAs %s not taken over", child.record.peer, spis)
         ids = {}
-        for child in answered:  # the id each child taken over got in the engine
+        for child in answered.values():  # the id each child taken over got in the engine
             if kept.issuperset(child.sas):
                 protocol, spi_in, _ = child.record.spis[0]
                 engine_child = self.engine.sadb.by_inbound(protocol, spi_in)
                 assert engine_child is not None
                 ids[child.sas] = engine_child.id
-        self.answers.restore(answered, ids)
+        self.answers.restore(answered.values(), ids)
         return kept
 
     def _saved_child(self, entry: SavedEntry, saved_at: float) -> SavedChild | None:
