@@ -25,9 +25,14 @@ class KernelError(Exception):
         self.errno = err
         self.text = text
 
+    @property
+    def not_found(self) -> bool:
+        """The object asked for does not exist (XFRM answers ENOENT or ESRCH)."""
+        return self.errno in (errno.ENOENT, errno.ESRCH)
+
     def refusal(self) -> Refusal:
         if self.errno == errno.EEXIST:
             return Refusal(protocol.ERR_EXISTS, self.text, self.errno)
-        if self.errno in (errno.ENOENT, errno.ESRCH):
+        if self.not_found:
             return Refusal(protocol.ERR_NOT_FOUND, self.text, self.errno)
         return Refusal(protocol.ERR_KERNEL, self.text, self.errno)

@@ -17,7 +17,6 @@ reports (a clock read and a write(2): ~60 us per line where system calls are slo
 
 from __future__ import annotations
 
-import errno
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -260,7 +259,7 @@ class Service:
         try:
             policy = self.backend.get_policy(pid)
         except KernelError as e:
-            if missing_ok and e.errno in (errno.ENOENT, errno.ESRCH):  # its ERR_NOT_FOUND
+            if missing_ok and e.not_found:
                 return False
             raise
         if not self.owns_policy(policy):
