@@ -2,9 +2,11 @@
 (a throwaway MIT realm, aes256-cts-hmac-sha1-96 session keys, kink.krb5.replay cache), the
 in-memory SA backend of the engine tests, 2-way optimistic ESP AES-128-CBC + HMAC-SHA1.
 
-Each exchange: ACQUIRE -> SPI allocation -> optimistic inbound SA -> CREATE -> AP-REQ check ->
-SPI allocation -> two SAs -> REPLY -> AP-REP check -> outbound SA; then both engines forget
-the pair locally (no DELETE) so that the next ACQUIRE negotiates again.
+Each exchange: ACQUIRE -> optimistic inbound SA (its SPI drawn by the engine from the OS's
+CSPRNG, as in kinkd) -> CREATE -> AP-REQ check -> two SAs (the inbound SPI drawn) -> REPLY ->
+AP-REP check -> outbound SA; then both engines forget the pair locally (no DELETE) so that the
+next ACQUIRE negotiates again. A 2-way exchange reserves no SPI in the kernel (no AllocateSpi:
+the driver refuses one).
 
 The driver below hands each action straight to its handler and each datagram straight to the
 other engine, so that the figure is the engines' cost and not a simulator's. It times every
@@ -30,7 +32,6 @@ from kink.daemon.runner import GC_YOUNG_THRESHOLD
 from kink.engine import Engine, EngineConfig, Krb5Port, PeerConfig, ProposalSpec, TransformSpec
 from kink.engine.events import (
     Acquire,
-    AllocateSpi,
     DeleteSa,
     FetchTicket,
     InstallSa,
@@ -69,7 +70,6 @@ class Side:
         self.deleted = 0
         self._handlers: dict[type, Callable[[Any], None]] = {
             SendDatagram: lambda a: self.outbox.append(a.data),
-            AllocateSpi: lambda a: engine.helper_result(kernel.allocate(a), 0.0),
             InstallSa: lambda a: engine.helper_result(kernel.install(a), 0.0),
             UpdateSa: lambda a: engine.helper_result(kernel.update(a), 0.0),
             DeleteSa: lambda a: engine.helper_result(kernel.delete(a), 0.0),

@@ -100,7 +100,8 @@ def _selector(src: Selector, src_text: str, dst: Selector, dst_text: str) -> dic
 
 
 def alloc_spi(action: AllocateSpi, ranges: HelperRanges) -> dict[str, Any]:
-    """A larval inbound SA; its reqid is replaced when the engine fills it (InstallSa)."""
+    """A larval inbound SA; its reqid is replaced when the engine fills it (InstallSa.fills:
+    update_sa)."""
     return {
         "proto": PROTOCOL_NAMES[action.protocol],
         "src": action.src,

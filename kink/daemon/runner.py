@@ -58,6 +58,7 @@ from kink.daemon.state_writer import StateWriter, WriteThread
 from kink.daemon.transport import Transport
 from kink.engine import ChildRecord, ConfigChangeError, Engine, PeerConfig, StartAction
 from kink.engine.events import (
+    EEXIST,
     Action,
     Address,
     AllocateSpi,
@@ -102,7 +103,7 @@ TRAFFIC_POLL_COST = 20
 # exchange on the initiator and 56.5 on the responder (gc.callbacks, thread CPU time). At
 # 10,000: 0 and 26 us. The older generations keep their default ratios (10, 10).
 GC_YOUNG_THRESHOLD = 10_000
-_HELPER_ERRNO = {hp.ERR_EXISTS: "EEXIST", hp.ERR_NOT_FOUND: "ENOENT"}
+_HELPER_ERRNO = {hp.ERR_EXISTS: EEXIST, hp.ERR_NOT_FOUND: "ENOENT"}
 _POLICY_ACTIONS = (StartAction.TRAP, StartAction.START)
 
 
@@ -153,11 +154,16 @@ def _give_back_free_memory() -> None:
 
 
 def _errno_name(exc: HelperError | HelperGone) -> str:
+    """HelperResult.error. The helper's own code decides where it has one of _HELPER_ERRNO:
+    the engine acts on EEXIST (kink.engine.events: another SPI), whatever errno came with it."""
     if isinstance(exc, HelperGone):
         return "EHELPERGONE"
+    name = _HELPER_ERRNO.get(exc.code)
+    if name is not None:
+        return name
     if exc.errno is not None:
         return errno.errorcode.get(exc.errno, str(exc.errno))
-    return _HELPER_ERRNO.get(exc.code, exc.code.upper())
+    return exc.code.upper()
 
 
 class Daemon:
@@ -463,8 +469,9 @@ class Daemon:
             await submit("delete_sa", sa_id, _ignore_outcome)
             await submit("add_sa", args, finish)
         else:
-            # An inbound SPI was allocated (larval SA): fill it; outbound SAs are new.
-            await submit("update_sa" if spec.inbound else "add_sa", args, finish)
+            # New SAs are added (EEXIST if the SPI is taken: the engine draws another); only
+            # the larval SA of an AllocateSpi is filled (XFRM UPDSA).
+            await submit("update_sa" if action.fills else "add_sa", args, finish)
         del args  # the request held copies of the keys; the spec's are zeroed here
         for key in (spec.enc_key, spec.auth_key):
             key[:] = bytes(len(key))

@@ -86,6 +86,14 @@ def _never_called(now: float) -> None:
     raise AssertionError("a cancelled timer fired")
 
 
+# RFC 4303 §2.1: SPI 0 is reserved for local use and 1-255 by IANA; our inbound SPIs are drawn
+# uniformly from the rest (EngineCore.draw_spi).
+SPI_MIN, SPI_END = 0x100, 0x1_0000_0000
+# An inbound SA is tried with at most this many SPIs, then its exchange fails as for any failed
+# install: a drawn SPI is taken in the kernel (EEXIST) with a probability of (SAs held) / 2**32,
+# so that three in a row are not chance (a kernel or helper gone wrong).
+SPI_DRAWS = 3
+
 # The heap is pruned of cancelled timers when it has doubled since the last pruning, so that
 # cancelled retransmission timers (one per exchange, due seconds later) cost O(1) amortised
 # and do not pile up under a high exchange rate.
@@ -104,11 +112,16 @@ class EngineCore(ABC):
         epoch: int,
         now: float,
         rng: random.Random | None = None,
+        spi_rng: random.Random | None = None,
     ) -> None:
         self.config = config
         self.kerberos = kerberos
         self.epoch = epoch
         self.rng = rng if rng is not None else random.Random()
+        # Inbound SPIs come from the OS's CSPRNG: an off-path attacker who could predict them
+        # could aim forged packets or DELETEs at them (rng, a Mersenne Twister, is only for
+        # what may be guessed: XIDs, jitter). Tests pass a seeded random.Random.
+        self.spi_rng = spi_rng if spi_rng is not None else random.SystemRandom()
         self.sadb = self.SADB()
         # The peer tables: change them only through register / unregister (Engine.add_peer,
         # remove_peer, replace_peer, reconfigure). Removed peers whose DELETE is under way
@@ -302,15 +315,30 @@ class EngineCore(ABC):
 
     # -------------------------------------------------------------------------- children
 
+    def draw_spi(self, protocol: int) -> int:
+        """A new inbound SPI for `protocol`, uniform over SPI_MIN..2**32-1, that no child of ours
+        uses inbound. The kernel may still hold it (an SA under way, someone else's): its
+        InstallSa then fails with EEXIST and the caller draws again, at most SPI_DRAWS times."""
+        while True:
+            spi = self.spi_rng.randrange(SPI_MIN, SPI_END)
+            if self.sadb.by_inbound(protocol, spi) is None:
+                return spi
+
     def install(
-        self, spec: SaSpec, child: Child, *, update: bool = False, acquire_seq: int | None = None
+        self,
+        spec: SaSpec,
+        child: Child,
+        *,
+        update: bool = False,
+        acquire_seq: int | None = None,
+        fills: bool = False,
     ) -> int:
         def done(result: HelperResult, now: float) -> None:
             if result.error is not None:
                 self.child_failed(child, f"install failed: {result.error}", now)
 
         token = self.token(done)
-        self.emit(UpdateSa(token, spec) if update else InstallSa(token, spec, acquire_seq))
+        self.emit(UpdateSa(token, spec) if update else InstallSa(token, spec, acquire_seq, fills))
         return token
 
     def delete_sa(self, protocol: int, spi: int, src: str, dst: str) -> None:

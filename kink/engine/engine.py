@@ -90,8 +90,9 @@ class EngineState:
 
 
 class Engine(Lifecycle):
-    """Engine(config, kerberos, *, epoch, now, rng=None); feed it inputs, drain next_action()
-    after each, and call handle_timer() when next_timer() is due.
+    """Engine(config, kerberos, *, epoch, now, rng=None, spi_rng=None); feed it inputs, drain
+    next_action() after each, and call handle_timer() when next_timer() is due. rng: XIDs and
+    jitter; spi_rng: our inbound SPIs (the OS's CSPRNG unless given, kink.engine.core).
 
     Changing it while it runs (kink.engine.lifecycle): add_peer, remove_peer, replace_peer,
     reconfigure; across a restart of the daemon: child_records, then restore in the new one."""

@@ -15,9 +15,11 @@ LocalRequest (Initiate, Terminate, Rekey, Status). Outputs drained with Engine.n
 the SA and ticket actions, SendDatagram, and Notice events for logs and kinkctl.
 
 Order matters: the daemon executes actions in the order they come out and sends a datagram only
-once every action emitted before it has been carried out (so "install the optimistic inbound SA,
-then send CREATE" is those two actions in that order, RFC 4430 §3.2). A failed action is
-reported through helper_result and does not stop the ones after it.
+once every action emitted before it has been carried out. A failed action is reported through
+helper_result and does not stop the ones after it. A datagram naming one of our inbound SPIs
+(a CREATE, the REPLY to one) is emitted only once the helper_result of that SA's install (or
+AllocateSpi) said it is in: an SPI the kernel refused (EEXIST) is drawn again before anything
+names it (RFC 4430 §3.2 step 1: the optimistic inbound SA is in place before CREATE goes).
 """
 
 from dataclasses import dataclass, field
@@ -138,7 +140,11 @@ class SendDatagram:
 
 @dataclass(slots=True)
 class AllocateSpi:
-    """Reserve an inbound SPI (XFRM ALLOCSPI: a larval SA src -> dst); the result's spi."""
+    """Reserve an inbound SPI (XFRM ALLOCSPI: a larval SA src -> dst); the result's spi.
+
+    Only for an inbound SA whose keys are known after the REPLY (the initiator's, with KE or
+    outside the optimistic bundle, kink.engine.initiator): every other inbound SPI the engine
+    draws itself and installs with InstallSa at once."""
 
     token: int
     protocol: int
@@ -148,8 +154,9 @@ class AllocateSpi:
 
 @dataclass(slots=True)
 class InstallSa:
-    """Install an SA (for an allocated inbound SPI: fill in the larval SA). EEXIST if the
-    (dst, protocol, spi) is taken.
+    """Install an SA: a new one (XFRM NEWSA; fails with EEXIST if anything, a larval SA
+    included, holds its (dst, protocol, spi)), or with `fills` the larval SA of an AllocateSpi
+    of this SPI (XFRM UPDSA: NEWSA there would be EEXIST).
 
     acquire_seq: set on the outbound SAs of an exchange a kernel ACQUIRE started (Acquire.seq):
     XFRM answers an ACQUIRE with the state carrying its seq, and the ACQUIRE's larval state is
@@ -158,6 +165,7 @@ class InstallSa:
     token: int
     spec: SaSpec
     acquire_seq: int | None = None
+    fills: bool = False
 
 
 @dataclass(slots=True)
@@ -294,9 +302,15 @@ class SaGone:
 KernelEvent = Acquire | Expire | SaGone
 
 
+EEXIST = "EEXIST"
+"""HelperResult.error of an InstallSa whose (dst, protocol, spi) another SA holds: for an
+inbound SA the SPI the engine drew is taken (it draws another), for an outbound one the peer's
+SPI is (RFC 4430 §3.2 INVALID-SPI). The daemon gives the helper's "exists" this name."""
+
+
 @dataclass(slots=True)
 class HelperResult:
-    """The outcome of an SA action. error: an errno name such as "EEXIST" when it failed."""
+    """The outcome of an SA action. error: an errno name such as EEXIST when it failed."""
 
     token: int
     spi: int | None = None

@@ -25,8 +25,9 @@ from kink.crypto.rfc3961 import Key
 from kink.crypto.seal import open_message
 from kink.engine import messages
 from kink.engine.config import EngineConfig, Policy, StartAction, U2u
-from kink.engine.core import EngineCore, Timer
+from kink.engine.core import SPI_DRAWS, EngineCore, Timer
 from kink.engine.events import (
+    EEXIST,
     AllocateSpi,
     FetchTicket,
     FetchU2uTicket,
@@ -67,6 +68,7 @@ from kink.wire import (
     MessageType,
     NoncePayload,
     NotifyPayload,
+    Proposal,
     SaPayload,
     TgtRep,
 )
@@ -148,8 +150,9 @@ class Initiator(EngineCore):
         epoch: int,
         now: float,
         rng: random.Random | None = None,
+        spi_rng: random.Random | None = None,
     ) -> None:
-        super().__init__(config, kerberos, epoch=epoch, now=now, rng=rng)
+        super().__init__(config, kerberos, epoch=epoch, now=now, rng=rng, spi_rng=spi_rng)
         # Timer callbacks bound once per engine: each timer holds one of these and its
         # transaction or child, not a closure of its own (kink.engine.core.Timer).
         self._timeout_call: Callable[[Transaction, float], None] = self._timeout
@@ -379,14 +382,24 @@ class Initiator(EngineCore):
         if txn.kind is not _CREATE:
             self._first_send(txn, now)
             return
-        protocols = protocols_of(txn.peer.config)
-        needed = [(n, p) for n in txn.negotiations for p in protocols if p not in n.spis]
+        peer = txn.peer.config
+        # Two ways to an inbound SPI, for one reason: whether its keys are known before the
+        # CREATE leaves. The optimistic SA's are (§3.2 step 1: no KE, the first bundle, KEYMAT
+        # without Nr): _open draws its SPI and installs it at once. Any other's come with the
+        # REPLY (g^xy with KE, Nr when another bundle is chosen), and its SPI must be ours in
+        # the kernel meanwhile, or the offer could name an SPI that some other SA takes before
+        # ours is in: it is reserved here (XFRM ALLOCSPI, a larval SA) and filled on the REPLY
+        # (InstallSa.fills, _install_child).
+        optimistic = () if self._group(txn) is not None else _first_bundle(txn.peer)
+        needed = [
+            (n, p) for n in txn.negotiations for p in protocols_of(peer) if p not in optimistic
+        ]
         if not needed:
             self._first_send(txn, now)
             return
         left = [len(needed)]
         errors: list[str] = []
-        here, there = self.config.address, txn.peer.config.address
+        here, there = self.config.address, peer.address
 
         # One closure per exchange, bound to each SPI by a partial (C): a factory of closures
         # would cost a Python call more per SPI (issue 4).
@@ -404,6 +417,10 @@ class Initiator(EngineCore):
                 AllocateSpi(self.token(partial(got, negotiation, protocol)), protocol, there, here)
             )
 
+    def _group(self, txn: Transaction) -> int | None:
+        """The KE group the CREATE offers (None: no KE, §3.2)."""
+        return txn.peer.config.pfs_group if txn.use_ke else None
+
     def _spis_done(self, txn: Transaction, errors: list[str], now: float) -> None:
         if txn.done:
             return
@@ -414,52 +431,101 @@ class Initiator(EngineCore):
 
     def _first_send(self, txn: Transaction, now: float) -> None:
         if txn.kind is _CREATE:
-            txn.inner = tuple(self._create_isakmp(txn, n) for n in txn.negotiations)
-        elif txn.kind is MessageType.DELETE:
+            specs = [spec for neg in txn.negotiations for spec in self._open(txn, neg)]
+            self._install_optimistic(txn, specs, 1, now)
+            return
+        if txn.kind is MessageType.DELETE:
             txn.inner = (Isakmp(_delete_payloads(txn.deletes, inbound=True)),)
         self._transmit(txn, now)
 
-    def _create_isakmp(self, txn: Transaction, neg: Negotiation) -> Isakmp:
-        peer = txn.peer.config
+    def _open(self, txn: Transaction, neg: Negotiation) -> list[tuple[Negotiation, SaSpec]]:
+        """Ni, the KE, the optimistic SPIs drawn and the offer of one negotiation; the
+        optimistic inbound SAs to install before the CREATE leaves (none with KE)."""
+        peer = txn.peer
         neg.ni = os.urandom(self.config.nonce_length)
-        group = peer.pfs_group if txn.use_ke else None
-        neg.offered = offer(peer, neg.spis, group)
-        payloads: list[IsakmpPayload] = [neg.offered, NoncePayload(neg.ni)]
+        group = self._group(txn)
         if group is not None:
             neg.dh = DhExchange(group)
-            payloads.append(KePayload(neg.dh.public_bytes()))
-        if neg.policy.send_ids:
-            payloads += [id_payload(neg.policy.local), id_payload(neg.policy.remote)]
-        if neg.dh is None:
-            # RFC 4430 §3.2 step 1: the optimistic inbound SA (first transforms of the first
-            # proposal, KEYMAT without Nr) is in place before CREATE goes out.
-            assert txn.key is not None
-            inputs = SaKeymat(txn.key, neg.ni, None, None, self.config.aes_prf)
-            configured = configured_life(peer)
-            life = self._life(configured.seconds, configured.kilobytes)
-            for proposal in neg.offered.proposals:
-                if proposal.number != neg.offered.proposals[0].number:
-                    break
-                spi = neg.spis[proposal.protocol]
-                spec = sa_spec(
-                    inputs,
-                    proposal.protocol,
-                    spi,
-                    params_of(proposal.transforms[0]),
-                    self._place(txn.peer, neg.policy, inbound=True),
-                    life,
-                    self.config.replay_window,
-                )
-                neg.optimistic.append(spec)
-                self.emit_install_optimistic(txn, spec)
-        return Isakmp(tuple(payloads))
+            neg.offered = offer(peer.config, neg.spis, group)
+            return []
+        bundle = _first_bundle(peer)
+        for protocol in bundle:
+            neg.spis[protocol] = self.draw_spi(protocol)
+        neg.offered = offer(peer.config, neg.spis, None)
+        configured = configured_life(peer.config)
+        life = self._life(configured.seconds, configured.kilobytes)
+        return [(neg, self._optimistic_spec(txn, neg, protocol, life)) for protocol in bundle]
 
-    def emit_install_optimistic(self, txn: Transaction, spec: SaSpec) -> None:
-        def done(result: HelperResult, now: float) -> None:
-            if result.error is not None and not txn.done:
-                self._fail(txn, f"optimistic SA install failed: {result.error}", None, now)
+    def _optimistic_spec(
+        self, txn: Transaction, neg: Negotiation, protocol: int, life: SaLifetimes
+    ) -> SaSpec:
+        """RFC 4430 §3.2 step 1: the optimistic inbound SA of `protocol` (the first transform
+        of the first proposal, KEYMAT without Nr) for the SPI neg.spis[protocol]."""
+        assert txn.key is not None and neg.offered is not None
+        proposal = _proposal_of(neg.offered, protocol)  # the first bundle's
+        return sa_spec(
+            SaKeymat(txn.key, neg.ni, None, None, self.config.aes_prf),
+            protocol,
+            neg.spis[protocol],
+            params_of(proposal.transforms[0]),
+            self._place(txn.peer, neg.policy, inbound=True),
+            life,
+            self.config.replay_window,
+        )
 
-        self.emit(InstallSa(self.token(done), spec))
+    def _install_optimistic(
+        self, txn: Transaction, specs: list[tuple[Negotiation, SaSpec]], draw: int, now: float
+    ) -> None:
+        """Install the optimistic inbound SAs (the `draw`-th SPI of each), then send the CREATE
+        (§3.2 step 1): no SPI leaves before its SA is in. An SPI the kernel finds taken
+        (EEXIST: an SA under way, someone else's) is drawn again, its SA keyed anew (KEYMAT
+        covers the SPI, RFC 4430 §7) and installed, SPI_DRAWS times at most; any other failure
+        ends the CREATE before it is sent. Only SAs installed are ever deleted: the SPI of an
+        EEXIST is another SA's."""
+        if not specs:
+            self._send_create(txn, now)
+            return
+        left = [len(specs)]
+        again: list[tuple[Negotiation, SaSpec]] = []
+        errors: list[str] = []
+
+        def done(neg: Negotiation, spec: SaSpec, result: HelperResult, now: float) -> None:
+            if result.error is None:
+                if txn.done:  # given up meanwhile: _fail deleted the ones it knew of
+                    self.delete_sa(spec.protocol, spec.spi, spec.src, spec.dst)
+                else:
+                    neg.optimistic.append(spec)
+            elif result.error == EEXIST and draw < SPI_DRAWS:
+                again.append((neg, spec))
+            else:
+                errors.append(result.error)
+            left[0] -= 1
+            if left[0] or txn.done:
+                return
+            if errors:
+                self._fail(txn, f"optimistic SA install failed: {errors[0]}", None, now)
+            elif again:
+                redrawn = [(n, self._redrawn_optimistic(txn, n, s)) for n, s in again]
+                self._install_optimistic(txn, redrawn, draw + 1, now)
+            else:
+                self._send_create(txn, now)
+
+        for neg, spec in specs:
+            self.emit(InstallSa(self.token(partial(done, neg, spec)), spec))
+
+    def _redrawn_optimistic(self, txn: Transaction, neg: Negotiation, taken: SaSpec) -> SaSpec:
+        """The optimistic SA `taken` with a new SPI (and the offer naming it)."""
+        protocol = taken.protocol
+        neg.spis[protocol] = self.draw_spi(protocol)
+        neg.offered = offer(txn.peer.config, neg.spis, None)
+        life = SaLifetimes(
+            taken.soft_seconds, taken.hard_seconds, taken.soft_bytes, taken.hard_bytes
+        )
+        return self._optimistic_spec(txn, neg, protocol, life)
+
+    def _send_create(self, txn: Transaction, now: float) -> None:
+        txn.inner = tuple(_create_isakmp(neg) for neg in txn.negotiations)
+        self._transmit(txn, now)
 
     def _place(self, peer: PeerState, policy: Policy, *, inbound: bool) -> SaPlace:
         here, there = self.config.address, peer.config.address
@@ -951,7 +1017,8 @@ class Initiator(EngineCore):
                     life,
                     self.config.replay_window,
                 )
-                self.install(spec, child, update=previous is not None)
+                # No optimistic SA: its SPI was reserved (AllocateSpi, _prepare): fill it.
+                self.install(spec, child, update=previous is not None, fills=previous is None)
             spec = sa_spec(
                 inputs,
                 n.protocol,
@@ -1074,6 +1141,30 @@ class _Queued:
 
     def __call__(self, now: float) -> None:
         self.engine._start(self.txn, now)
+
+
+def _first_bundle(peer: PeerState) -> tuple[int, ...]:
+    """The protocols of the first proposal: those of the optimistic SAs (§3.2 step 1)."""
+    return tuple(t.protocol for bundle in peer.config.proposals[:1] for t in bundle.transforms)
+
+
+def _proposal_of(sa: SaPayload, protocol: int) -> Proposal:
+    """The first proposal of `protocol` in an offer (of the first bundle that has it)."""
+    for proposal in sa.proposals:
+        if proposal.protocol == protocol:
+            return proposal
+    raise ValueError(f"no proposal of protocol {protocol}")
+
+
+def _create_isakmp(neg: Negotiation) -> Isakmp:
+    """One negotiation's KINK_ISAKMP of a CREATE (RFC 4430 §3.2, §5.3)."""
+    assert neg.offered is not None
+    payloads: list[IsakmpPayload] = [neg.offered, NoncePayload(neg.ni)]
+    if neg.dh is not None:
+        payloads.append(KePayload(neg.dh.public_bytes()))
+    if neg.policy.send_ids:
+        payloads += [id_payload(neg.policy.local), id_payload(neg.policy.remote)]
+    return Isakmp(tuple(payloads))
 
 
 def first_of(payloads: Iterable[object], kind: type[_P]) -> _P | None:

@@ -24,9 +24,9 @@ from kink.crypto.keymat import SaKeymat
 from kink.crypto.seal import open_message, verify_cksum
 from kink.engine import messages
 from kink.engine.config import EngineConfig, Policy
-from kink.engine.core import Timer
+from kink.engine.core import SPI_DRAWS, Timer
 from kink.engine.events import (
-    AllocateSpi,
+    EEXIST,
     HelperResult,
     InstallSa,
     NegotiationFailed,
@@ -37,7 +37,7 @@ from kink.engine.events import (
 from kink.engine.ids import selector_of, within
 from kink.engine.initiator import Initiator, _delete_payloads, _notify_name, _reaper, first_of
 from kink.engine.kerberos import AcceptedRequest, KerberosError, KerberosPort
-from kink.engine.keys import sa_spec, sa_transform
+from kink.engine.keys import SaPlace, sa_spec, sa_transform
 from kink.engine.proposals import Choice, NoProposal, select, with_spis
 from kink.engine.sadb import Child, ChildState, PeerState, SaPair
 from kink.wire import (
@@ -106,6 +106,8 @@ class _Plan:
     outbound: list[SaSpec] = field(default_factory=list)
     nr: bytes | None = None
     our_ke: bytes | None = None
+    keymat: SaKeymat | None = None  # the child's KEYMAT inputs (an SA re-keyed for a new SPI)
+    installed: list[SaSpec] = field(default_factory=list)  # SAs in the kernel (deleted on failure)
     errors: list[str] = field(default_factory=list)
 
 
@@ -122,8 +124,9 @@ class Responder(Initiator):
         epoch: int,
         now: float,
         rng: random.Random | None = None,
+        spi_rng: random.Random | None = None,
     ) -> None:
-        super().__init__(config, kerberos, epoch=epoch, now=now, rng=rng)
+        super().__init__(config, kerberos, epoch=epoch, now=now, rng=rng, spi_rng=spi_rng)
         # the reply cache (§9), by (authenticated client principal, XID)
         self.answers: dict[tuple[str, int], Answer] = {}
 
@@ -261,31 +264,19 @@ class Responder(Initiator):
     def _answer_create(
         self, peer: PeerState, accepted: AcceptedRequest, msg: Message, entry: Answer, now: float
     ) -> None:
+        """Each KINK_ISAKMP chosen gets inbound SPIs drawn here (no kernel round trip: every
+        key of the responder's SAs is known now, Nr and g^xy being ours to make) and its child
+        installed; the REPLY, naming those SPIs, is built once every install is over."""
         plans = [_Plan(p) for p in (msg.encrypted or ()) if isinstance(p, Isakmp)]
+        installs: list[tuple[_Plan, SaSpec]] = []
         for plan in plans:
             self._plan(peer, plan)
-        needed = [
-            (plan, n.protocol) for plan in plans if plan.choice for n in plan.choice.protocols
-        ]
-        if not needed:
-            self._create_installed(peer, accepted, msg.xid, entry, plans, now)
-            return
-        left = [len(needed)]
-        here, there = self.config.address, peer.config.address
-
-        # One closure per exchange, bound to each SPI by a partial (C): a factory of closures
-        # would cost a Python call more per SPI (issue 4).
-        def got(plan: _Plan, protocol: int, result: HelperResult, now: float) -> None:
-            if result.spi is None:
-                plan.errors.append(result.error or "no SPI")
-            else:
-                plan.spis[protocol] = result.spi
-            left[0] -= 1
-            if left[0] == 0:
-                self._create_spis(peer, accepted, msg.xid, entry, plans, now)
-
-        for plan, protocol in needed:
-            self.emit(AllocateSpi(self.token(partial(got, plan, protocol)), protocol, there, here))
+            if plan.choice is None:
+                continue
+            for n in plan.choice.protocols:
+                plan.spis[n.protocol] = self.draw_spi(n.protocol)
+            installs += self._child_for(peer, accepted, plan, now)
+        self._create_spis(peer, accepted, msg.xid, entry, plans, installs, 1, now)
 
     def _plan(self, peer: PeerState, plan: _Plan) -> None:
         """Choose for one KINK_ISAKMP, or set the Notify that refuses it (§5.5)."""
@@ -364,42 +355,62 @@ class Responder(Initiator):
         xid: int,
         entry: Answer,
         plans: list[_Plan],
+        installs: list[tuple[_Plan, SaSpec]],
+        draw: int,
         now: float,
     ) -> None:
-        tokens: list[tuple[_Plan, SaSpec]] = []
-        for plan in plans:
-            if plan.choice is None:
-                continue
-            if plan.errors:
-                plan.notify = _notify(NotifyType.PAYLOAD_MALFORMED)
-                self._release_spis(peer, plan)
-                continue
-            specs = self._child_for(peer, accepted, plan, now)
-            if specs is None:
-                continue
-            tokens += specs
-        if not tokens:
+        """Install the SAs (inbound ones with their `draw`-th SPI), then answer. An inbound SA
+        whose SPI the kernel finds taken (EEXIST: an SA under way, someone else's) gets another
+        SPI and its keys anew (KEYMAT covers the SPI, RFC 4430 §7), SPI_DRAWS times at most;
+        an outbound one's EEXIST is the initiator's SPI taken here (INVALID-SPI, §3.2)."""
+        if not installs:
             self._create_installed(peer, accepted, xid, entry, plans, now)
             return
-        left = [len(tokens)]
+        left = [len(installs)]
+        again: list[tuple[_Plan, SaSpec]] = []
 
-        def done(plan: _Plan, result: HelperResult, now: float) -> None:  # as in _answer_create
-            if result.error is not None:
+        # One closure per round, bound to each SA by a partial (C): a factory of closures
+        # would cost a Python call more per SA (issue 4).
+        def done(plan: _Plan, spec: SaSpec, result: HelperResult, now: float) -> None:
+            if result.error is None:
+                plan.installed.append(spec)
+            elif result.error == EEXIST and spec.inbound and draw < SPI_DRAWS:
+                again.append((plan, spec))
+            else:
                 plan.errors.append(result.error)
             left[0] -= 1
             if left[0] == 0:
-                self._create_installed(peer, accepted, xid, entry, plans, now)
+                redrawn = [(p, self._redrawn_inbound(p, s)) for p, s in again if not p.errors]
+                self._create_spis(peer, accepted, xid, entry, plans, redrawn, draw + 1, now)
 
-        for plan, spec in tokens:
-            self.emit(InstallSa(self.token(partial(done, plan)), spec))
+        for plan, spec in installs:
+            self.emit(InstallSa(self.token(partial(done, plan, spec)), spec))
 
-    def _release_spis(self, peer: PeerState, plan: _Plan) -> None:
-        for protocol, spi in plan.spis.items():
-            self.delete_sa(protocol, spi, peer.config.address, self.config.address)
+    def _redrawn_inbound(self, plan: _Plan, taken: SaSpec) -> SaSpec:
+        """The inbound SA `taken` with a new SPI, in the plan's child and REPLY too."""
+        child = plan.child
+        assert child is not None and child.life is not None
+        assert plan.choice is not None and plan.keymat is not None
+        protocol = taken.protocol
+        spi = plan.spis[protocol] = self.draw_spi(protocol)
+        for pair in child.sas:
+            if pair.protocol == protocol:
+                pair.inbound_spi = spi
+        params = next(n.params for n in plan.choice.protocols if n.protocol == protocol)
+        place = SaPlace(
+            taken.src,
+            taken.dst,
+            True,
+            taken.mode,
+            taken.reqid,
+            taken.src_selector,
+            taken.dst_selector,
+        )
+        return sa_spec(plan.keymat, protocol, spi, params, place, child.life, taken.replay_window)
 
     def _child_for(
         self, peer: PeerState, accepted: AcceptedRequest, plan: _Plan, now: float
-    ) -> list[tuple[_Plan, SaSpec]] | None:
+    ) -> list[tuple[_Plan, SaSpec]]:
         choice = plan.choice
         assert choice is not None and plan.policy is not None
         gxy = None
@@ -410,14 +421,13 @@ class Responder(Initiator):
                 gxy = dh.shared_secret(plan.their_ke)
             except CryptoError:
                 plan.notify = _notify(NotifyType.INVALID_KEY_INFORMATION)
-                self._release_spis(peer, plan)
-                return None
+                return []
             plan.our_ke = dh.public_bytes()
         # §3.2: another proposal, a KE or our own nonce make it 3-way; we then add Nr (§6.3).
         three_way = not choice.optimistic or gxy is not None or self.config.responder_nonce
         if three_way:
             plan.nr = os.urandom(self.config.nonce_length)
-        inputs = SaKeymat(accepted.key, plan.ni, plan.nr, gxy, self.config.aes_prf)
+        inputs = plan.keymat = SaKeymat(accepted.key, plan.ni, plan.nr, gxy, self.config.aes_prf)
         life = self._life(choice.lifetime.seconds, choice.lifetime.kilobytes)
         child = Child(
             self.sadb.new_id(),
@@ -467,11 +477,12 @@ class Responder(Initiator):
         for plan in plans:
             child = plan.child
             if child is not None and plan.errors:
-                # EEXIST: the initiator's SPI is taken here after all (§3.2 INVALID-SPI).
-                for pair in child.sas:
-                    pair.inbound = pair.outbound = True
-                self.delete_inbound(child)
-                self.delete_outbound(child)
+                # An outbound EEXIST: the initiator's SPI is taken here after all (§3.2
+                # INVALID-SPI); any other failure is answered alike, as the initiator's
+                # answer to it is the one wanted: a new CREATE, new SPIs on both sides. What
+                # went in goes (an SPI that was EEXIST is another SA's: left alone).
+                for spec in plan.installed:
+                    self.delete_sa(spec.protocol, spec.spi, spec.src, spec.dst)
                 first = child.sas[0]
                 plan.notify = _notify(
                     NotifyType.INVALID_SPI,

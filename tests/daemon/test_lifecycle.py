@@ -1,7 +1,10 @@
-"""Reload, restart with the epoch kept or renewed (RFC 4430 §3.7), helper restarts, sd_notify."""
+"""Reload, restart with the epoch kept or renewed (RFC 4430 §3.7), helper restarts, sd_notify;
+how kinkd puts its SAs in through the helper (inbound SPIs drawn, EEXIST, PFS reservations)."""
 
+import random
 import socket
 from dataclasses import replace
+from ipaddress import ip_address
 from typing import Any
 
 import pytest
@@ -11,7 +14,9 @@ from kink.daemon.config import KinkConfig
 from kink.daemon.notify import Notifier
 from kink.daemon.state import STATE_FILE, StateStore
 from kink.engine import StartAction
+from kink.engine.core import SPI_END, SPI_MIN
 from kink_privsep.client import Client
+from kink_privsep.model import IPPROTO_ESP, MODE_TRANSPORT, SaId, SaInfo
 from tests.daemon.conftest import HostsFactory
 from tests.daemon.harness import (
     HELPER_CONFIG,
@@ -143,11 +148,26 @@ async def test_restart_deletes_the_sas_the_state_file_does_not_account_for(
         await a.start(nursery)
         await wait_for_a_pair(a, b)
         pair = {sa["spi"] for sa in a.sas()}
+        (inbound,) = [sa for sa in a.sas() if sa["dst"] == a.address]
         await a.stop()
         args = {"proto": "esp", "src": b.address, "dst": a.address}
-        with Client(str(a.helper.path)) as client:  # what an optimistic inbound SA starts as
-            orphan = client.call("alloc_spi", {**args, "reqid": HELPER_CONFIG.reqid_range[0]})
-        assert orphan["spi"] in {sa["spi"] for sa in a.helper.dump()["sas"]}
+        with Client(str(a.helper.path)) as client:
+            # What a CREATE's inbound SA starts as: with KE, a larval SA (its keys come with
+            # the REPLY); else the optimistic SA itself, added under its policy's reqid.
+            larval = client.call("alloc_spi", {**args, "reqid": HELPER_CONFIG.reqid_range[0]})
+            optimistic = {
+                **args,
+                "mode": inbound["mode"],
+                "spi": next(spi for spi in range(0x4B1D_0000, 0x4B1E_0000) if spi not in pair),
+                "reqid": inbound["reqid"],
+                "enc": "aes-cbc",
+                "enc_key": bytes(16),
+                "auth": "hmac-sha1-96",
+                "auth_key": bytes(20),
+            }
+            client.call("add_sa", optimistic)
+        orphans = {larval["spi"], optimistic["spi"]}
+        assert orphans <= {sa["spi"] for sa in a.helper.dump()["sas"]}
 
         await a.start(nursery)
         assert {sa["spi"] for sa in a.helper.dump()["sas"]} == pair
@@ -235,3 +255,51 @@ async def test_delete_on_stop_deletes_every_sa_on_both_sides(make_hosts: HostsFa
         await wait_for(lambda: b.sas() == [], "b's SAs deleted")
         assert [p["sas"] for p in (await b.request("peers"))["peers"]] == [0]
         await b.stop()
+
+
+async def test_an_inbound_spi_the_kernel_holds_is_drawn_again(make_hosts: HostsFactory) -> None:
+    """kinkd draws its inbound SPIs and adds the SAs (add_sa); the helper's "exists" reaches
+    the engine as EEXIST, which draws another SPI: the pair comes up with that one, and the SA
+    that held the first (another owner's) is left alone."""
+    hosts = make_hosts(a={"b": START}, b={"a": NONE})
+    a, b = hosts["a"], hosts["b"]
+    async with trio.open_nursery() as nursery:
+        daemon = await b.start(nursery)
+        daemon.engine.spi_rng = random.Random(7)
+        taken = random.Random(7).randrange(SPI_MIN, SPI_END)  # the first SPI b will draw
+        sa_id = SaId(ip_address(b.address), taken, IPPROTO_ESP)
+        foreign = SaInfo(sa_id, ip_address(a.address), MODE_TRANSPORT, 7, "aes-cbc", "hmac-sha1-96")
+        b.helper.backend.foreign_add_sa(foreign)
+        await a.start(nursery)
+        await wait_for_a_pair(a, b)
+        (inbound,) = [sa["spi"] for sa in b.sas() if sa["dst"] == b.address]
+        assert inbound != taken
+        assert foreign in b.helper.backend.dump_sas()
+        assert b.helper.backend.calls.count("add_sa") == 3  # the first one refused
+        await a.stop()
+        await b.stop()
+
+
+@pytest.mark.parametrize("pfs", [None, 14])
+async def test_only_a_create_with_ke_reserves_an_spi(
+    make_hosts: HostsFactory, pfs: int | None
+) -> None:
+    """Without KE every inbound SA is added at once (add_sa); with KE the initiator's inbound
+    SPI is reserved (alloc_spi) and filled on the REPLY (update_sa), RFC 4430 §3.2."""
+    hosts = make_hosts(a={"b": START}, b={"a": NONE})
+    a, b = hosts["a"], hosts["b"]
+    for node in (a, b):
+        (peer,) = node.config.engine.peers
+        node.config = with_peers(node.config, replace(peer, pfs_group=pfs))
+    async with trio.open_nursery() as nursery:
+        await b.start(nursery)
+        await a.start(nursery)
+        await wait_for_a_pair(a, b)
+        await a.stop()
+        await b.stop()
+    calls_a, calls_b = a.helper.backend.calls, b.helper.backend.calls
+    reserved = ["alloc_spi", "update_sa"] if pfs else []
+    assert [c for c in calls_a if c in ("alloc_spi", "update_sa")] == reserved
+    assert not [c for c in calls_b if c in ("alloc_spi", "update_sa")]
+    assert calls_b.count("add_sa") == 2
+    assert calls_a.count("add_sa") == (1 if pfs else 2)  # with KE, the outbound SA only

@@ -363,7 +363,7 @@ def test_unaccounted_sas_are_ours_and_not_kept() -> None:
     kernel = {
         ("esp", 0x1001, "192.0.2.1"): 0x10040,  # kept: a child taken over
         ("esp", 0x5005, "192.0.2.1"): 0x10040,  # optimistic inbound of a dead exchange
-        ("esp", 0x6006, "192.0.2.1"): 0x10000,  # larval (alloc_spi)
+        ("esp", 0x6006, "192.0.2.1"): 0x10000,  # larval (alloc_spi: a CREATE with KE)
         ("esp", 0x7007, "192.0.2.1"): 0x90000,  # another owner's reqid
     }
     ours = lambda reqid: 0x10000 <= reqid < 0x20000  # noqa: E731

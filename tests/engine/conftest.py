@@ -150,7 +150,14 @@ def make_world(kerberos_host: KerberosHostFactory) -> WorldFactory:
             )
             peer = replace(peer, **overrides)
             config = EngineConfig(ADDRESSES[me], mine.principal, (peer,), **extra)
-            eng = Engine(config, mine.port, epoch=epoch, now=now, rng=random.Random(rng.random()))
+            eng = Engine(
+                config,
+                mine.port,
+                epoch=epoch,
+                now=now,
+                rng=random.Random(rng.random()),
+                spi_rng=random.Random(rng.random()),
+            )
             kernel = Kernel(random.Random(rng.random()))
             hosts.append(Host(me, ADDRESSES[me], eng, kernel, mine.credentials))
         return World(hosts, now)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from kink.engine import Engine
 from kink.engine.events import (
+    EEXIST,
     Action,
     AllocateSpi,
     DeleteSa,
@@ -30,29 +31,38 @@ SaKey = tuple[str, int, int]  # (dst, protocol, spi): what identifies an SA in t
 
 @dataclass
 class Kernel:
-    """The recording SA backend of one host."""
+    """The recording SA backend of one host, as XFRM answers: an SPI held by anything (an SA,
+    a larval one from ALLOCSPI, another owner's) cannot be added again (EEXIST); only a larval
+    SA can be filled (InstallSa.fills, UPDSA)."""
 
     rng: random.Random
     larval: set[SaKey] = field(default_factory=set)
     sas: dict[SaKey, SaSpec] = field(default_factory=dict)
+    # SAs of another owner (another daemon, a manual one): a test puts them here; kink may
+    # collide with them (EEXIST) but must never delete them.
+    others: set[SaKey] = field(default_factory=set)
     log: list[Action] = field(default_factory=list)
+
+    def taken(self, key: SaKey) -> bool:
+        return key in self.sas or key in self.larval or key in self.others
 
     def allocate(self, action: AllocateSpi) -> HelperResult:
         while True:
             spi = self.rng.randrange(0x100, 0xFFFFFFFF)
             key = (action.dst, action.protocol, spi)
-            if key not in self.sas and key not in self.larval:
+            if not self.taken(key):
                 self.larval.add(key)
                 return HelperResult(action.token, spi=spi)
 
     def install(self, action: InstallSa) -> HelperResult:
         s = action.spec
         key = (s.dst, s.protocol, s.spi)
-        if key in self.sas:
-            return HelperResult(action.token, error="EEXIST")
-        if s.inbound and key not in self.larval:
-            return HelperResult(action.token, error="ENOENT")  # inbound SPIs are allocated
-        self.larval.discard(key)
+        if action.fills:
+            if key not in self.larval:
+                return HelperResult(action.token, error="ESRCH")
+            self.larval.discard(key)
+        elif self.taken(key):
+            return HelperResult(action.token, error=EEXIST)
         self.sas[key] = s
         return HelperResult(action.token)
 
@@ -66,6 +76,7 @@ class Kernel:
 
     def delete(self, action: DeleteSa) -> HelperResult:
         key = (action.dst, action.protocol, action.spi)
+        assert key not in self.others, f"another owner's SA {action.spi:#x} deleted"
         self.larval.discard(key)
         if self.sas.pop(key, None) is None:
             return HelperResult(action.token, error="ENOENT")
@@ -89,8 +100,12 @@ class InFlight:
     src: str
     dst: str
     data: bytes
+    # The SAs in the sender's kernel when it was sent, and its larval ones (ALLOCSPI).
+    installed: frozenset[SaKey] = frozenset()
+    larval: frozenset[SaKey] = frozenset()
 
 
+_SA_ACTIONS = (AllocateSpi, InstallSa, UpdateSa, DeleteSa)
 Fate = Callable[[InFlight], str]  # "deliver", "drop", "dup" or "delay"
 
 
@@ -106,6 +121,11 @@ class World:
         self.fate: Fate = deliver_all
         self._seq = itertools.count()
         self.delivered: list[InFlight] = []
+        # helper_lag: SA actions are carried out (and answered) only once no engine has
+        # anything else to do, as a helper process answers after the daemon went on: a
+        # datagram emitted meanwhile leaves before them.
+        self.helper_lag = False
+        self._lagging: list[tuple[Host, Action]] = []
 
     def host(self, name: str) -> Host:
         return next(h for h in self.hosts.values() if h.name == name)
@@ -118,13 +138,25 @@ class World:
             for host in self.hosts.values():
                 while (action := host.engine.next_action()) is not None:
                     busy = True
+                    if self.helper_lag and isinstance(action, _SA_ACTIONS):
+                        self._lagging.append((host, action))
+                    else:
+                        self._act(host, action)
+            if self._lagging:
+                busy = True
+                lagging, self._lagging = self._lagging, []
+                for host, action in lagging:
                     self._act(host, action)
 
     def _act(self, host: Host, action: Action) -> None:
         engine, kernel = host.engine, host.kernel
         if isinstance(action, SendDatagram):
             host.sent.append(action.data)
-            self.flight.append(InFlight(next(self._seq), host.address, action.peer[0], action.data))
+            installed, larval = frozenset(kernel.sas), frozenset(kernel.larval)
+            item = InFlight(
+                next(self._seq), host.address, action.peer[0], action.data, installed, larval
+            )
+            self.flight.append(item)
             return
         kernel.log.append(action)
         if isinstance(action, AllocateSpi):
