@@ -1,7 +1,10 @@
 """kink_privsep: requests/s through the helper's Unix socket (recording backend): one at a time,
 pipelined (one message each) and in batches of protocol.MAX_BATCH (one message each way per
-batch); the cost of encoding one SA message, and, when user-mode Linux can run, SA add+delete
-pairs/s on a real ESP kernel: straight through netlink and through the helper."""
+batch); the cost of encoding one SA message; as root, requests on the running kernel (XFRM
+without ESP, in a network namespace of its own): policy add+delete and ALLOCSPI+DELSA pairs, and a
+NEWSA the kernel refuses for want of ESP (encoding, the round trip and the kernel's checks of the
+message, all but the state's creation), straight through netlink and through the helper; and,
+when user-mode Linux can run, SA add+delete pairs/s on a real ESP kernel, both ways."""
 
 from __future__ import annotations
 
@@ -20,8 +23,17 @@ from typing import Any
 
 from bench.common import emit, rate
 from kink_privsep import protocol, validate, xfrm
-from kink_privsep.client import Client
-from kink_privsep.model import IPPROTO_ESP, MODE_TRANSPORT, Config, SaId, SaSpec
+from kink_privsep.client import Client, PrivsepError
+from kink_privsep.errors import KernelError
+from kink_privsep.model import (
+    IPPROTO_ESP,
+    MODE_TRANSPORT,
+    AddPolicy,
+    Config,
+    SaId,
+    SaSpec,
+    SpiRequest,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 REQID = Config().reqid_range[0] + 1
@@ -37,6 +49,24 @@ SA_ARGS: dict[str, Any] = {
     "lifetime": {"soft_add_seconds": 3000, "hard_add_seconds": 3600},
 }
 SA_ID = {"proto": "esp", "dst": "192.0.2.2", "spi": 0x1000}
+# _spec()'s algorithms. Why not SA_ARGS on the host kernel: without rfc4106(gcm(aes)) built in,
+# each NEWSA asking for it makes the kernel try to load a module (~0.4 ms, not the helper's).
+CBC_SA_ARGS = SA_ARGS | {
+    "enc": "aes-cbc",
+    "enc_key": bytes(16),
+    "auth": "hmac-sha256-128",
+    "auth_key": bytes(32),
+}
+SPI_ARGS = {"proto": "esp", "src": "192.0.2.1", "dst": "192.0.2.2", "reqid": REQID}
+POLICY_ARGS: dict[str, Any] = {
+    "dir": "out",
+    "selector": {"src": "10.20.0.0/24", "dst": "10.21.0.0/24", "proto": 17, "dport": 5000},
+    "priority": Config().priority_band[0] + 1,
+    "templates": [
+        {"proto": "esp", "mode": "tunnel", "reqid": REQID, "src": "192.0.2.1", "dst": "192.0.2.2"}
+    ],
+}
+POLICY_ID = {"dir": "out", "selector": POLICY_ARGS["selector"]}
 PIPELINE = 64  # requests in flight
 
 
@@ -55,12 +85,15 @@ def _spec() -> SaSpec:
 
 
 @contextlib.contextmanager
-def _helper(backend: str) -> Iterator[str]:
-    """`python -m kink_privsep` on a fresh socket, for this uid; yields the socket path."""
+def _helper(backend: str, netns: str | None = None) -> Iterator[str]:
+    """`python -m kink_privsep` on a fresh socket, for this uid (in network namespace `netns`
+    if given); yields the socket path."""
     with tempfile.TemporaryDirectory(prefix="kpb-") as d:
         path = os.path.join(d, "privsep.sock")
         command = [sys.executable, "-m", "kink_privsep", "--socket", path, "--backend", backend]
         command += ["--daemon-uid", str(os.getuid()), "--log-level", "WARNING"]
+        if netns is not None:
+            command = ["ip", "netns", "exec", netns, *command]
         process = subprocess.Popen(command, cwd=REPO)
         try:
             deadline = time.monotonic() + 60
@@ -136,6 +169,105 @@ def _direct_figure(seconds: float) -> tuple[str, float, str]:
         backend.close()
 
 
+@contextlib.contextmanager
+def _netns() -> Iterator[str]:
+    """A network namespace of our own: the host's XFRM tables are never touched."""
+    name = f"kink-bench-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=True)
+
+
+def _host_direct_figures(seconds: float) -> list[tuple[str, float, str]]:
+    """Kernel requests straight through XfrmBackend (made in the namespace): us per request."""
+    from kink_privsep.backend import XfrmBackend
+
+    config = Config()
+    policy = validate.command("add_policy", POLICY_ARGS, config)
+    spi_request = validate.command("alloc_spi", SPI_ARGS, config)
+    assert isinstance(policy, AddPolicy) and isinstance(spi_request, SpiRequest)
+    backend, spec = XfrmBackend(), _spec()
+    try:
+
+        def policy_pair() -> None:
+            backend.add_policy(policy.policy, update=False)
+            backend.delete_policy(policy.policy.id)
+
+        def spi_pair() -> None:
+            spi = backend.alloc_spi(spi_request)
+            backend.delete_sa(SaId(spi_request.dst, spi, spi_request.proto))
+
+        def refused_newsa() -> None:
+            try:
+                backend.add_sa(spec, update=False)
+            except KernelError:
+                return
+            raise RuntimeError("this kernel has ESP: the UML figures measure it")
+
+        return [
+            ("privsep_host_netlink_policy_add_del", 1e6 / rate(policy_pair, seconds) / 2, "us"),
+            ("privsep_host_netlink_allocspi_delsa", 1e6 / rate(spi_pair, seconds) / 2, "us"),
+            ("privsep_host_netlink_newsa_refused", 1e6 / rate(refused_newsa, seconds), "us"),
+        ]
+    finally:
+        backend.close()
+
+
+def _host_helper_figures(path: str, seconds: float) -> list[tuple[str, float, str]]:
+    """The same requests through the helper on the running kernel: us per request."""
+    with Client(path) as c:
+
+        def policy_pair() -> None:
+            c.call("add_policy", POLICY_ARGS)
+            c.call("delete_policy", POLICY_ID)
+
+        def policies_batched() -> None:
+            requests: list[tuple[str, dict[str, Any]]] = []
+            for i in range(protocol.MAX_BATCH // 2):
+                selector = POLICY_ARGS["selector"] | {"dport": 5000 + i}
+                requests.append(("add_policy", POLICY_ARGS | {"selector": selector}))
+                requests.append(("delete_policy", POLICY_ID | {"selector": selector}))
+            for i in c.send_batch(requests):
+                if not c.wait(i).ok:
+                    raise RuntimeError("request refused")
+
+        def spi_pair() -> None:
+            spi = c.call("alloc_spi", SPI_ARGS)["spi"]
+            c.call("delete_sa", SA_ID | {"spi": spi})
+
+        def refused_newsa() -> None:
+            try:
+                c.call("add_sa", CBC_SA_ARGS)  # as _spec(): the kernel has these algorithms
+            except PrivsepError as e:
+                if e.code == protocol.ERR_KERNEL:
+                    return
+                raise
+            raise RuntimeError("this kernel has ESP: the UML figures measure it")
+
+        batched = rate(policies_batched, seconds) * protocol.MAX_BATCH
+        return [
+            ("privsep_host_helper_policy_add_del", 1e6 / rate(policy_pair, seconds) / 2, "us"),
+            ("privsep_host_helper_policy_batched", 1e6 / batched, "us"),
+            ("privsep_host_helper_allocspi_delsa", 1e6 / rate(spi_pair, seconds) / 2, "us"),
+            ("privsep_host_helper_newsa_refused", 1e6 / rate(refused_newsa, seconds), "us"),
+        ]
+
+
+def host_figures() -> list[tuple[str, float, str]]:
+    """Per request on the running kernel, in a namespace of our own (root only)."""
+    from tests.support.e2e import in_namespace
+
+    with _netns() as name:
+        with in_namespace(name):
+            figures = _host_direct_figures(0.5)
+        with _helper("xfrm", netns=name) as path:
+            figures += _host_helper_figures(path, 0.5)
+    return figures
+
+
 def uml_figures() -> None:
     """Run inside UML (real ESP): print one JSON line per figure for main() to emit."""
     figures = [_direct_figure(1.0)]
@@ -163,6 +295,9 @@ def main() -> None:
     with _helper("recording") as path:
         for name, value, unit in _socket_figures(path, "recording", 1.0):
             emit(name, value, unit, backend="recording")
+    if os.geteuid() == 0:
+        for name, value, unit in host_figures():
+            emit(name, value, unit, backend="xfrm", where="host kernel, no ESP", per="request")
 
     from tests.support import uml  # the harness of the test suite: boots UML with ESP
 

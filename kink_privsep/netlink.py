@@ -18,6 +18,7 @@ from typing import TypeVar
 from kink_privsep.errors import KernelError
 
 NLMSG_HDR = struct.Struct("@IHHII")  # struct nlmsghdr: len, type, flags, seq, pid
+_SEQ_PID = struct.Struct("@II")  # nlmsghdr's seq and pid, at offset 8
 NLA_HDR = struct.Struct("@HH")  # struct nlattr: len, type
 NLMSG_ERROR = 2
 NLMSG_DONE = 3
@@ -31,6 +32,7 @@ NETLINK_EXT_ACK = 11  # errors carry the kernel's reason text
 SO_RCVBUFFORCE = 33  # <asm-generic/socket.h>; the socket module lacks it
 RECV_SIZE = 65536  # a dump part never exceeds 32 KiB; one event or reply is far smaller
 MAX_PENDING_READS = 256
+_ZEROS = memoryview(bytes(RECV_SIZE))  # wipes the receive buffer without making a copy to do it
 # <linux/filter.h>: classic BPF, the socket filters of SO_ATTACH_FILTER.
 SO_ATTACH_FILTER = 26
 SOCK_FILTER = struct.Struct("=HBBI")  # struct sock_filter: code, jt, jf, k
@@ -135,7 +137,7 @@ class NetlinkSocket:
         """Send `msg` (then zero it) and read its whole answer: the decoded replies (several for
         a dump), or [] for an ACK. A kernel error raises KernelError."""
         self._seq = self._seq % 0xFFFF_FFFF + 1
-        struct.pack_into("@II", msg, 8, self._seq, self.portid)  # the kernel echoes our portid
+        _SEQ_PID.pack_into(msg, 8, self._seq, self.portid)  # the kernel echoes our portid
         flags = NLMSG_HDR.unpack_from(msg)[2]
         try:
             self._sock.send(msg)
@@ -157,7 +159,7 @@ class NetlinkSocket:
                     if not flags & (NLM_F_ACK | NLM_F_DUMP):
                         return results  # a GET or ALLOCSPI has exactly one reply
             finally:
-                self._buf[:n] = bytes(n)
+                self._buf[:n] = _ZEROS[:n]
 
     def pending(self, decode: Decoder[T]) -> tuple[list[T], bool]:
         """The messages already queued (multicast events; at most MAX_PENDING_READS reads),
@@ -177,13 +179,13 @@ class NetlinkSocket:
             try:
                 results.extend(decode(kind, pid, body) for kind, _, pid, body in self._messages(n))
             finally:
-                self._buf[:n] = bytes(n)
+                self._buf[:n] = _ZEROS[:n]
         return results, lost
 
     def _recv(self, flags: int) -> int:
         n = self._sock.recv_into(self._buf, 0, flags | socket.MSG_TRUNC)
         if n > len(self._buf):
-            self._buf[:] = bytes(len(self._buf))
+            self._buf[:] = _ZEROS
             raise KernelError(errno.EMSGSIZE, f"netlink message of {n} bytes")
         return n
 

@@ -122,6 +122,30 @@ def test_replies_come_in_request_order(client: Client) -> None:
     assert seen == ids
 
 
+def test_queued_messages_never_read_an_empty_event_source(
+    helper: ThreadHelper, client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The helper takes one message per client per wake-up, and the wake-up says whether kernel
+    events are pending: messages queued behind each other cost no read of the events socket
+    (a system call that finds nothing), while an event is still read, once, and forwarded."""
+    reads: list[int] = []
+    events = helper.backend.events
+
+    def counted() -> list[Any]:
+        got = events()
+        reads.append(len(got))
+        return got
+
+    monkeypatch.setattr(helper.backend, "events", counted)
+    client.call("add_sa", sa(0x1000))
+    ids = [client.send("hello") for _ in range(100)]
+    assert all(client.wait(i).ok for i in ids)
+    assert reads == []
+    helper.backend.kernel_expire(model_sa_id(0x1000), hard=False)
+    assert wait_event(client, lambda e: e.kind == "expire").data["hard"] is False
+    assert reads == [1]
+
+
 def test_sa_life_cycle_and_no_keys_in_replies(client: Client) -> None:
     key, auth_key = b"K" * 16, b"A" * 32
     client.call(
