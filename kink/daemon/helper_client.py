@@ -3,12 +3,14 @@ batched, events handed to the daemon as they come, reconnection with back-off.
 
 Batching (kink_privsep.protocol, "Batches"): submit() only queues a request; a writer task
 sends what the daemon's tasks queued in one scheduling round as one message (up to the
-helper's max_batch), and the helper answers it in one. Why: each message costs a system call
-and a wake-up of the other process, more than the helper's work on a request, and an exchange
-issues its SA actions in bursts (the responder's inbound and outbound SAs, a rekey's deletes).
-For the same reason the socket is read and written directly (non-blocking, trio only waits for
-it to be ready): every message that has come is read in one wake-up, and a send that succeeds
-costs no trip through trio's scheduler.
+helper's max_batch), and the helper answers it in one; or, when the helper has nothing in
+hand, flush() sends them at once, from a caller that has queued all it had for now (the
+daemon, after each run of the engine's actions), a turn of the loop sooner. Why batches:
+each message costs a system call and a wake-up of the other process, more than the helper's
+work on a request, and an exchange issues its SA actions in bursts (the responder's inbound
+and outbound SAs, a rekey's deletes). For the same reason the socket is read and written
+directly (non-blocking, trio only waits for it to be ready): every message that has come is
+read in one wake-up, and a send that succeeds costs no trip through trio's scheduler.
 
 Protocol: kink_privsep.protocol (imported, never restated). While the helper is away, calls
 wait for it to come back; calls in flight when it went away fail with HelperGone (the helper may
@@ -20,6 +22,7 @@ longer wait: while the helper is away they fail at once with HelperGone.
 # Annotations stay strings: trio.TaskStatus only exists from trio 0.23 (Debian 12 has 0.22).
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 from collections import deque
@@ -226,29 +229,48 @@ class HelperClient:
             while True:
                 await self._queued.wait()
                 self._queued = trio.Event()
-                while self._queue:
-                    message = self._take()
-                    while True:
-                        try:
-                            sock.send(message)
-                            break
-                        except BlockingIOError:
-                            await trio.lowlevel.wait_writable(sock)
+                while not self._send_queued(sock):
+                    await trio.lowlevel.wait_writable(sock)
         except OSError as exc:
             log.warning("kink-privsep connection: %s", exc.strerror)
         scope.cancel()
 
-    def _take(self) -> bytes:
-        """The next message: the oldest queued requests, as a batch when there are several."""
+    def _send_queued(self, sock: socket.socket) -> bool:
+        """Send the queued requests while the socket takes them: False once it is full. A
+        message's requests leave the queue only once it is sent, so whoever sends next (the
+        writer task or flush()) starts with them: the helper gets them in the order submitted."""
         queue = self._queue
-        taken = [queue.popleft()]
-        size = protocol.BATCH_OVERHEAD + len(taken[0])
-        while queue and len(taken) < self._max_batch:
-            size += len(queue[0])
-            if size > protocol.MAX_BATCH_BYTES:
+        while queue:
+            taken = self._next()
+            try:
+                sock.send(taken[0] if len(taken) == 1 else protocol.encode_batch(taken))
+            except BlockingIOError:
+                return False
+            for _ in taken:
+                queue.popleft()
+        return True
+
+    def _next(self) -> list[bytes]:
+        """The oldest queued requests that make the next message (a batch when several)."""
+        taken: list[bytes] = []
+        size = protocol.BATCH_OVERHEAD
+        for request in self._queue:
+            size += len(request)
+            if taken and (len(taken) == self._max_batch or size > protocol.MAX_BATCH_BYTES):
                 break
-            taken.append(queue.popleft())
-        return taken[0] if len(taken) == 1 else protocol.encode_batch(taken)
+            taken.append(request)
+        return taken
+
+    def flush(self) -> None:
+        """Send the queued requests now if the helper has none in hand, rather than at the
+        writer task's next turn (it sends what is left, and sees the connection's errors). For
+        a caller that has queued all it had for now (the daemon, after each run of the
+        engine's actions): an idle helper gets them a turn of the loop sooner, on the path of
+        the exchange that waits for them (issue 9). A busy helper would only queue them: then
+        the writer task's turn, which may batch more with them, loses nothing."""
+        if self._sock is not None and len(self._pending) == len(self._queue):
+            with contextlib.suppress(OSError):  # the writer task's to see, at its turn
+                self._send_queued(self._sock)
 
     def give_up(self) -> None:
         """From now on no call waits for the helper: those waiting for it and those made while

@@ -399,6 +399,10 @@ class Daemon:
         while True:
             while (action := engine.next_action()) is not None:
                 await self._carry_out(action)
+            # The helper requests of these actions go now if the helper has none in hand, not
+            # at the helper client's writer task's next turn: a turn less before their replies
+            # (HelperClient.flush).
+            self.helper.flush()
             if self._policy_checks:
                 self._check_policies()
             deadline = engine.next_timer()
@@ -583,8 +587,9 @@ class Daemon:
     async def _save(self) -> None:
         """The state writer's save: what changed in the engine's children since the last one
         (Engine.record_changes), with the REPLYs kept for them (answers.py), written in the
-        write thread (StateStore.update: a batch appended to the journal); or every child when
-        the store wants a snapshot (StateStore.snapshot: the first save, among others)."""
+        write thread, or inline if few (StateStore.update: a batch appended to the journal); or
+        every child when the store wants a snapshot (StateStore.snapshot: the first save, among
+        others), always in the write thread."""
         now = time.time()
         answers = self.answers.take(now)
         epoch = self.engine.epoch
@@ -610,7 +615,11 @@ class Daemon:
             ids = _record_sas(local, self._peer_address(record.peer), record)
             children[child_id] = SavedChild(record, ids, answers.get(child_id))
         gone = changes.gone
-        await self._write_thread.run(lambda: self.store.update(epoch, now, children, gone))
+        # A batch of a few children is written on the trio thread when the loop is idle
+        # (WriteThread.run: a lone exchange's REPLY then waits for no thread hand-off).
+        await self._write_thread.run(
+            lambda: self.store.update(epoch, now, children, gone), len(children) + len(gone)
+        )
 
     def _durable(self, generation: int) -> None:
         self.outbox.durable(generation)
