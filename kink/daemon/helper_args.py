@@ -81,8 +81,20 @@ class HelperRanges:
         return max(self.priority_lo, self.priority_hi - specificity)
 
 
+# Every SA install and policy names its selectors' networks, which ipaddress formats in Python
+# (~4 us a network, two a selector, issue 9): the text is kept per Selector (hashed once).
+# Bounded like kink.engine.ids' caches: past the limit the table starts again.
+_PREFIX_LIMIT = 4096
+_prefixes: dict[Selector, str] = {}
+
+
 def _prefix(selector: Selector) -> str:
-    return str(selector.network)
+    text = _prefixes.get(selector)
+    if text is None:
+        if len(_prefixes) >= _PREFIX_LIMIT:
+            _prefixes.clear()
+        text = _prefixes[selector] = str(selector.network)
+    return text
 
 
 def selector(src: Selector, dst: Selector) -> dict[str, Any]:

@@ -2,6 +2,8 @@
 
 from ipaddress import ip_network
 
+import pytest
+
 from kink.daemon import helper_args
 from kink.engine.config import PeerConfig, Policy, ProposalSpec, TransformSpec
 from kink.engine.events import Acquire, SaSpec, Selector
@@ -76,3 +78,24 @@ def test_tunnel_policies_go_out_in_and_forward_with_the_selectors_each_way() -> 
     assert forward["templates"] == [{**template, "src": "192.0.2.2", "dst": "192.0.2.1"}]
     for policy in (out, inbound, forward):
         check(protocol.REQUESTS["update_policy"], policy, "args")
+
+
+def test_selector_text_is_kept_per_selector_and_the_table_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(helper_args, "_PREFIX_LIMIT", 2)
+    monkeypatch.setattr(helper_args, "_prefixes", {})
+    nets = [Selector(ip_network(f"10.{i}.0.0/16"), 6, 80) for i in range(5)]
+    for i in range(4):
+        # The same text whether it was formatted now or taken from the table.
+        for _ in range(2):
+            assert helper_args.selector(nets[i], nets[i + 1]) == {
+                "src": f"10.{i}.0.0/16",
+                "dst": f"10.{i + 1}.0.0/16",
+                "proto": 6,
+                "sport": 80,
+                "dport": 80,
+            }
+        assert len(helper_args._prefixes) <= 2
+    # A selector equal to a kept one (another object) gets the kept text.
+    assert helper_args._prefix(Selector(ip_network("10.4.0.0/16"), 6, 80)) == "10.4.0.0/16"
