@@ -8,6 +8,14 @@ AP-REP check -> outbound SA; then both engines forget the pair locally (no DELET
 next ACQUIRE negotiates again. A 2-way exchange reserves no SPI in the kernel (no AllocateSpi:
 the driver refuses one).
 
+The second figure, engine_rekeys, is a whole rekey of one established pair as kinkd makes it
+(RFC 4430 §3.6): a soft Expire of the initiator's inbound SA -> CREATE -> REPLY, the new pair in
+on both sides and the old one's DELETE (§3.3) -> REPLY, then the grace timers on both sides,
+after which only the new pair is left, and what kinkd saves of it (Engine.record_changes: the
+new child's record, the old one's id; kinkd asks once per batch of exchanges, here once per
+rekey). Its clock advances by REKEY_STEP seconds a rekey, so that the timers (grace, the
+responder's reply cache) come due as they would in kinkd; each step is timed as above.
+
 The driver below hands each action straight to its handler and each datagram straight to the
 other engine, so that the figure is the engines' cost and not a simulator's. It times every
 step on its own: the initiator up to its CREATE, the responder up to its REPLY, the initiator
@@ -18,12 +26,13 @@ GC_YOUNG_THRESHOLD), since that is the process the engine runs in; the figure wi
 interpreter's default collector is printed beside it (engine_create_exchanges.default_gc).
 """
 
+import contextlib
 import gc
 import random
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +42,7 @@ from kink.engine import Engine, EngineConfig, Krb5Port, PeerConfig, ProposalSpec
 from kink.engine.events import (
     Acquire,
     DeleteSa,
+    Expire,
     FetchTicket,
     InstallSa,
     SaDeleted,
@@ -56,6 +66,18 @@ ESP_AES128_SHA1 = ProposalSpec(
     (TransformSpec(ProtocolId.ESP, EspTransform.AES_CBC, AuthAlgorithm.HMAC_SHA1, 128),)
 )
 PHASES = ("initiator_create", "responder_reply", "initiator_reply", "teardown")
+REKEY_PHASES = (
+    "initiator_create",  # soft Expire -> CREATE
+    "responder_reply",  # CREATE -> new pair in -> REPLY
+    "initiator_reply",  # REPLY -> new pair in -> old pair's DELETE
+    "responder_delete",  # DELETE -> old outbound SA out -> REPLY
+    "initiator_delete_reply",  # REPLY of the DELETE -> old outbound SA out
+    "grace",  # both grace timers: the old inbound SAs out, the old child forgotten
+    "records",  # both engines' record_changes: what kinkd saves of the rekey (state file)
+)
+# Virtual seconds per rekey: past the responder's grace (delete_grace_default, no RTT measured
+# there) so that each rekey ends with the old pair gone on both sides.
+REKEY_STEP = 5.0
 
 
 class Side:
@@ -170,15 +192,9 @@ def main() -> None:
         # (kink.daemon.runner: what start-up made frozen, young threshold GC_YOUNG_THRESHOLD);
         # the second is the figure, the engine's cost in the process that runs it.
         default_rates, _, _ = timed()
-        threshold = gc.get_threshold()
-        gc.freeze()
-        gc.set_threshold(GC_YOUNG_THRESHOLD)
         spent.update(dict.fromkeys(PHASES, 0.0))
-        try:
+        with _kinkd_gc():
             rates, total, cpu = timed()
-        finally:
-            gc.set_threshold(*threshold)
-            gc.unfreeze()
 
         ticket = ca.cached_ticket(pb)
         rate = statistics.median(rates)
@@ -204,6 +220,100 @@ def main() -> None:
         )
         for phase in PHASES:
             emit(f"engine_create_exchanges.{phase}", spent[phase] / total * 1e6, "us/exchange")
+        _rekeys(a, b, acquire)
+
+
+def _rekeys(a: Side, b: Side, acquire: Acquire) -> None:
+    """The engine_rekeys figure (module docstring): one pair set up, then rekeyed over and
+    over, the cycle collector as kinkd runs it."""
+    from_a, from_b = ("192.0.2.1", 910), ("192.0.2.2", 910)
+    clock = time.perf_counter
+    spent = dict.fromkeys(REKEY_PHASES, 0.0)
+    now = 0.0
+    a.engine.kernel_event(acquire, now)
+    a.run()
+    b.engine.datagram_received(a.take(), from_a, now)
+    b.run()
+    a.engine.datagram_received(b.take(), from_b, now)
+    a.run()
+
+    def rekey() -> None:
+        nonlocal now
+        now += REKEY_STEP
+        (old,) = a.engine.sadb.children.values()
+        pair = old.sas[0]
+        t0 = clock()
+        a.engine.kernel_event(Expire(pair.protocol, pair.inbound_spi, "192.0.2.1", False), now)
+        a.run()
+        t1 = clock()
+        b.engine.datagram_received(a.take(), from_a, now)
+        b.run()
+        t2 = clock()
+        a.engine.datagram_received(b.take(), from_b, now)
+        a.run()
+        t3 = clock()
+        b.engine.datagram_received(a.take(), from_a, now)
+        b.run()
+        t4 = clock()
+        a.engine.datagram_received(b.take(), from_b, now)
+        a.run()
+        t5 = clock()
+        for side in (a, b):
+            side.engine.handle_timer(now + REKEY_STEP / 2)
+            side.run()
+        t6 = clock()
+        for side in (a, b):
+            side.engine.record_changes(now + REKEY_STEP / 2)
+        t7 = clock()
+        spent["initiator_create"] += t1 - t0
+        spent["responder_reply"] += t2 - t1
+        spent["initiator_reply"] += t3 - t2
+        spent["responder_delete"] += t4 - t3
+        spent["initiator_delete_reply"] += t5 - t4
+        spent["grace"] += t6 - t5
+        spent["records"] += t7 - t6
+
+    for _ in range(WARMUP):
+        rekey()
+    spent.update(dict.fromkeys(REKEY_PHASES, 0.0))
+    counts = a.established, b.established, a.deleted, b.deleted
+    with _kinkd_gc():
+        cpu = time.thread_time()
+        rates, total = rounds(rekey, ROUNDS, ROUND_SECONDS, 50)
+        cpu = time.thread_time() - cpu
+    # Each rekey made one pair and deleted one on each side; one pair is left on each side.
+    assert (a.established, b.established, a.deleted, b.deleted) == tuple(n + total for n in counts)
+    for side in (a, b):
+        assert len(side.engine.sadb.children) == 1 and len(side.kernel.sas) == 2
+    rate = statistics.median(rates)
+    emit(
+        "engine_rekeys",
+        rate,
+        "rekeys/s",
+        us_per_rekey=round(1e6 / rate, 1),
+        cpu_us_per_rekey=round(cpu / total * 1e6, 1),
+        best=round(max(rates), 1),
+        rounds=ROUNDS,
+        rekeys=total,
+        what="CREATE + REPLY, DELETE of the old pair + REPLY, grace timers; both engines",
+        gc=f"kinkd's (start-up frozen, young threshold {GC_YOUNG_THRESHOLD})",
+    )
+    for phase in REKEY_PHASES:
+        emit(f"engine_rekeys.{phase}", spent[phase] / total * 1e6, "us/rekey")
+
+
+@contextlib.contextmanager
+def _kinkd_gc() -> Iterator[None]:
+    """The cycle collector as kinkd runs it (kink.daemon.runner: what start-up made frozen,
+    young threshold GC_YOUNG_THRESHOLD), the interpreter's defaults again afterwards."""
+    threshold = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*threshold)
+        gc.unfreeze()
 
 
 if __name__ == "__main__":

@@ -248,7 +248,8 @@ class NegotiationFailed:
     code: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen (issue 9): one per datagram dropped, each of a flood of forged ones included.
+@dataclass(slots=True)
 class Dropped:
     """A received message that was dropped or only logged; counted per cause."""
 

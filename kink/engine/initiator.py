@@ -157,6 +157,8 @@ class Initiator(EngineCore):
         # transaction or child, not a closure of its own (kink.engine.core.Timer).
         self._timeout_call: Callable[[Transaction, float], None] = self._timeout
         self._rekey_call: Callable[[Child, float], None] = self.rekey
+        # The DELETE grace timer's (§3.3), one bound method for all of them, as above.
+        self._reap_call: Callable[[Child, float], None] = self._reap_deleted
 
     # ------------------------------------------------------------------------ starting
 
@@ -725,7 +727,7 @@ class Initiator(EngineCore):
         elif txn.kind is MessageType.DELETE:
             self._finish(txn, now)
             for child in txn.deletes:
-                self.schedule(now + self.grace(peer), _reaper(self, child))
+                self.schedule(now + self.grace(peer), self._reap_call, child)
         else:
             peer.dpd_pending = False
             self._finish(txn, now)
@@ -1122,6 +1124,10 @@ class Initiator(EngineCore):
         self.start_delete([child], now)
         self.keep_up(child.peer, now, failed=True)
 
+    def _reap_deleted(self, child: Child, now: float) -> None:
+        """The grace timer of a DELETEd child is over (§3.3): its inbound SAs go too."""
+        self._reap(child, "deleted", now)
+
     def _reap(self, child: Child, reason: str, now: float) -> None:
         if child.id not in self.sadb.children:
             return
@@ -1174,10 +1180,6 @@ def first_of(payloads: Iterable[object], kind: type[_P]) -> _P | None:
         if isinstance(p, kind):
             return p
     return None
-
-
-def _reaper(engine: Initiator, child: Child) -> Callable[[float], None]:
-    return lambda now: engine._reap(child, "deleted", now)
 
 
 def _delete_payloads(children: list[Child], *, inbound: bool) -> tuple[IsakmpPayload, ...]:

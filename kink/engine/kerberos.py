@@ -47,7 +47,7 @@ class KerberosError(Exception):
 
     accepted: set for the time errors (KRB_AP_ERR_SKEW, _TKT_EXPIRED, _TKT_NYV) when the ticket
     still decrypted, so that the error can be answered authenticated (RFC 4430 §3.5).
-    user_to_user: the failing AP-REQ carried a user-to-user ticket (RFC 4430 §3.7.1)."""
+    ap_req: the failing AP-REQ, if any, for user_to_user."""
 
     def __init__(
         self,
@@ -55,13 +55,25 @@ class KerberosError(Exception):
         name: str,
         *,
         accepted: AcceptedRequest | None = None,
-        user_to_user: bool = False,
+        ap_req: bytes | None = None,
     ) -> None:
         super().__init__(code, name)
         self.code = code
         self.name = name
         self.accepted = accepted
-        self.user_to_user = user_to_user
+        self._ap_req = ap_req
+
+    @property
+    def user_to_user(self) -> bool:
+        """The failing AP-REQ carried a user-to-user ticket (RFC 4430 §3.7.1). Read when asked,
+        not for every refusal: the responder asks only when it may answer with its TGT, after
+        its rate limit, so that a forged request is not parsed twice (issue 9)."""
+        if self._ap_req is None:
+            return False
+        try:
+            return is_user_to_user(self._ap_req)
+        except Krb5Error:
+            return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,9 +132,10 @@ class KerberosPort(Protocol):
     def forget_ticket(self, principal: str) -> None: ...
 
 
-def _error(exc: Krb5Error) -> KerberosError:
-    code = exc.protocol_code
-    return KerberosError(code, exc.name or f"krb5 error {exc.code}")
+def _error(exc: Krb5Error, ap_req: bytes | None = None) -> KerberosError:
+    code = exc.protocol_code  # once: Krb5Error.name would map the code again
+    name = None if code is None else error_name(code)
+    return KerberosError(code, name or f"krb5 error {exc.code}", ap_req=ap_req)
 
 
 class Krb5Port:
@@ -181,7 +194,7 @@ class Krb5Port:
         try:
             accepted = self._acceptor.accept(ap_req)
         except Krb5Error as exc:
-            err = _error(exc)
+            err = _error(exc, ap_req)
             if exc.accepted is not None:
                 a = exc.accepted
                 err.accepted = AcceptedRequest(
@@ -192,10 +205,6 @@ class Krb5Port:
                     a.user_to_user,
                     a,
                 )
-            try:
-                err.user_to_user = is_user_to_user(ap_req)
-            except Krb5Error:
-                err.user_to_user = False
             raise err from None
         return AcceptedRequest(
             accepted.client_principal,

@@ -31,7 +31,10 @@ class RecordError(ValueError):
     """A record that cannot be read (a damaged or foreign state file)."""
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen (issue 9): one is made per child changed on each save (Engine.record_changes, two
+# per rekey on each side) and per child read back at a restart (100,000s); a frozen dataclass
+# pays object.__setattr__ for each of its fifteen fields (~2 us a record). Treat as read-only.
+@dataclass(slots=True)
 class ChildRecord:
     """One established child: peer name, role (only the initiator rekeys, §3.6), per protocol
     (protocol, inbound SPI, outbound SPI), mode, reqid and selectors of its policy (send_ids:

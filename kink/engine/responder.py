@@ -35,7 +35,7 @@ from kink.engine.events import (
     SendDatagram,
 )
 from kink.engine.ids import selector_of, within
-from kink.engine.initiator import Initiator, _delete_payloads, _notify_name, _reaper, first_of
+from kink.engine.initiator import Initiator, _delete_payloads, _notify_name, first_of
 from kink.engine.kerberos import AcceptedRequest, KerberosError, KerberosPort
 from kink.engine.keys import SaPlace, sa_spec, sa_transform
 from kink.engine.proposals import Choice, NoProposal, select, with_spis
@@ -593,7 +593,7 @@ class Responder(Initiator):
         for child in found:
             child.state = ChildState.DYING
             self.delete_outbound(child)
-            self.schedule(now + self.grace(peer), _reaper(self, child))
+            self.schedule(now + self.grace(peer), self._reap_call, child)
         entry.reply = self._send_reply(peer, msg.xid, accepted, (Isakmp(tuple(payloads)),))
         if found:
             self.keep_up(peer, now)  # start_action=start: the peer took our SAs down

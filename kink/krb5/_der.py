@@ -209,8 +209,8 @@ def authenticator_cipher(data: bytes) -> bytes:
     """Only the cipher octets of an AP-REQ's authenticator (EncryptedData [4], cipher [2]): what
     the replay cache identifies an authenticator by (RFC 4120 §3.2.3). Fields must come in
     DER order, ticket [3] then authenticator [4], as libkrb5's decoder requires."""
-    usual = _usual_authenticator_cipher(data)
-    return _authenticator_cipher_by_fields(data) if usual is None else usual
+    usual = usual_head(data)
+    return _authenticator_cipher_by_fields(data) if usual is None else usual[1]
 
 
 def _authenticator_cipher_by_fields(data: bytes) -> bytes:
@@ -251,14 +251,18 @@ def _short_tlv(data: bytes, pos: int, tag: int) -> tuple[int, int]:
 _ETYPE_HEAD = bytes.fromhex("a0030201")
 
 
-def _usual_authenticator_cipher(data: bytes) -> bytes | None:
-    """authenticator_cipher for the usual encoding at once, or None to read field by field.
+def usual_head(data: bytes) -> tuple[int, bytes] | None:
+    """(ap_options, authenticator_cipher) of an AP-REQ in the usual encoding, read at once, or
+    None to read each field by field: the responder needs both of every request (the replay
+    tag, then use-session-key, RFC 4120 §3.7), a forged one included (issue 9).
 
     Usual: the outer and SEQUENCE lengths in two octets and the usual head (as ap_options
     reads them), the ticket [3] with a two-octet length, then authenticator [4] ending the
     SEQUENCE, holding EncryptedData {etype [0] of one octet, no kvno [1], cipher [2]} whose
-    every element ends exactly where its container does: the field by field reading would
-    find the same cipher octets, and accepts everything this accepts.
+    every element ends exactly where its container does: the field by field readings
+    (ap_options, _authenticator_cipher_by_fields) find the same options and cipher octets, and
+    accept everything this accepts. (This needs data[28] and a SEQUENCE reaching past the
+    ticket, so ap_options' own usual-form test holds too and it reads the same four octets.)
     """
     try:
         if not (
@@ -287,7 +291,7 @@ def _usual_authenticator_cipher(data: bytes) -> bytes | None:
         s, e = _short_tlv(data, s, _TAG_OCTET_STRING)
         if e != stop:
             return None
-        return data[s:e]
+        return int.from_bytes(data[8 + len(_AP_REQ_HEAD) : 8 + _AP_REQ_HEAD_END], "big"), data[s:e]
     except IndexError:
         return None
 

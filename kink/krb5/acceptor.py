@@ -151,14 +151,21 @@ class Acceptor:
         cache = self._replay
         tag: bytes | None = None
         malformed: Krb5Error | None = None
-        try:
-            tag = replay.authenticator_tag(ap_req)
-        except Krb5Error as e:
-            malformed = e  # rd_req's own error for it stands
+        # The usual encoding gives the replay tag's octets and the options in one reading
+        # (a forged request costs one, issue 9); any other is read field by field.
+        head = _der.usual_head(ap_req)
+        options: int | None = None
+        if head is not None:
+            options, tag = head[0], replay.cipher_tag(head[1])
+        else:
+            try:
+                tag = replay.authenticator_tag(ap_req)
+            except Krb5Error as e:
+                malformed = e  # rd_req's own error for it stands
         if tag is not None and cache.seen(tag, now):
             raise _replayed()
         try:
-            accepted = self._verify(ap_req)
+            accepted = self._verify(ap_req, options)
         except Krb5Error as e:
             authenticated = e.accepted
             if (
@@ -175,10 +182,16 @@ class Acceptor:
             raise _replayed()  # the same AP-REQ, accepted meanwhile on another thread
         return accepted
 
-    def _verify(self, ap_req: bytes) -> Accepted:
+    def _verify(self, ap_req: bytes, options: int | None) -> Accepted:
+        """rd_req with the key its ticket needs; `options`: the AP-REQ's ap-options if read
+        already (None: read here, when user-to-user is possible at all)."""
         credentials = self._credentials
         keys: list[SessionKey | None]
-        if credentials is not None and is_user_to_user(ap_req):
+        if credentials is not None and (
+            is_user_to_user(ap_req)
+            if options is None
+            else bool(options & _lib.AP_OPTS_USE_SESSION_KEY)
+        ):
             keys = list(credentials.user_to_user_keys())
             if not keys:
                 raise _error(KRB_AP_ERR_NO_TGT, "no TGT to decrypt a user-to-user ticket")

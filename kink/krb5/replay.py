@@ -50,7 +50,12 @@ _FILE_MODE = 0o600
 
 def authenticator_tag(ap_req: bytes) -> bytes:
     """The replay cache tag of an AP-REQ; Krb5Error (ASN.1 code) if it does not parse."""
-    return hashlib.sha256(_der.authenticator_cipher(ap_req)).digest()[:TAG_LENGTH]
+    return cipher_tag(_der.authenticator_cipher(ap_req))
+
+
+def cipher_tag(cipher: bytes) -> bytes:
+    """The replay cache tag of an authenticator's cipher octets (_der.authenticator_cipher)."""
+    return hashlib.sha256(cipher).digest()[:TAG_LENGTH]
 
 
 def _io_error(path: Path, error: OSError) -> Krb5Error:

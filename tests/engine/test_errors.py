@@ -21,7 +21,7 @@ from kink.engine.events import (
     SaDeleted,
     Status,
 )
-from kink.engine.kerberos import AcceptedRequest, Krb5Port
+from kink.engine.kerberos import AcceptedRequest, KerberosError, Krb5Port
 from kink.krb5.context import Context
 from kink.krb5.errors import KRB_AP_ERR_SKEW
 from kink.wire import (
@@ -189,6 +189,24 @@ def test_responder_without_its_old_tgt_hands_out_the_new_one(
         assert check_consistent(world) == 2  # the old pair went, a new one is in place
     finally:
         ka.credentials.forget_ticket(kerberos_host("b", ("-allow_svr",)).principal)
+
+
+def _ap_req_head(options: int) -> bytes:
+    """An AP-REQ as far as ap-options (RFC 4120 §5.5.1, usual DER form), the rest filler."""
+    body = bytes.fromhex("a003020105a10302010ea207030500") + options.to_bytes(4, "big")
+    body += bytes(300)
+    sequence = b"\x30\x82" + len(body).to_bytes(2, "big") + body
+    return b"\x6e\x82" + len(sequence).to_bytes(2, "big") + sequence
+
+
+def test_refusal_reads_user_to_user_from_its_ap_req() -> None:
+    """KerberosError.user_to_user is read from the refused AP-REQ when asked (§3.7.1): set
+    for use-session-key, unset without it, for an AP-REQ that does not parse or none."""
+    use_session_key, mutual_required = 0x40000000, 0x20000000
+    assert KerberosError(31, "X", ap_req=_ap_req_head(use_session_key)).user_to_user
+    assert not KerberosError(31, "X", ap_req=_ap_req_head(mutual_required)).user_to_user
+    assert not KerberosError(31, "X", ap_req=b"\x6e\x03\x30\x01\x00").user_to_user
+    assert not KerberosError(31, "X").user_to_user
 
 
 @pytest.mark.parametrize("tgt", ["junk", "another host's TGT"])

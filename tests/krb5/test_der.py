@@ -141,7 +141,8 @@ def test_authenticator_cipher_from_capture() -> None:
     ap_req = kink_ap_req(CAPTURE, 5)
     cipher = _der.parse_ap_req(ap_req).authenticator_cipher
     assert _der.authenticator_cipher(ap_req) == cipher
-    assert _der._usual_authenticator_cipher(ap_req) == cipher  # the usual form, read at once
+    # the usual form, read at once with the options
+    assert _der.usual_head(ap_req) == (_der.ap_options(ap_req), cipher)
     assert _der.authenticator_cipher(ap_req + b"\0") == cipher  # octets after it: ignored
     # With a kvno [1] in the EncryptedData it is read field by field, to the same octets.
     enc_start = ap_req.rindex(bytes.fromhex("a0030201"))
@@ -149,15 +150,16 @@ def test_authenticator_cipher_from_capture() -> None:
     ticket_end = 31 + int.from_bytes(ap_req[29:31], "big")
     seq = tlv(0x30, with_kvno)
     rebuilt = tlv(0x6E, tlv(0x30, ap_req[8:ticket_end] + ctx(4, seq)))
-    assert _der._usual_authenticator_cipher(rebuilt) is None
+    assert _der.usual_head(rebuilt) is None
     assert _der.authenticator_cipher(rebuilt) == cipher
     assert _der.parse_ap_req(rebuilt).authenticator_kvno == 3
 
 
 @given(st.integers(0, 705), st.integers(0, 7), st.binary(max_size=3))
 def test_usual_form_agrees_with_field_by_field(index: int, bit: int, inserted: bytes) -> None:
-    """Whatever the fast reading accepts, the field-by-field one reads to the same octets
-    (the replay cache must never see two tags for one authenticator)."""
+    """Whatever the fast reading accepts, the field-by-field ones read to the same octets and
+    options (the replay cache must never see two tags for one authenticator, and the key
+    tried must not depend on which reading ran)."""
     ap_req = kink_ap_req(CAPTURE, 5)
     for damaged in (
         ap_req[: index % len(ap_req)]
@@ -165,6 +167,11 @@ def test_usual_form_agrees_with_field_by_field(index: int, bit: int, inserted: b
         + ap_req[index % len(ap_req) + 1 :],
         ap_req[: index % len(ap_req)] + inserted + ap_req[index % len(ap_req) :],
     ):
-        usual = _der._usual_authenticator_cipher(damaged)
+        usual = _der.usual_head(damaged)
         if usual is not None:
-            assert _der._authenticator_cipher_by_fields(damaged) == usual
+            options, cipher = usual
+            assert _der._authenticator_cipher_by_fields(damaged) == cipher
+            # The options too: as ap_options reads them, and field by field.
+            assert _der.ap_options(damaged) == options
+            start, stop = _der._ap_req_body(damaged, "AP-REQ")
+            assert _der._ap_options(damaged, start, stop, "AP-REQ")[0] == options

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
+from kink.krb5 import _der
 from kink.krb5.acceptor import Acceptor, is_user_to_user
 from kink.krb5.context import Context
 from kink.krb5.credentials import Credentials
@@ -67,6 +68,28 @@ def test_user_to_user_round_trip(
     assert initiator.verify_ap_rep(ctx, acceptor.make_ap_rep(accepted)) == ticket.session_key
     with pytest.raises(Krb5Error) as e:
         acceptor.accept(ap_req)
+    assert e.value.protocol_code == KRB_AP_ERR_REPEAT
+
+
+def test_user_to_user_in_another_encoding(
+    peer: Host,
+    new_host: Callable[..., Host],
+    new_context: Callable[[], Context],
+    credentials_for: Callable[[Host], Credentials],
+) -> None:
+    """An AP-REQ outside the usual DER form is read field by field (replay tag, then
+    use-session-key) and accepted with the TGT session key all the same."""
+    creds_a, creds_peer = credentials_for(new_host()), credentials_for(peer)
+    acceptor = Acceptor(new_context(), peer.principal, credentials=creds_peer)
+    ticket = creds_a.get_u2u_ticket(peer.principal, creds_peer.our_tgt())
+    ap_req, _ = Initiator(new_context()).make_ap_req(ticket)
+    assert ap_req[1] == 0x82  # [APPLICATION 14] with a two-octet length: make it four
+    longer = ap_req[:1] + b"\x84\x00\x00" + ap_req[2:]
+    assert _der.usual_head(ap_req) is not None and _der.usual_head(longer) is None
+    accepted = acceptor.accept(longer)
+    assert accepted.user_to_user and accepted.session_key == ticket.session_key
+    with pytest.raises(Krb5Error) as e:
+        acceptor.accept(ap_req)  # the same authenticator in the usual form: one tag
     assert e.value.protocol_code == KRB_AP_ERR_REPEAT
 
 
