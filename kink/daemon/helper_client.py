@@ -267,10 +267,13 @@ class HelperClient:
         a caller that has queued all it had for now (the daemon, after each run of the
         engine's actions): an idle helper gets them a turn of the loop sooner, on the path of
         the exchange that waits for them (issue 9). A busy helper would only queue them: then
-        the writer task's turn, which may batch more with them, loses nothing."""
+        the writer task's turn, which may batch more with them, loses nothing. What is left
+        queued goes to the writer task (requests submitted with wake=False did not wake it)."""
         if self._sock is not None and len(self._pending) == len(self._queue):
             with contextlib.suppress(OSError):  # the writer task's to see, at its turn
                 self._send_queued(self._sock)
+        if self._queue:
+            self._queued.set()
 
     def give_up(self) -> None:
         """From now on no call waits for the helper: those waiting for it and those made while
@@ -280,13 +283,22 @@ class HelperClient:
         self._up.set()  # wakes the calls waiting; while the helper is away it is a fresh Event
 
     async def submit(
-        self, op: str, args: dict[str, Any], done: Done, on_part: Part | None = None
+        self,
+        op: str,
+        args: dict[str, Any],
+        done: Done,
+        on_part: Part | None = None,
+        *,
+        wake: bool = True,
     ) -> None:
         """Queue one request (no checkpoint while the helper is up): the writer sends it with
         the others queued meanwhile, and the helper carries them out in turn, in the order
         submitted; `done` gets its outcome later (with on_part: each part of the result goes
         to on_part as it comes, and `done` gets an empty result). Waits for the helper while it
-        is away (unless give_up() was called: then `done` gets HelperGone at once)."""
+        is away (unless give_up() was called: then `done` gets HelperGone at once).
+        wake=False: the caller calls flush() once it has queued what it has for now, and the
+        writer task is not woken for the request (issue 9: when flush() sends it, that wake-up
+        was a turn of the loop for nothing, one per exchange)."""
         while self._sock is None:
             if self._given_up:
                 done(HelperGone(op))
@@ -296,7 +308,8 @@ class HelperClient:
         req_id = self._next_id
         self._pending[req_id] = _Pending(op, done, on_part)
         self._queue.append(protocol.encode_request(req_id, op, args))
-        self._queued.set()
+        if wake:
+            self._queued.set()
 
     async def call(
         self, op: str, args: dict[str, Any] | None = None, on_part: Part | None = None

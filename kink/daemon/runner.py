@@ -18,6 +18,7 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import errno
+import functools
 import gc
 import logging
 import math
@@ -54,7 +55,7 @@ from kink.daemon.state import (
     choose_epoch,
     unaccounted,
 )
-from kink.daemon.state_writer import StateWriter, WriteThread
+from kink.daemon.state_writer import INLINE_CHILDREN, StateWriter, WriteThread
 from kink.daemon.transport import Transport
 from kink.engine import ChildRecord, ConfigChangeError, Engine, PeerConfig, StartAction
 from kink.engine.events import (
@@ -213,6 +214,7 @@ class Daemon:
         self._children_changed = trio.Event()
         self._policy_checks: set[str] = set()  # respond-only peers that may have lost all SAs
         self._replaced: set[int] = set()  # children a rekey's up line said it replaces
+        self._idle_save = False  # _flush_changes' save: the loop was found idle
         self._started = 0.0
         self._nursery: trio.Nursery | None = None
 
@@ -403,15 +405,41 @@ class Daemon:
             # at the helper client's writer task's next turn: a turn less before their replies
             # (HelperClient.flush).
             self.helper.flush()
+            await self._flush_changes()
             if self._policy_checks:
                 self._check_policies()
             deadline = engine.next_timer()
-            with trio.move_on_at(math.inf if deadline is None else deadline):
+            with trio.move_on_at(math.inf if deadline is None else deadline) as timer:
                 await self._wakeup.wait()
             self._wakeup = trio.Event()
-            now = trio.current_time()
-            if deadline is not None and now >= deadline:
-                engine.handle_timer(now)
+            # The clock is read only for a timer that fired, not at every wake-up (a system
+            # call in user-mode Linux, issue 9). A deadline that passed as an input woke us
+            # cancels the next wait at once: its timer is handled then.
+            if timer.cancelled_caught:
+                engine.handle_timer(trio.current_time())
+
+    async def _flush_changes(self) -> None:
+        """The state changes of a run of the engine's actions: saved now if a datagram waits
+        for them, the write will be done inline (a small batch, WriteThread) and the loop has
+        nothing else to do, the datagram then leaving in this turn of the loop; else handed to
+        the writer task (StateWriter.flush). Under load another task is ready to run: the
+        write goes to the writer task and its thread, and batches what comes meanwhile."""
+        writer = self.writer
+        touched = self.engine.sadb.touched  # what the save will hold (Engine.record_changes)
+        if (
+            writer.waited_for
+            and touched is not None
+            and len(touched) <= INLINE_CHILDREN
+            and not self.store.wants_snapshot(self.engine.epoch)
+            and not trio.lowlevel.current_statistics().tasks_runnable
+        ):
+            self._idle_save = True  # found so: not asked again (_save)
+            try:
+                await writer.save_flushed()
+            finally:
+                self._idle_save = False
+        else:
+            writer.flush()
 
     async def _carry_out(self, action: Action) -> None:
         if isinstance(action, SendDatagram):
@@ -425,6 +453,10 @@ class Daemon:
             assert self._nursery is not None
             self._nursery.start_soon(self._fetch, action)
         elif isinstance(action, AllocateSpi | InstallSa | UpdateSa | DeleteSa):
+            if not self.helper.connected:
+                # Its submit waits for the helper: the changes noted so far are saved
+                # meanwhile (a datagram may wait for them, not for this action).
+                self.writer.flush()
             if isinstance(action, InstallSa):
                 await self._responder_policies(action.spec.reqid)
             await self._sa_action(action)
@@ -450,7 +482,8 @@ class Daemon:
             self.engine.helper_result(result, trio.current_time())
             self._wake()
 
-        submit = self.helper.submit
+        # Without waking the helper client's writer task: _execute flushes them.
+        submit = functools.partial(self.helper.submit, wake=False)
         if isinstance(action, AllocateSpi):
             await submit("alloc_spi", helper_args.alloc_spi(action, self.ranges), finish)
             return
@@ -618,7 +651,9 @@ class Daemon:
         # A batch of a few children is written on the trio thread when the loop is idle
         # (WriteThread.run: a lone exchange's REPLY then waits for no thread hand-off).
         await self._write_thread.run(
-            lambda: self.store.update(epoch, now, children, gone), len(children) + len(gone)
+            lambda: self.store.update(epoch, now, children, gone),
+            len(children) + len(gone),
+            idle=self._idle_save,
         )
 
     def _durable(self, generation: int) -> None:
@@ -906,6 +941,7 @@ class Daemon:
         traffic must never meet our SAs without our policies (it would go out in the clear)."""
         owner = self.engine.policies.get(reqid)  # by reqid: not a walk of every peer's
         if owner is not None and owner[0].config.name not in self._policies:
+            self.writer.flush()  # saved meanwhile: the install waits for the helper
             await self._install_policies(owner[0].config)
 
     async def _remove_policies(self, name: str, *, retired: bool = False) -> None:

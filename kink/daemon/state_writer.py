@@ -33,30 +33,68 @@ INLINE_CHILDREN = 16
 
 class StateWriter:
     """StateWriter(save, on_durable); run() as a task; changed() after every change that a
-    datagram may have to wait for, changed_lazily() after the others."""
+    datagram may have to wait for, changed_lazily() after the others; flush() once the changes
+    at hand are noted (they are saved from then on).
+
+    Why changed() does not wake the writer task itself: the daemon notes its changes while it
+    carries out a run of the engine's actions and flushes at the end of the run. When a
+    datagram waits for them and the loop has nothing else to do, the daemon saves them then
+    and there (save_now, inline: WriteThread) instead of flushing: a REPLY of a lone exchange
+    then leaves in that turn of the loop, not one turn later, when a woken writer task would
+    have run (issue 9: a turn is an epoll_wait and two clock reads, system calls each in
+    user-mode Linux). A woken writer task would also have been a task ready to run, which
+    made the loop look busy and sent the write to the thread.
+    """
 
     def __init__(
         self, save: Callable[[], Awaitable[None]], on_durable: Callable[[int], None]
     ) -> None:
         self._save = save  # reads the current state on the trio thread, writes it, fsyncs
         self._on_durable = on_durable
-        self.generation = 0  # changes so far
+        self.generation = 0  # changes so far that datagrams may wait for
         self.durable = 0  # the generation the file on disk reflects
+        self._lazy = 0  # lazy changes so far
+        self._lazy_saved = 0  # those the file on disk reflects
+        self._flushed = (0, 0)  # (generation, lazy changes) handed to the writer task
         self._lock = trio.Lock()
-        self._dirty = trio.Event()  # a change datagrams wait for
-        self._pending = trio.Event()  # any change
+        self._dirty = trio.Event()  # a change datagrams wait for, flushed
+        self._pending = trio.Event()  # any change, flushed
 
     def changed(self) -> int:
-        """Note a change; its generation (durable once self.durable reaches it)."""
+        """Note a change; its generation (durable once self.durable reaches it, after flush()
+        or save_now())."""
         self.generation += 1
-        self._dirty.set()
-        self._pending.set()
         return self.generation
 
     def changed_lazily(self) -> None:
         """Note a change that may wait LAZY_DELAY for its write (a child gone: a restart that
         finds it in the file no longer finds its SAs, and does not take it over)."""
-        self._pending.set()
+        self._lazy += 1
+
+    @property
+    def waited_for(self) -> bool:
+        """Whether a change that datagrams may wait for is unsaved while no write runs."""
+        return self.generation > self.durable and not self._lock.locked()
+
+    def flush(self) -> None:
+        """Hand the changes noted so far to the writer task, which saves them at its turn."""
+        generation, lazy = self._flushed
+        if self.generation > generation:
+            self._dirty.set()
+            self._pending.set()
+        elif self._lazy > lazy:
+            self._pending.set()
+        self._flushed = (self.generation, self._lazy)
+
+    async def save_flushed(self) -> None:
+        """Save the changes noted so far now, in the caller's task, instead of flush(); a write
+        that fails is logged and left to the writer task (flush()), which retries it as its
+        own (a datagram waiting for it stays held meanwhile)."""
+        try:
+            await self.save_now()
+        except OSError as exc:
+            log.error("cannot save the state file: %s", exc)
+            self.flush()
 
     async def run(self) -> None:
         """Save whenever something changed since the last write began (one write at a time)."""
@@ -67,6 +105,8 @@ class StateWriter:
                     await self._dirty.wait()
             self._pending = trio.Event()
             self._dirty = trio.Event()
+            if self.generation == self.durable and self._lazy == self._lazy_saved:
+                continue  # saved meanwhile (save_now)
             try:
                 await self.save_now()
             except OSError as exc:
@@ -78,7 +118,8 @@ class StateWriter:
                 self._pending.set()
 
     async def save_now(self) -> None:
-        """Write the current state now (start-up, shutdown, the writer task)."""
+        """Write the current state now (start-up, shutdown, the writer task, the daemon after
+        a run of the engine's actions)."""
         # The lock taken without a checkpoint when it is free: Lock.acquire yields a turn of
         # the loop even then, a turn more before every REPLY that waits for this write (issue 9).
         try:
@@ -86,8 +127,11 @@ class StateWriter:
         except trio.WouldBlock:
             await self._lock.acquire()
         try:
-            generation = self.generation
+            generation, lazy = self.generation, self._lazy
             await self._save()
+            self._lazy_saved = max(self._lazy_saved, lazy)
+            flushed = self._flushed  # saved: no need to hand them to the writer task
+            self._flushed = (max(flushed[0], generation), max(flushed[1], lazy))
             if generation > self.durable:
                 self.durable = generation
                 self._on_durable(generation)
@@ -128,15 +172,18 @@ class WriteThread:
         self._lock = threading.Lock()  # _running and the queue's emptiness agree under it
         self._running = False
 
-    async def run(self, write: Callable[[], None], children: int | None = None) -> None:
+    async def run(
+        self, write: Callable[[], None], children: int | None = None, *, idle: bool = False
+    ) -> None:
         """write(), which saves `children` children (None: any number, a snapshot), in the
-        thread, or inline when it is small and the loop idle; returns once it returned (or
-        raises what it raised). Not cancellable: a write once begun is waited for, as a
-        datagram may wait for it."""
+        thread, or inline when it is small and the loop idle (`idle`: the caller found it so
+        in this step of its task; else trio is asked, which reads the clock: a system call in
+        user-mode Linux); returns once it returned (or raises what it raised). Not
+        cancellable: a write once begun is waited for, as a datagram may wait for it."""
         if (
             children is not None
             and children <= INLINE_CHILDREN
-            and not trio.lowlevel.current_statistics().tasks_runnable
+            and (idle or not trio.lowlevel.current_statistics().tasks_runnable)
         ):
             write()
             return

@@ -68,3 +68,24 @@ async def test_flush_leaves_the_requests_to_the_writer_while_the_helper_has_some
                 await trio.sleep(0.001)
             assert helper.server.requests == requests + 2
             nursery.cancel_scope.cancel()
+
+
+async def test_a_request_submitted_without_wake_waits_for_flush() -> None:
+    # The daemon's SA actions: flush() after the run of actions sends them, or wakes the
+    # writer task when the helper has a request in hand; submit alone does not wake it.
+    with thread_helper() as helper:
+        client = HelperClient(helper.path, _ignore, _nothing)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(client.run)
+            requests = helper.server.requests
+            outcomes: list[Outcome] = []
+            await client.submit("hello", {}, outcomes.append, wake=False)
+            await trio.sleep(0.05)  # room for a wrong send to arrive (this cannot fail wrongly)
+            assert helper.server.requests == requests
+            client.flush()  # sent here
+            await client.submit("hello", {}, outcomes.append, wake=False)
+            client.flush()  # the first is in hand: left to the writer task, woken here
+            while len(outcomes) < 2:
+                await trio.sleep(0.001)
+            assert helper.server.requests == requests + 2
+            nursery.cancel_scope.cancel()

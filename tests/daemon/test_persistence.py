@@ -102,10 +102,12 @@ async def test_changes_made_during_a_write_share_the_next_write() -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(writer.run)
         writer.changed()
+        writer.flush()
         await trio.testing.wait_all_tasks_blocked()
         assert writes == [1]  # the first write is running
         for _ in range(50):
             writer.changed()
+        writer.flush()
         gate.set()
         await trio.testing.wait_all_tasks_blocked()
         assert writes == [1, 51] and durable == [1, 51] and writer.durable == 51
@@ -197,12 +199,14 @@ async def test_a_lazy_change_is_saved_within_the_delay_or_with_the_next_change()
         nursery.start_soon(writer.run)
         began = trio.current_time()
         writer.changed_lazily()
+        writer.flush()
         with trio.fail_after(LAZY_DELAY * 3):
             while not saved_at:
                 await trio.sleep(LAZY_DELAY / 10)
         assert saved_at[0] - began >= LAZY_DELAY
         writer.changed_lazily()
         writer.changed()  # a change a datagram waits for takes the lazy one along at once
+        writer.flush()
         await trio.testing.wait_all_tasks_blocked()
         assert len(saved_at) == 2 and saved_at[1] - saved_at[0] < LAZY_DELAY
         nursery.cancel_scope.cancel()
