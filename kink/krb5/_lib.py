@@ -5,8 +5,9 @@ opaque handle, so the untyped cffi surface stays here. Each method makes one lib
 a fixed sequence of them) and turns a failure into Krb5Error with libkrb5's own message.
 
 Memory: whatever libkrb5 allocates for one call is freed before the call returns (try/finally);
-objects that outlive a call (credentials, auth contexts, keytabs, caches) carry an ffi.gc
-destructor that holds the owning krb5_context, so a context is always freed after its objects.
+objects that outlive a call (credentials, auth contexts, keytabs, caches) carry a destructor
+(ffi.gc; AuthContext.__del__) that holds the owning krb5_context, so a context is always freed
+after its objects.
 
 Threads: a RawContext is used by one thread at a time (an MIT krb5_context is not thread-safe).
 Handles may be freed on whichever thread drops them last; their destructors only call libkrb5
@@ -28,6 +29,29 @@ _c: Any = _krb5.lib
 AP_OPTS_USE_SESSION_KEY: int = _c.AP_OPTS_USE_SESSION_KEY
 AP_OPTS_MUTUAL_REQUIRED: int = _c.AP_OPTS_MUTUAL_REQUIRED
 KEYUSAGE_AP_REQ_AUTH: int = _c.KRB5_KEYUSAGE_AP_REQ_AUTH
+
+# The functions of the AP exchange (every CREATE and DELETE, and every forged request) and of
+# its errors, bound once: each `_c.name` is a lookup in the cffi library object, ~350
+# instructions a call (issue 9). Calls made once per context or per ticket use `_c` directly.
+_get_error_message: Any = _c.krb5_get_error_message
+_free_error_message: Any = _c.krb5_free_error_message
+_auth_con_init: Any = _c.krb5_auth_con_init
+_auth_con_setflags: Any = _c.krb5_auth_con_setflags
+_auth_con_setpermetypes: Any = _c.krb5_auth_con_setpermetypes
+_rd_req: Any = _c.krb5_rd_req
+_free_ticket: Any = _c.krb5_free_ticket
+_auth_con_getauthenticator: Any = _c.krb5_auth_con_getauthenticator
+_free_authenticator: Any = _c.krb5_free_authenticator
+_us_timeofday: Any = _c.krb5_us_timeofday
+_unparse_name: Any = _c.krb5_unparse_name
+_free_unparsed_name: Any = _c.krb5_free_unparsed_name
+_mk_req_extended: Any = _c.krb5_mk_req_extended
+_free_data_contents: Any = _c.krb5_free_data_contents
+_rd_rep: Any = _c.krb5_rd_rep
+_free_ap_rep_enc_part: Any = _c.krb5_free_ap_rep_enc_part
+_principal_compare: Any = _c.krb5_principal_compare
+_auth_con_setuseruserkey: Any = _c.krb5_auth_con_setuseruserkey
+_mk_rep: Any = _c.krb5_mk_rep
 
 _memory_keytab_ids = itertools.count()
 _DEFAULT_CLOCK_SKEW = 300  # seconds, MIT's DEFAULT_CLOCKSKEW
@@ -131,7 +155,16 @@ class Creds:
 # after that; a frozen dataclass pays object.__setattr__ for every field.
 @dataclass(eq=False, slots=True)
 class AuthContext:
+    """A krb5_auth_context, freed with this handle. __del__ rather than ffi.gc: one is made
+    for every AP-REQ, forged ones included, and ffi.gc cost ~4 k instructions (issue 9).
+    `_ctx` keeps the owning krb5_context alive until then."""
+
     _ptr: Any = field(repr=False)
+    _ctx: Any = field(repr=False)
+
+    def __del__(self, _free: Any = _c.krb5_auth_con_free) -> None:
+        # The function is bound at definition: module globals may be gone at shutdown.
+        _free(self._ctx, self._ptr)
 
 
 @dataclass(slots=True)
@@ -180,7 +213,6 @@ class RawContext:
             raise Krb5Error(code, message_for(code))
         self._ctx = _ffi.gc(ctxp[0], _c.krb5_free_context)
         ctx = self._ctx
-        self._free_auth_context = lambda p: _c.krb5_auth_con_free(ctx, p)
         # Argument and result cells of the AP exchange calls, made once: each call fills them
         # and has read them before it returns (a RawContext serves one thread at a time), and
         # a cffi allocation per call was a good part of these calls' cost (issue 4).
@@ -215,13 +247,18 @@ class RawContext:
     # -- errors, names, time -------------------------------------------------------------
 
     def error(self, code: int) -> Krb5Error:
-        """Krb5Error for the call that just failed, with its extended message."""
-        text = _c.krb5_get_error_message(self._ctx, code)
+        """Krb5Error for the call that just failed, with its extended message.
+
+        The message lives in the context's error state until the next call overwrites it, so
+        its octets are copied now; Krb5Error decodes them only if someone reads the text (a
+        forged CREATE's refusal is counted, not logged: issue 9).
+        """
+        ctx = self._ctx
+        text = _get_error_message(ctx, code)
         try:
-            message = _ffi.string(text).decode("utf-8", "replace")
+            return Krb5Error(code, _ffi.string(text))
         finally:
-            _c.krb5_free_error_message(self._ctx, text)
-        return Krb5Error(code, message)
+            _free_error_message(ctx, text)
 
     def _check(self, code: int) -> None:
         # The calls of every AP exchange (time, names, auth contexts, mk_req, rd_rep, mk_rep,
@@ -242,7 +279,7 @@ class RawContext:
         """Seconds and microseconds on this context's clock (system time + offset)."""
         sec = self._sec_cell
         usec = self._usec_cell
-        code = _c.krb5_us_timeofday(self._ctx, sec, usec)
+        code = _us_timeofday(self._ctx, sec, usec)
         if code:
             raise self.error(code)
         return int(sec[0]), int(usec[0])
@@ -281,13 +318,13 @@ class RawContext:
 
     def _unparse(self, principal: Any) -> str:
         out = self._name_cell
-        code = _c.krb5_unparse_name(self._ctx, principal, out)
+        code = _unparse_name(self._ctx, principal, out)
         if code:
             raise self.error(code)
         try:
             return str(_ffi.string(out[0]).decode("utf-8", "replace"))
         finally:
-            _c.krb5_free_unparsed_name(self._ctx, out[0])
+            _free_unparsed_name(self._ctx, out[0])
 
     def _unparse_optional(self, principal: Any) -> str | None:
         return None if principal == _ffi.NULL else self._unparse(principal)
@@ -403,10 +440,10 @@ class RawContext:
 
     def auth_context(self) -> AuthContext:
         out = self._ac_cell
-        code = _c.krb5_auth_con_init(self._ctx, out)
+        code = _auth_con_init(self._ctx, out)
         if code:
             raise self.error(code)
-        return AuthContext(_ffi.gc(out[0], self._free_auth_context))
+        return AuthContext(out[0], self._ctx)
 
     def _input(self, data: bytes) -> Any:
         """The krb5_data cell pointing at `data` (no copy; kept alive until the next call)."""
@@ -422,21 +459,21 @@ class RawContext:
         ac_ptr = self._ac_cell
         ac_ptr[0] = ac._ptr
         out = self._data_out
-        code = _c.krb5_mk_req_extended(self._ctx, ac_ptr, options, _ffi.NULL, creds._ptr, out)
+        code = _mk_req_extended(self._ctx, ac_ptr, options, _ffi.NULL, creds._ptr, out)
         if code:
             raise self.error(code)
         try:
             return _bytes(out), ac
         finally:
-            _c.krb5_free_data_contents(self._ctx, out)
+            _free_data_contents(self._ctx, out)
 
     def rd_rep(self, ac: AuthContext, data: bytes) -> None:
         """Decrypt an AP-REP with the auth context's key and check its ctime/cusec echo."""
         out = self._ap_rep_cell
-        code = _c.krb5_rd_rep(self._ctx, ac._ptr, self._input(data), out)
+        code = _rd_rep(self._ctx, ac._ptr, self._input(data), out)
         if code:
             raise self.error(code)
-        _c.krb5_free_ap_rep_enc_part(self._ctx, out[0])
+        _free_ap_rep_enc_part(self._ctx, out[0])
 
     def rd_req(
         self,
@@ -454,15 +491,15 @@ class RawContext:
             # RFC 4120 §3.7: the ticket is encrypted in our TGT session key, not a keytab key.
             self.set_key(ac, user_to_user_key)
         ctx = self._ctx
-        _c.krb5_auth_con_setflags(ctx, ac._ptr, self._acceptor_flags)
+        _auth_con_setflags(ctx, ac._ptr, self._acceptor_flags)
         if self._permitted_enctypes is not None:
-            code = _c.krb5_auth_con_setpermetypes(ctx, ac._ptr, self._permitted_enctypes)
+            code = _auth_con_setpermetypes(ctx, ac._ptr, self._permitted_enctypes)
             if code:
                 raise self.error(code)
         ac_ptr = self._ac_cell
         ac_ptr[0] = ac._ptr
         ticket_out = self._ticket_cell
-        code = _c.krb5_rd_req(
+        code = _rd_req(
             ctx,
             ac_ptr,
             self._input(data),
@@ -477,7 +514,7 @@ class RawContext:
         try:
             return self._decrypted_ticket(ticket, server)
         finally:
-            _c.krb5_free_ticket(self._ctx, ticket)
+            _free_ticket(self._ctx, ticket)
 
     def _decrypted_ticket(self, ticket: Any, expected: Principal | None = None) -> DecryptedTicket:
         enc = ticket.enc_part2
@@ -485,9 +522,7 @@ class RawContext:
         # The ticket's server is nearly always the principal rd_req was given: its name is then
         # that principal's (both are the unparsed realm and components, which
         # krb5_principal_compare matches exactly), without unparsing it anew (issue 4).
-        if expected is not None and _c.krb5_principal_compare(
-            self._ctx, expected._ptr, ticket.server
-        ):
+        if expected is not None and _principal_compare(self._ctx, expected._ptr, ticket.server):
             server = expected.name
         else:
             server = self._unparse(ticket.server)
@@ -508,32 +543,32 @@ class RawContext:
         decryption: on an initiator's context MIT 1.20 crashes here (client field cleared).
         """
         out = self._authenticator_cell
-        code = _c.krb5_auth_con_getauthenticator(self._ctx, ac._ptr, out)
+        code = _auth_con_getauthenticator(self._ctx, ac._ptr, out)
         if code:
             raise self.error(code)
         authenticator = out[0]
         try:
-            return int(authenticator.ctime), int(authenticator.cusec)
+            return authenticator.ctime, authenticator.cusec  # cffi gives Python ints
         finally:
-            _c.krb5_free_authenticator(self._ctx, authenticator)
+            _free_authenticator(self._ctx, authenticator)
 
     def set_key(self, ac: AuthContext, key: SessionKey) -> None:
         """Make `key` the auth context's key (krb5_auth_con_setuseruserkey), e.g. for mk_rep."""
         block = _Keyblock(key)
         try:
-            self._check(_c.krb5_auth_con_setuseruserkey(self._ctx, ac._ptr, block.ptr))
+            self._check(_auth_con_setuseruserkey(self._ctx, ac._ptr, block.ptr))
         finally:
             block.wipe()
 
     def mk_rep(self, ac: AuthContext) -> bytes:
         out = self._data_out
-        code = _c.krb5_mk_rep(self._ctx, ac._ptr, out)
+        code = _mk_rep(self._ctx, ac._ptr, out)
         if code:
             raise self.error(code)
         try:
             return _bytes(out)
         finally:
-            _c.krb5_free_data_contents(self._ctx, out)
+            _free_data_contents(self._ctx, out)
 
     # -- KRB-ERROR -------------------------------------------------------------------------
 
@@ -559,7 +594,7 @@ class RawContext:
         try:
             return _bytes(out)
         finally:
-            _c.krb5_free_data_contents(self._ctx, out)
+            _free_data_contents(self._ctx, out)
 
     def rd_error(self, data: bytes) -> ErrorFields:
         inp = _Input(data)
@@ -592,7 +627,7 @@ class RawContext:
             self._check(_c.krb5_server_decrypt_ticket_keytab(self._ctx, keytab._ptr, out[0]))
             return self._decrypted_ticket(out[0])
         finally:
-            _c.krb5_free_ticket(self._ctx, out[0])
+            _free_ticket(self._ctx, out[0])
 
     def read_authenticator(
         self, ap_req: _der.ApReqParts, key: SessionKey

@@ -146,11 +146,26 @@ class Krb5Error(Exception):
     holds the session key and answers with an authenticated error (RFC 4430 §3.5).
     """
 
-    def __init__(self, code: int, message: str, *, accepted: Accepted | None = None) -> None:
-        super().__init__(code, message)
+    # Slots: a refused AP-REQ (every forged CREATE, issue 9) builds one of these, and a
+    # per-instance dict was a good part of its cost. BaseException still gives each instance a
+    # dict for anything else set on it, and its __new__ has stored (code, message) as args.
+    __slots__ = ("_message", "accepted", "code")
+
+    def __init__(
+        self, code: int, message: str | bytes, *, accepted: Accepted | None = None
+    ) -> None:
         self.code = code
-        self.message = message
+        self._message = message  # bytes: libkrb5's UTF-8 text, decoded when first read
         self.accepted = accepted
+
+    @property
+    def message(self) -> str:
+        """libkrb5's text for the failure (decoded on first read: a refused request whose
+        error nobody logs never pays for it)."""
+        text = self._message
+        if isinstance(text, bytes):
+            text = self._message = text.decode("utf-8", "replace")
+        return text
 
     @property
     def protocol_code(self) -> int | None:

@@ -71,3 +71,25 @@ def test_krb5_error() -> None:
     other = Krb5Error(KRB5_KT_NOTFOUND, "Key table entry not found")
     assert other.protocol_code is None
     assert str(other) == f"Key table entry not found (krb5 error {KRB5_KT_NOTFOUND})"
+
+
+def test_krb5_error_text_decoded_when_read() -> None:
+    # RawContext.error hands libkrb5's octets over undecoded; what the error shows is the same.
+    raw = Krb5Error(KRB5_KT_NOTFOUND, "Clé introuvable".encode())
+    text = Krb5Error(KRB5_KT_NOTFOUND, "Clé introuvable")
+    assert raw.message == text.message == "Clé introuvable"
+    assert str(raw) == str(text)
+    assert repr(raw) == repr(text)
+    assert Krb5Error(5, b"bad \xff octet").message == "bad \ufffd octet"
+
+
+def test_extended_message_kept_past_later_failures() -> None:
+    # libkrb5 keeps one extended message per context, overwritten by the next failure: the
+    # error must hold the text of its own failure even when read after another one.
+    raw = Context(Path(__file__).with_name("data") / "krb5.conf").raw
+    with pytest.raises(Krb5Error) as first:
+        raw.memory_copy(raw.keytab("FILE:/nonexistent/first.keytab"))
+    with pytest.raises(Krb5Error) as second:
+        raw.memory_copy(raw.keytab("FILE:/nonexistent/second.keytab"))
+    assert first.value.message == "Key table file '/nonexistent/first.keytab' not found"
+    assert second.value.message == "Key table file '/nonexistent/second.keytab' not found"
