@@ -7,9 +7,9 @@ aes256-cts-hmac-sha384-192 (RFC 8009) are accepted; everything else is Unsupport
 """
 
 import hmac
-import os
 
 from kink.crypto.aes_cts import BLOCK
+from kink.crypto.entropy import random_bytes
 from kink.crypto.errors import CryptoError
 from kink.crypto.profiles import AesPrf, EncKeys, HmacKey, PrfKey, enctype_name, profile_for
 
@@ -109,7 +109,8 @@ def encrypt(key: Key, usage: int, plaintext: bytes, *, confounder: bytes | None 
     `confounder` (16 octets) is for test vectors; by default it is random.
     """
     if confounder is None:
-        confounder = os.urandom(BLOCK)
+        # Single-use, public once sent: from the pooled OS CSPRNG (kink.crypto.entropy).
+        confounder = random_bytes(BLOCK)
     elif len(confounder) != BLOCK:
         raise CryptoError(f"confounder must be {BLOCK} octets, got {len(confounder)}")
     # The cached keys read here, derived on a miss: a frame less per message (issue 4).

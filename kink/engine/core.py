@@ -11,6 +11,7 @@ from dataclasses import replace
 from ipaddress import ip_network
 from typing import ClassVar, Final, TypeVar, overload
 
+from kink.crypto.entropy import PooledRandom
 from kink.engine.config import EngineConfig, PeerConfig, Policy
 from kink.engine.events import (
     Action,
@@ -120,8 +121,9 @@ class EngineCore(ABC):
         self.rng = rng if rng is not None else random.Random()
         # Inbound SPIs come from the OS's CSPRNG: an off-path attacker who could predict them
         # could aim forged packets or DELETEs at them (rng, a Mersenne Twister, is only for
-        # what may be guessed: XIDs, jitter). Tests pass a seeded random.Random.
-        self.spi_rng = spi_rng if spi_rng is not None else random.SystemRandom()
+        # what may be guessed: XIDs, jitter), through kink.crypto.entropy's buffer (SPIs are
+        # public: one getrandom(2) per 4 KiB, not per SPI). Tests pass a seeded random.Random.
+        self.spi_rng = spi_rng if spi_rng is not None else PooledRandom()
         self.sadb = self.SADB()
         # The peer tables: change them only through register / unregister (Engine.add_peer,
         # remove_peer, replace_peer, reconfigure). Removed peers whose DELETE is under way

@@ -10,7 +10,6 @@ A CREATE given up after the responder may have installed its SAs (no REPLY came,
 rejected the REPLY) is followed by a DELETE of them, so that no pair stays half-open (§3.3).
 """
 
-import os
 import random
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -19,6 +18,7 @@ from functools import partial
 from typing import Final, TypeVar
 
 from kink.crypto.dh import DhExchange
+from kink.crypto.entropy import random_bytes
 from kink.crypto.errors import CryptoError
 from kink.crypto.keymat import SaKeymat
 from kink.crypto.rfc3961 import Key
@@ -444,7 +444,7 @@ class Initiator(EngineCore):
         """Ni, the KE, the optimistic SPIs drawn and the offer of one negotiation; the
         optimistic inbound SAs to install before the CREATE leaves (none with KE)."""
         peer = txn.peer
-        neg.ni = os.urandom(self.config.nonce_length)
+        neg.ni = random_bytes(self.config.nonce_length)  # kink.crypto.entropy: single-use
         group = self._group(txn)
         if group is not None:
             neg.dh = DhExchange(group)

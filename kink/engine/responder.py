@@ -11,7 +11,6 @@ authenticated when the ticket still decrypted (SKEW, TKT_EXPIRED, TKT_NYV: §3.5
 lone KRB_ERROR; a user-to-user ticket we can no longer decrypt gets our TGT (§3.7.1).
 """
 
-import os
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from functools import partial
 from typing import Final
 
 from kink.crypto.dh import DhExchange
+from kink.crypto.entropy import random_bytes
 from kink.crypto.errors import CryptoError
 from kink.crypto.keymat import SaKeymat
 from kink.crypto.seal import open_message, verify_cksum
@@ -426,7 +426,7 @@ class Responder(Initiator):
         # §3.2: another proposal, a KE or our own nonce make it 3-way; we then add Nr (§6.3).
         three_way = not choice.optimistic or gxy is not None or self.config.responder_nonce
         if three_way:
-            plan.nr = os.urandom(self.config.nonce_length)
+            plan.nr = random_bytes(self.config.nonce_length)  # kink.crypto.entropy: single-use
         inputs = plan.keymat = SaKeymat(accepted.key, plan.ni, plan.nr, gxy, self.config.aes_prf)
         life = self._life(choice.lifetime.seconds, choice.lifetime.kilobytes)
         child = Child(
