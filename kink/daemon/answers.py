@@ -21,7 +21,8 @@ the answer goes to the configured peer address only, and only what that peer was
 """
 
 import struct
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 
 from kink.daemon.state import SaId, SavedAnswer, SavedChild
 from kink.engine.events import Address
@@ -45,15 +46,21 @@ def asks_ack(data: bytes) -> bool:
 
 
 class Answers:
-    """Answers(lifetime): what the daemon feeds it, in the order the datagrams and notices
-    come: received(), established(), sent(); then take() at each save, and after a restart
-    restore() and replay()."""
+    """Answers(lifetime, clock): what the daemon feeds it, in the order the datagrams and
+    notices come: received(), established(), sent(); then take() at each save, and after a
+    restart restore() and replay(). `clock`: the wall clock, read only by replay() when it has
+    an answer (a system call in user-mode Linux, issue 9: not one per datagram)."""
 
-    def __init__(self, lifetime: float) -> None:
+    def __init__(self, lifetime: float, clock: Callable[[], float] = time.time) -> None:
         self.lifetime = lifetime
+        self._clock = clock
         self._asked: dict[tuple[str, int], None] = {}  # (address, xid) of CREATEs received
         self._fresh: list[int] = []  # children installed since the last datagram, by id
-        self._new: dict[int, SavedAnswer] = {}  # by child id: answers not saved yet
+        # REPLYs kept since the last save: (children, to, xid, REPLY); each gets its `until`
+        # from the save's time (take), which its REPLY waits for (write-ahead): no clock read
+        # per REPLY.
+        self._sent: list[tuple[list[int], Address, int, bytes]] = []
+        self._new: dict[int, SavedAnswer] = {}  # by child id: restored answers not saved yet
         self._replay: dict[tuple[str, int], SavedAnswer] = {}  # after a restart
         self.replayed = 0
 
@@ -69,9 +76,9 @@ class Answers:
         next."""
         self._fresh.append(child)
 
-    def sent(self, data: bytes, to: Address, now: float) -> bool:
+    def sent(self, data: bytes, to: Address) -> bool:
         """A datagram we send: the REPLY to a CREATE is kept with the children installed for
-        it (`now`: wall clock). Whether it was (the state file must have it before it leaves)."""
+        it. Whether it was (the state file must have it before it leaves)."""
         fresh, self._fresh = self._fresh, []
         header = _header(data)
         if header is None or header.type != MessageType.REPLY:
@@ -82,16 +89,21 @@ class Answers:
         del self._asked[asked]
         if header.ackreq or not fresh:
             return False
-        answer = SavedAnswer(to, header.xid, data, now + self.lifetime)
-        for child in fresh:
-            self._new[child] = answer
+        self._sent.append((fresh, to, header.xid, data))
         return True
 
     def take(self, now: float) -> dict[int, SavedAnswer]:
-        """The answers not saved yet, by child id (`now`: wall clock; expired ones are left
-        out); each is handed out once."""
+        """The answers not saved yet, by child id (`now`: the save's wall clock time; a REPLY
+        sent since the last save is kept reply_cache_lifetime from it, a restored answer until
+        its own time, expired ones left out); each is handed out once."""
         new, self._new = self._new, {}
-        return {child: answer for child, answer in new.items() if answer.until > now}
+        taken = {child: answer for child, answer in new.items() if answer.until > now}
+        sent, self._sent = self._sent, []
+        for children, to, xid, data in sent:
+            answer = SavedAnswer(to, xid, data, now + self.lifetime)
+            for child in children:
+                taken[child] = answer
+        return taken
 
     def restore(
         self, children: Iterable[SavedChild], taken_over: Mapping[frozenset[SaId], int]
@@ -110,7 +122,7 @@ class Answers:
                     self._new[taken_over[child.sas]] = child.answer  # saved again
                     self._replay[key] = child.answer
 
-    def replay(self, data: bytes, address: str, now: float) -> SavedAnswer | None:
+    def replay(self, data: bytes, address: str) -> SavedAnswer | None:
         """The saved REPLY for this datagram if it is a CREATE answered before the restart."""
         if not self._replay:
             return None
@@ -120,7 +132,7 @@ class Answers:
         answer = self._replay.get((address, header.xid))
         if answer is None:
             return None
-        if answer.until <= now:
+        if answer.until <= self._clock():
             del self._replay[(address, header.xid)]
             return None
         self.replayed += 1

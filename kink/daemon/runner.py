@@ -374,7 +374,7 @@ class Daemon:
         self._wakeup.set()
 
     def _datagram(self, data: bytes, peer: Address) -> None:
-        answer = self.answers.replay(data, peer[0], time.time())
+        answer = self.answers.replay(data, peer[0])
         if answer is not None:
             # A CREATE answered before a restart, retransmitted: its REPLY (answers.py).
             log.info("%s: CREATE %#x answered again from the state file", peer[0], answer.xid)
@@ -385,7 +385,9 @@ class Daemon:
             # Only a configured peer's CREATE is ever answered: datagrams from elsewhere (a
             # flood) leave no trace here, not even in the bounded table of CREATEs asked.
             self.answers.received(data, peer[0])
-        self.engine.datagram_received(data, peer, trio.current_time())
+        assert self._transport is not None
+        # The transport's clock read for this datagram (Transport.arrived): not another one.
+        self.engine.datagram_received(data, peer, self._transport.arrived)
         self._wake()
 
     async def _send(self, data: bytes, peer: Address) -> None:
@@ -399,24 +401,33 @@ class Daemon:
     async def _execute(self) -> None:
         engine = self.engine
         while True:
-            while (action := engine.next_action()) is not None:
-                await self._carry_out(action)
-            # The helper requests of these actions go now if the helper has none in hand, not
-            # at the helper client's writer task's next turn: a turn less before their replies
-            # (HelperClient.flush).
-            self.helper.flush()
-            await self._flush_changes()
-            if self._policy_checks:
-                self._check_policies()
-            deadline = engine.next_timer()
-            with trio.move_on_at(math.inf if deadline is None else deadline) as timer:
-                await self._wakeup.wait()
-            self._wakeup = trio.Event()
-            # The clock is read only for a timer that fired, not at every wake-up (a system
-            # call in user-mode Linux, issue 9). A deadline that passed as an input woke us
-            # cancels the next wait at once: its timer is handled then.
-            if timer.cancelled_caught:
-                engine.handle_timer(trio.current_time())
+            # One cancel scope until a timer fires, its deadline the engine's next timer while
+            # the executor waits for an input, none while it carries out actions (never cut
+            # short). Entering a scope reads the clock (trio checks its deadline), setting its
+            # deadline does not: the clock is read once per timer that fires, not per wake-up
+            # (a system call in user-mode Linux, issue 9).
+            with trio.CancelScope() as timer:
+                while True:
+                    while (action := engine.next_action()) is not None:
+                        await self._carry_out(action)
+                    # The helper requests of these actions go now if the helper has none in
+                    # hand, not at the helper client's writer task's next turn: a turn less
+                    # before their replies (HelperClient.flush).
+                    self.helper.flush()
+                    await self._flush_changes()
+                    if self._policy_checks:
+                        self._check_policies()
+                    deadline = engine.next_timer()
+                    timer.deadline = math.inf if deadline is None else deadline
+                    await self._wakeup.wait()
+                    self._wakeup = trio.Event()
+                    timer.deadline = math.inf
+                    if trio.current_effective_deadline() == -math.inf:
+                        # Cancelled (the deadline passed) as an input woke us: no checkpoint
+                        # since, the scope closes without Cancelled. (Not timer.cancel_called:
+                        # it reads the clock.) Else the wait was cancelled.
+                        break
+            engine.handle_timer(trio.current_time())
 
     async def _flush_changes(self) -> None:
         """The state changes of a run of the engine's actions: saved now if a datagram waits
@@ -443,7 +454,7 @@ class Daemon:
 
     async def _carry_out(self, action: Action) -> None:
         if isinstance(action, SendDatagram):
-            kept = self.answers.sent(action.data, action.peer, time.time())
+            kept = self.answers.sent(action.data, action.peer)
             if kept or asks_ack(action.data):
                 # The REPLY is saved with its children before it leaves; a 3-way one after
                 # the children awaiting its ACK (the initiator may install the pair on it).
@@ -479,7 +490,7 @@ class Daemon:
                 result = HelperResult(token, spi=int(outcome["spi"]))
             else:
                 result = HelperResult(token)
-            self.engine.helper_result(result, trio.current_time())
+            self.engine.helper_result(result, self._helper_time())
             self._wake()
 
         # Without waking the helper client's writer task: _execute flushes them.
@@ -812,8 +823,15 @@ class Daemon:
             return
         kernel_event = helper_args.kernel_event(event, self.engine.policies)
         if kernel_event is not None:
-            self.engine.kernel_event(kernel_event, trio.current_time())
+            self.engine.kernel_event(kernel_event, self._helper_time())
             self._wake()
+
+    def _helper_time(self) -> float:
+        """The time of a helper reply or event: the clock read for the helper's message that
+        brought it (HelperClient.arrived), read now for an outcome of another origin (the
+        helper gone, a request refused before it was sent)."""
+        now = self.helper.arrived
+        return trio.current_time() if now is None else now
 
     async def _watch_traffic(self) -> None:
         """Feed the engine the kernel's byte counters of its SAs: RFC 4430 §3.7 dead peer

@@ -31,7 +31,6 @@ import ipaddress
 import logging
 import socket
 import struct
-import time
 from collections.abc import Callable, Sequence
 
 import trio
@@ -188,6 +187,9 @@ class Transport:
         self.received = 0
         self.sent = 0
         self.send_errors = 0
+        # trio's clock when the datagram being delivered was read: the receiver hands it to
+        # the engine as the datagram's time instead of reading the clock again (issue 9).
+        self.arrived = 0.0
 
     def local_addresses(self) -> list[tuple[str, int]]:
         return [_host(s.getsockname()) for s in self._sockets]
@@ -216,31 +218,35 @@ class Transport:
         receive = sock.recvfrom_into
         # recvfrom gives IPv4 addresses as (host, port) already; IPv6 ones need trimming.
         plain = sock.family == socket.AF_INET
-        clock = time.monotonic
+        clock = trio.current_time
         await trio.lowlevel.wait_readable(sock)
         # One turn: until the queue is empty (then wait for it), or BATCH datagrams or SLICE
         # seconds were delivered (then give the other tasks their turn and go on reading: the
         # queue is likely not empty, no need to ask epoll). The clock is read when a turn
         # begins and when a datagram comes after another in it, not after each delivery: the
         # last datagram of a turn, a lone one's, costs no clock read (a system call in
-        # user-mode Linux, issue 9).
-        turn_ends = clock() + SLICE
+        # user-mode Linux, issue 9). Each datagram is delivered after a read (`arrived`).
+        now = clock()
+        turn_ends = now + SLICE
         delivered = 0  # in this turn
         while True:
             try:
                 size, address = receive(buffer)
             except BlockingIOError:
                 await trio.lowlevel.wait_readable(sock)
-                turn_ends, delivered = clock() + SLICE, 0
+                now = clock()
+                turn_ends, delivered = now + SLICE, 0
                 continue
             except OSError as exc:
                 # ICMP port unreachable from an earlier send shows up here on Linux.
                 log.debug("receive: %s", exc.strerror)
                 continue
-            if delivered == BATCH or (delivered and clock() >= turn_ends):
+            if delivered == BATCH or (delivered and (now := clock()) >= turn_ends):
                 # The turn is over: this datagram (kept in the buffer) opens the next one.
                 await trio.lowlevel.checkpoint()
-                turn_ends, delivered = clock() + SLICE, 0
+                now = clock()
+                turn_ends, delivered = now + SLICE, 0
+            self.arrived = now
             self.received += 1
             delivered += 1
             deliver(bytes(view[:size]), address if plain else _host(address))

@@ -37,32 +37,62 @@ def test_a_two_way_reply_is_kept_with_its_child_and_replayed_after_a_restart() -
     answers.received(datagram(MessageType.CREATE, 5), PEER[0])
     answers.established(7)
     reply = datagram(MessageType.REPLY, 5)
-    assert answers.sent(reply, PEER, now=100.0)
-    kept = SavedAnswer(PEER, 5, reply, 160.0)
-    assert answers.take(now=101.0) == {7: kept}
+    assert answers.sent(reply, PEER)
+    kept = SavedAnswer(PEER, 5, reply, 160.0)  # kept lifetime from the save that has it
+    assert answers.take(now=100.0) == {7: kept}
     assert answers.take(now=101.0) == {}  # handed to the state file once
 
-    restarted = Answers(lifetime=60.0)
+    clock = [102.0]
+    restarted = Answers(lifetime=60.0, clock=lambda: clock[0])
     restarted.restore([SavedChild(record(0x1001, 0x2002), PAIR, kept)], {PAIR: 3})
-    assert restarted.replay(datagram(MessageType.CREATE, 5), PEER[0], now=102.0) == kept
-    assert restarted.replay(datagram(MessageType.CREATE, 6), PEER[0], now=102.0) is None
-    assert restarted.replay(datagram(MessageType.DELETE, 5), PEER[0], now=102.0) is None
-    assert restarted.replay(datagram(MessageType.CREATE, 5), "192.0.2.9", now=102.0) is None
+    assert restarted.replay(datagram(MessageType.CREATE, 5), PEER[0]) == kept
+    assert restarted.replay(datagram(MessageType.CREATE, 6), PEER[0]) is None
+    assert restarted.replay(datagram(MessageType.DELETE, 5), PEER[0]) is None
+    assert restarted.replay(datagram(MessageType.CREATE, 5), "192.0.2.9") is None
     assert restarted.take(now=102.0) == {3: kept}  # saved again by the next kinkd
-    assert restarted.replay(datagram(MessageType.CREATE, 5), PEER[0], now=161.0) is None
+    clock[0] = 161.0
+    assert restarted.replay(datagram(MessageType.CREATE, 5), PEER[0]) is None
+
+
+def test_a_restored_answer_expired_before_the_save_is_left_out() -> None:
+    restarted = Answers(lifetime=60.0)
+    kept = SavedAnswer(PEER, 5, datagram(MessageType.REPLY, 5), 160.0)
+    restarted.restore([SavedChild(record(0x1001, 0x2002), PAIR, kept)], {PAIR: 3})
+    assert restarted.take(now=160.0) == {}
+
+
+def test_the_wall_clock_is_read_only_to_replay_a_saved_answer() -> None:
+    reads: list[None] = []
+
+    def clock() -> float:
+        reads.append(None)
+        return 100.0
+
+    answers = Answers(lifetime=60.0, clock=clock)
+    answers.received(datagram(MessageType.CREATE, 5), PEER[0])
+    assert answers.replay(datagram(MessageType.CREATE, 5), PEER[0]) is None
+    answers.established(7)
+    assert answers.sent(datagram(MessageType.REPLY, 5), PEER)
+    assert not reads
+    kept = SavedAnswer(PEER, 5, datagram(MessageType.REPLY, 5), 160.0)
+    answers.restore([SavedChild(record(0x1001, 0x2002), PAIR, kept)], {PAIR: 3})
+    assert answers.replay(datagram(MessageType.CREATE, 6), PEER[0]) is None
+    assert not reads
+    assert answers.replay(datagram(MessageType.CREATE, 5), PEER[0]) == kept
+    assert len(reads) == 1
 
 
 def test_no_answer_is_kept_for_three_way_refusals_or_strangers() -> None:
     answers = Answers(lifetime=60.0)
     answers.received(datagram(MessageType.CREATE, 1), PEER[0])
     answers.established(7)
-    assert not answers.sent(datagram(MessageType.REPLY, 1, ackreq=True), PEER, now=0.0)
+    assert not answers.sent(datagram(MessageType.REPLY, 1, ackreq=True), PEER)
     answers.received(datagram(MessageType.CREATE, 2), PEER[0])
-    assert not answers.sent(datagram(MessageType.REPLY, 2), PEER, now=0.0)  # nothing installed
+    assert not answers.sent(datagram(MessageType.REPLY, 2), PEER)  # nothing installed
     answers.established(7)
-    assert not answers.sent(datagram(MessageType.REPLY, 3), PEER, now=0.0)  # no such CREATE
+    assert not answers.sent(datagram(MessageType.REPLY, 3), PEER)  # no such CREATE
     answers.received(b"\x01short", PEER[0])
-    assert not answers.sent(b"\x03", PEER, now=0.0)
+    assert not answers.sent(b"\x03", PEER)
     assert answers.take(now=0.0) == {}
 
 
@@ -79,9 +109,9 @@ def test_an_answer_is_replayed_only_if_every_child_it_made_was_taken_over() -> N
         SavedChild(record(0x1001, 0x2002), PAIR, answer),
         SavedChild(record(0x3003, 0x4004), OTHER, answer),
     ]
-    answers = Answers(lifetime=60.0)
+    answers = Answers(lifetime=60.0, clock=lambda: 0.0)
     answers.restore(children, {PAIR: 3})
-    assert answers.replay(datagram(MessageType.CREATE, 5), PEER[0], now=0.0) is None
+    assert answers.replay(datagram(MessageType.CREATE, 5), PEER[0]) is None
     assert answers.take(now=0.0) == {}
 
 
