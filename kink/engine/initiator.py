@@ -159,6 +159,8 @@ class Initiator(EngineCore):
         self._rekey_call: Callable[[Child, float], None] = self.rekey
         # The DELETE grace timer's (§3.3), one bound method for all of them, as above.
         self._reap_call: Callable[[Child, float], None] = self._reap_deleted
+        # The transactions waiting for the FetchTicket under way for a principal (_fetch_ticket).
+        self._fetching: dict[str, list[Transaction]] = {}
 
     # ------------------------------------------------------------------------ starting
 
@@ -340,10 +342,24 @@ class Initiator(EngineCore):
         self._prepare(txn, now)
 
     def _fetch_ticket(self, txn: Transaction) -> None:
+        """One FetchTicket per principal at a time: the transactions that need its ticket
+        meanwhile wait for that one (a burst of ACQUIREs towards a peer whose ticket we do not
+        have yet would otherwise ask for it once per flow: a worker thread hop and a KDC
+        request each, issue 9)."""
         txn.plain_tried = True
+        principal = txn.peer.config.principal
+        waiting = self._fetching.get(principal)
+        if waiting is not None:
+            waiting.append(txn)
+            return
+        self._fetching[principal] = [txn]
         token = next(self._ticket_tokens)
-        self.ticket_waiting[token] = lambda r, t: self._ticket_fetched(txn, r, t)
-        self.emit(FetchTicket(token, txn.peer.config.principal))
+        self.ticket_waiting[token] = lambda r, t: self._tickets_fetched(principal, r, t)
+        self.emit(FetchTicket(token, principal))
+
+    def _tickets_fetched(self, principal: str, result: TicketResult, now: float) -> None:
+        for txn in self._fetching.pop(principal, ()):
+            self._ticket_fetched(txn, result, now)
 
     def _ticket_fetched(self, txn: Transaction, result: TicketResult, now: float) -> None:
         if txn.done:
