@@ -23,6 +23,7 @@ def test_transactions_needing_one_ticket_share_its_fetch(make_world: WorldFactor
     theirs = (Policy(_host(B, 0), _host(A, 0), reqid=0x4B490100),)  # b grants each (§10)
     world = make_world(a={"policies": ours}, b={"policies": theirs})
     a = world.host("a")
+    a.credentials.forget_ticket(a.engine.peers["b"].config.principal)  # other tests fetched it
     for policy in ours:  # a kernel ACQUIRE per flow, each a CREATE of its own
         a.engine.kernel_event(Acquire(policy.reqid), world.now)
     # Before any ticket comes: one fetch for the three CREATEs that need it.
