@@ -10,6 +10,7 @@ templates, and an ACQUIRE names the engine's reqid.
 
 from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from kink.engine.config import PeerConfig, Policy
@@ -82,19 +83,11 @@ class HelperRanges:
 
 
 # Every SA install and policy names its selectors' networks, which ipaddress formats in Python
-# (~4 us a network, two a selector, issue 9): the text is kept per Selector (hashed once).
-# Bounded like kink.engine.ids' caches: past the limit the table starts again.
-_PREFIX_LIMIT = 4096
-_prefixes: dict[Selector, str] = {}
-
-
+# (~4 us a network, two a selector, issue 9): the text is kept per Selector (hashed once),
+# bounded as kink.daemon.sa_report keeps its selectors' text.
+@lru_cache(maxsize=4096)
 def _prefix(selector: Selector) -> str:
-    text = _prefixes.get(selector)
-    if text is None:
-        if len(_prefixes) >= _PREFIX_LIMIT:
-            _prefixes.clear()
-        text = _prefixes[selector] = str(selector.network)
-    return text
+    return str(selector.network)
 
 
 def selector(src: Selector, dst: Selector) -> dict[str, Any]:

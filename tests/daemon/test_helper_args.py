@@ -1,8 +1,6 @@
 """kink.daemon.helper_args: requests the helper's schema accepts, ACQUIREs with their seq."""
 
-from ipaddress import ip_network
-
-import pytest
+from ipaddress import IPv4Address, IPv4Network, ip_network
 
 from kink.daemon import helper_args
 from kink.engine.config import PeerConfig, Policy, ProposalSpec, TransformSpec
@@ -80,11 +78,8 @@ def test_tunnel_policies_go_out_in_and_forward_with_the_selectors_each_way() -> 
         check(protocol.REQUESTS["update_policy"], policy, "args")
 
 
-def test_selector_text_is_kept_per_selector_and_the_table_bounded(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(helper_args, "_PREFIX_LIMIT", 2)
-    monkeypatch.setattr(helper_args, "_prefixes", {})
+def test_selector_text_is_kept_per_selector_and_the_table_bounded() -> None:
+    helper_args._prefix.cache_clear()
     nets = [Selector(ip_network(f"10.{i}.0.0/16"), 6, 80) for i in range(5)]
     for i in range(4):
         # The same text whether it was formatted now or taken from the table.
@@ -96,6 +91,12 @@ def test_selector_text_is_kept_per_selector_and_the_table_bounded(
                 "sport": 80,
                 "dport": 80,
             }
-        assert len(helper_args._prefixes) <= 2
     # A selector equal to a kept one (another object) gets the kept text.
+    hits = helper_args._prefix.cache_info().hits
     assert helper_args._prefix(Selector(ip_network("10.4.0.0/16"), 6, 80)) == "10.4.0.0/16"
+    assert helper_args._prefix.cache_info().hits == hits + 1
+    limit = helper_args._prefix.cache_info().maxsize
+    assert limit is not None
+    for n in range(limit + 10):
+        assert helper_args._prefix(Selector(IPv4Network((n, 32)))) == f"{IPv4Address(n)}/32"
+    assert helper_args._prefix.cache_info().currsize <= limit
