@@ -3,10 +3,6 @@ same outbound SPI are told apart, and children hold one copy of equal modes, tra
 lifetimes."""
 
 import copy
-import os
-import pickle
-import subprocess
-import sys
 from dataclasses import replace
 from ipaddress import ip_network
 
@@ -16,6 +12,7 @@ from kink.engine.config import PeerConfig, Policy
 from kink.engine.events import SaLifetimes, SaTransform, Selector
 from kink.engine.proposals import Lifetime
 from kink.engine.sadb import Child, PeerState, Sadb, SaPair
+from tests.support.hashseed import unpickled_from_another_seed
 
 POLICY = Policy(Selector(ip_network("192.0.2.1/32")), Selector(ip_network("192.0.2.2/32")), 1)
 ESP = 3
@@ -129,9 +126,6 @@ def test_sa_transform_hashes_by_value_in_every_process() -> None:
         "hash(t)\n"
         "sys.stdout.buffer.write(pickle.dumps(t))\n"
     )
-    seed = "2" if os.environ.get("PYTHONHASHSEED") == "1" else "1"  # another seed than ours
-    env = {**os.environ, "PYTHONHASHSEED": seed}
-    made = subprocess.run([sys.executable, "-c", script], capture_output=True, env=env, check=True)
-    travelled = pickle.loads(made.stdout)
+    travelled = unpickled_from_another_seed(script)
     assert travelled == transform
     assert {transform: 1}[travelled] == 1

@@ -3,10 +3,6 @@ forms, bundles, ID types, PrincName quoting, alignment, and what encode() refuse
 
 import copy
 import dataclasses
-import os
-import pickle
-import subprocess
-import sys
 
 import pytest
 
@@ -58,6 +54,7 @@ from kink.wire.ipsec_doi import (
     NotifyType,
     ProtocolId,
 )
+from tests.support.hashseed import unpickled_from_another_seed
 from tests.wire.sealers import ReplaySealer, TransparentSealer
 
 SPI = bytes.fromhex("c0ffee01")
@@ -532,10 +529,7 @@ def test_a_transform_hashes_by_value_in_every_process() -> None:
         "hash(t)\n"
         "sys.stdout.buffer.write(pickle.dumps(t))\n"
     )
-    seed = "2" if os.environ.get("PYTHONHASHSEED") == "1" else "1"  # another seed than ours
-    env = {**os.environ, "PYTHONHASHSEED": seed}
-    made = subprocess.run([sys.executable, "-c", script], capture_output=True, env=env, check=True)
-    travelled = pickle.loads(made.stdout)
+    travelled = unpickled_from_another_seed(script)
     assert travelled == transform
     assert {transform: 1}[travelled] == 1
 
