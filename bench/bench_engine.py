@@ -16,6 +16,13 @@ new child's record, the old one's id; kinkd asks once per batch of exchanges, he
 rekey). Its clock advances by REKEY_STEP seconds a rekey, so that the timers (grace, the
 responder's reply cache) come due as they would in kinkd; each step is timed as above.
 
+The third, engine_rekeys_batched, is the same with BATCH pairs (BATCH policies of one peer)
+rekeyed at once, as kinkd sees a burst: the soft Expires of all in one run of inputs, each
+side's datagrams handed to the other together and only then its actions carried out, as
+kinkd's reader hands the engine a turn's datagrams before its executor runs. The DELETEs of
+the rekeyed-away pairs go as one DELETE per peer (RFC 4430 §3.3, §6.4: Delete payloads list
+SPIs); datagrams_per_rekey counts both sides'.
+
 The driver below hands each action straight to its handler and each datagram straight to the
 other engine, so that the figure is the engines' cost and not a simulator's. It times every
 step on its own: the initiator up to its CREATE, the responder up to its REPLY, the initiator
@@ -33,12 +40,21 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from ipaddress import ip_network
 from pathlib import Path
 from typing import Any
 
 from bench.common import emit, rounds
 from kink.daemon.runner import GC_YOUNG_THRESHOLD
-from kink.engine import Engine, EngineConfig, Krb5Port, PeerConfig, ProposalSpec, TransformSpec
+from kink.engine import (
+    Engine,
+    EngineConfig,
+    Krb5Port,
+    PeerConfig,
+    Policy,
+    ProposalSpec,
+    TransformSpec,
+)
 from kink.engine.events import (
     Acquire,
     DeleteSa,
@@ -47,6 +63,7 @@ from kink.engine.events import (
     InstallSa,
     SaDeleted,
     SaEstablished,
+    Selector,
     SendDatagram,
     TicketResult,
     UpdateSa,
@@ -78,6 +95,8 @@ REKEY_PHASES = (
 # Virtual seconds per rekey: past the responder's grace (delete_grace_default, no RTT measured
 # there) so that each rekey ends with the old pair gone on both sides.
 REKEY_STEP = 5.0
+BATCH = 16  # pairs rekeyed together (engine_rekeys_batched)
+A_ADDRESS, B_ADDRESS = "192.0.2.1", "192.0.2.2"
 
 
 class Side:
@@ -221,6 +240,7 @@ def main() -> None:
         for phase in PHASES:
             emit(f"engine_create_exchanges.{phase}", spent[phase] / total * 1e6, "us/exchange")
         _rekeys(a, b, acquire)
+        _batched_rekeys(_batch_sides(pa, ca, porta, pb, cb, portb))
 
 
 def _rekeys(a: Side, b: Side, acquire: Acquire) -> None:
@@ -300,6 +320,107 @@ def _rekeys(a: Side, b: Side, acquire: Acquire) -> None:
     )
     for phase in REKEY_PHASES:
         emit(f"engine_rekeys.{phase}", spent[phase] / total * 1e6, "us/rekey")
+
+
+def _batch_sides(
+    pa: str, ca: Credentials, porta: Krb5Port, pb: str, cb: Credentials, portb: Krb5Port
+) -> tuple[Side, Side]:
+    """Two engines with BATCH policies between them (host to host, one UDP port each), all of
+    which may be negotiated at once."""
+
+    def policies(here: str, there: str, local_port: bool) -> tuple[Policy, ...]:
+        return tuple(
+            Policy(
+                Selector(ip_network(here), 17, 4000 + i if local_port else 0),
+                Selector(ip_network(there), 17, 0 if local_port else 4000 + i),
+                reqid=100 + i,
+            )
+            for i in range(BATCH)
+        )
+
+    peer_of_a = PeerConfig(
+        "b", B_ADDRESS, pb, policies(A_ADDRESS, B_ADDRESS, True), (ESP_AES128_SHA1,)
+    )
+    peer_of_b = PeerConfig(
+        "a", A_ADDRESS, pa, policies(B_ADDRESS, A_ADDRESS, False), (ESP_AES128_SHA1,)
+    )
+    # Every pair may be negotiated at once (as in bench/harness.py's daemons): with fewer
+    # slots the CREATEs, and so the REPLYs settling them, would come a few at a time.
+    config_a = EngineConfig(A_ADDRESS, pa, (peer_of_a,), max_outstanding=BATCH)
+    config_b = EngineConfig(B_ADDRESS, pb, (peer_of_b,), max_outstanding=BATCH)
+    engine_a = Engine(config_a, porta, epoch=3, now=0.0)
+    engine_b = Engine(config_b, portb, epoch=4, now=0.0)
+    return Side(engine_a, Kernel(random.Random(3)), ca), Side(
+        engine_b, Kernel(random.Random(4)), cb
+    )
+
+
+def _batched_rekeys(sides: tuple[Side, Side]) -> None:
+    """The engine_rekeys_batched figure (module docstring)."""
+    a, b = sides
+    from_a, from_b = (A_ADDRESS, 910), (B_ADDRESS, 910)
+    now = 0.0
+    datagrams = 0
+
+    def exchange(now: float) -> None:
+        """Hand each side's datagrams to the other, all of them before its actions, until
+        none is left."""
+        nonlocal datagrams
+        while a.outbox or b.outbox:
+            for src, dst, address in ((a, b, from_a), (b, a, from_b)):
+                sent, src.outbox[:] = list(src.outbox), []
+                datagrams += len(sent)
+                for data in sent:
+                    dst.engine.datagram_received(data, address, now)
+                dst.run()
+
+    for reqid in list(a.engine.policies):
+        a.engine.kernel_event(Acquire(reqid), now)
+    a.run()
+    exchange(now)
+    assert len(a.engine.sadb.children) == BATCH
+
+    def rekeys() -> None:
+        nonlocal now
+        now += REKEY_STEP
+        for child in list(a.engine.sadb.children.values()):
+            pair = child.sas[0]
+            a.engine.kernel_event(Expire(pair.protocol, pair.inbound_spi, A_ADDRESS, False), now)
+        a.run()
+        exchange(now)
+        for side in (a, b):
+            side.engine.handle_timer(now + REKEY_STEP / 2)
+            side.run()
+            side.engine.record_changes(now + REKEY_STEP / 2)
+
+    for _ in range(WARMUP // BATCH):
+        rekeys()
+    counts = a.established, b.established, a.deleted, b.deleted
+    datagrams = 0
+    with _kinkd_gc():
+        cpu = time.thread_time()
+        rates, total = rounds(rekeys, ROUNDS, ROUND_SECONDS, 1)
+        cpu = time.thread_time() - cpu
+    made = total * BATCH
+    # Each batch made BATCH pairs and deleted BATCH on each side; BATCH are left on each side.
+    assert (a.established, b.established, a.deleted, b.deleted) == tuple(n + made for n in counts)
+    for side in (a, b):
+        assert len(side.engine.sadb.children) == BATCH and len(side.kernel.sas) == 2 * BATCH
+    rate = statistics.median(rates) * BATCH
+    emit(
+        "engine_rekeys_batched",
+        rate,
+        "rekeys/s",
+        us_per_rekey=round(1e6 / rate, 1),
+        cpu_us_per_rekey=round(cpu / made * 1e6, 1),
+        best=round(max(rates) * BATCH, 1),
+        batch=BATCH,
+        rounds=ROUNDS,
+        rekeys=made,
+        datagrams_per_rekey=round(datagrams / made, 2),
+        what=f"{BATCH} pairs rekeyed in one run of inputs; both engines",
+        gc=f"kinkd's (start-up frozen, young threshold {GC_YOUNG_THRESHOLD})",
+    )
 
 
 @contextlib.contextmanager

@@ -334,12 +334,18 @@ class EngineCore(ABC):
         update: bool = False,
         acquire_seq: int | None = None,
         fills: bool = False,
+        on_result: HelperCallback | None = None,
     ) -> int:
-        def done(result: HelperResult, now: float) -> None:
-            if result.error is not None:
-                self.child_failed(child, f"install failed: {result.error}", now)
+        """Install (or update) one SA of `child`; a failure takes the child down
+        (child_failed), unless on_result is given: it then gets the result instead (the SAs of
+        a REPLY the ACK waits for, kink.engine.initiator)."""
+        if on_result is None:
 
-        token = self.token(done)
+            def on_result(result: HelperResult, now: float) -> None:
+                if result.error is not None:
+                    self.child_failed(child, f"install failed: {result.error}", now)
+
+        token = self.token(on_result)
         self.emit(UpdateSa(token, spec) if update else InstallSa(token, spec, acquire_seq, fills))
         return token
 

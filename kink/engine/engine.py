@@ -292,7 +292,15 @@ class Engine(Lifecycle):
     # ---------------------------------------------------------------------- outputs
 
     def next_action(self) -> Action | None:
-        return self.actions.popleft() if self.actions else None
+        if self.actions:
+            return self.actions.popleft()
+        if self.deleting:
+            # The run of inputs is over: the pairs it rekeyed away go, one DELETE per peer
+            # (Initiator.start_delete, RFC 4430 §3.3, §6.4).
+            self.start_waiting_deletes()
+            if self.actions:
+                return self.actions.popleft()
+        return None
 
     def next_timer(self) -> float | None:
         import heapq

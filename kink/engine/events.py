@@ -14,12 +14,22 @@ to an SA action, by token), TicketResult (the answer to FetchTicket / FetchU2uTi
 LocalRequest (Initiate, Terminate, Rekey, Status). Outputs drained with Engine.next_action():
 the SA and ticket actions, SendDatagram, and Notice events for logs and kinkctl.
 
-Order matters: the daemon executes actions in the order they come out and sends a datagram only
-once every action emitted before it has been carried out. A failed action is reported through
-helper_result and does not stop the ones after it. A datagram naming one of our inbound SPIs
-(a CREATE, the REPLY to one) is emitted only once the helper_result of that SA's install (or
-AllocateSpi) said it is in: an SPI the kernel refused (EEXIST) is drawn again before anything
-names it (RFC 4430 §3.2 step 1: the optimistic inbound SA is in place before CREATE goes).
+Order: the daemon executes the SA actions in the order they come out; a failed action is
+reported through helper_result and does not stop the ones after it. A datagram is emitted only
+once the SA actions it depends on have their helper_result, so the daemon may send any datagram
+as soon as it is emitted (subject only to its own write-ahead save). What depends on what: an
+SA the peer will use once it gets the datagram must be in the kernel first (RFC 4430 §3.2):
+- a CREATE: its optimistic inbound SAs installed, or with KE / outside the first bundle their
+  SPIs reserved (AllocateSpi); an SPI the kernel refused (EEXIST) is drawn again before
+  anything names it (§3.2 step 1);
+- the REPLY to a CREATE: the responder's inbound SAs and, 2-way, its outbound ones (§3.2
+  step 3);
+- the ACK of a 3-way REPLY: every SA of that REPLY (inbound updated or filled, outbound),
+  failed installs included (§3.2 steps 4-5: on the ACK the responder sends with its outbound
+  SA); the DELETE of a pair such a REPLY's child replaces (§3.6) comes after the ACK;
+- a DELETE and the REPLY to one depend on nothing: "has deleted or will shortly delete" (§6.4),
+  and the inbound SAs go after the grace timer anyway (§3.3); a STATUS, its REPLY, a
+  GETTGT, lone replies and retransmissions (the same bytes, or rebuilt, §9) neither.
 """
 
 from dataclasses import dataclass, field

@@ -2,8 +2,9 @@
 
 Each transaction has one timer T with truncated exponential back-off; every retransmission is
 rebuilt with a new authenticator and the same ticket, and every authenticator sent is kept,
-since the REPLY may answer any of them (§9). A REPLY with ACKREQ is acknowledged, and the ACK is
-regenerated for any retransmission of that REPLY during a full retransmission cycle (§9).
+since the REPLY may answer any of them (§9). A REPLY with ACKREQ is acknowledged once its SAs are
+in (§3.2), and the ACK is regenerated for any retransmission of that REPLY during a full
+retransmission cycle (§9). The pairs a run of inputs rekeys away go in one DELETE per peer.
 Unauthenticated replies (a lone KRB_ERROR, KINK_ERROR or TGT_REP) never end a transaction or
 touch an SA; only the user-to-user switch acts on them, as policy allows (§3.1, §3.7.1).
 A CREATE given up after the responder may have installed its SAs (no REPLY came, or we
@@ -89,6 +90,12 @@ KRB_AP_ERR_SKEW = 37
 KRB_AP_ERR_USER_TO_USER_REQUIRED = 69
 KDC_ERR_MUST_USE_USER2USER = 27
 _MAX_RESTARTS = 2  # new transactions after an authenticated SKEW / TKT_EXPIRED (§3.5, §9)
+# The children one DELETE names. Its Delete payloads take 4 octets per SPI (RFC 2408 §3.15),
+# the REPLY's INVALID_SPI Notifies 16 per SPI the responder does not have (§3.3). Measured with
+# AH and ESP (two SPIs a child) and an MIT ticket: a DELETE of 1 child 748 octets, of 24 932;
+# its REPLY, every SPI unknown, 200 and 936: well under 1,400 octets, no IP fragmentation
+# (tests/engine/test_delete_batch.py).
+MAX_DELETE_CHILDREN = 24
 _KINK_ERROR_REASONS: dict[int, str] = {
     KinkErrorCode.PROTOERR: "the peer found our command malformed",
     KinkErrorCode.INVDOI: "the peer does not support the IPsec DOI",
@@ -132,8 +139,15 @@ class Transaction:
     inner: tuple[Isakmp, ...] = ()
     active: bool = False  # holds one of the peer's slots (EngineConfig.max_outstanding)
     counted: bool = False  # its negotiations are counted in peer.creating
-    acked: bool = False  # ACK sent; kept to regenerate it (§9)
+    acked: bool = False  # REPLY with ACKREQ taken; kept to regenerate the ACK (§9)
     reply: bytes = b""
+    # A REPLY with ACKREQ (§3.2 steps 4-5): the install results of its SAs still to come; the
+    # ACK, the children it brought (established) and what is done about a failed install or a
+    # rejected negotiation wait for all of them (_acknowledge).
+    installing: int = 0
+    new_children: list[Child] = field(default_factory=list)
+    failed: list[tuple[Child, str]] = field(default_factory=list)
+    rejected: list[Negotiation] = field(default_factory=list)
     done: bool = False
     u2u_tried: bool = False
     plain_tried: bool = False  # a FetchTicket (not user-to-user) went out for it
@@ -161,6 +175,11 @@ class Initiator(EngineCore):
         self._reap_call: Callable[[Child, float], None] = self._reap_deleted
         # The transactions waiting for the FetchTicket under way for a principal (_fetch_ticket).
         self._fetching: dict[str, list[Transaction]] = {}
+        # Per peer (by identity, as in start_delete), the DYING children whose DELETE waits for
+        # the end of the current run of inputs (start_delete(coalesce=True)), and the time
+        # they were put there (the run's).
+        self.deleting: dict[PeerState, list[Child]] = {}
+        self._deleting_at = now
 
     # ------------------------------------------------------------------------ starting
 
@@ -191,9 +210,13 @@ class Initiator(EngineCore):
         txn.counted = True
         self._start(txn, now)
 
-    def start_delete(self, children: list[Child], now: float) -> None:
+    def start_delete(self, children: list[Child], now: float, *, coalesce: bool = False) -> None:
         """DELETE (§3.3, pessimistic): outbound SAs go now, inbound ones after the REPLY and
-        the grace timer."""
+        the grace timer. One DELETE per peer lists the SPIs of all its children there ("Delete
+        Payloads", §6.4), at most MAX_DELETE_CHILDREN of them. coalesce: the DELETE waits until
+        the engine's actions run out (start_waiting_deletes, from Engine.next_action), so that
+        the children a run of inputs deletes go in one; a DELETE started meanwhile for the peer
+        takes them with it."""
         by_peer: dict[PeerState, list[Child]] = {}  # by identity: a removed peer's name may
         for child in children:  # be a new peer's already (lifecycle.replace_peer)
             if child.state is ChildState.DYING or child.id not in self.sadb.children:
@@ -202,6 +225,23 @@ class Initiator(EngineCore):
             self.delete_outbound(child)
             by_peer.setdefault(child.peer, []).append(child)
         for peer, group in by_peer.items():
+            if coalesce:
+                self.deleting.setdefault(peer, []).extend(group)
+                self._deleting_at = now
+            else:
+                self._start_deletes(peer, self.deleting.pop(peer, []) + group, now)
+
+    def start_waiting_deletes(self) -> None:
+        """Start the DELETEs start_delete(coalesce=True) left waiting, one per peer."""
+        waiting, self.deleting = self.deleting, {}
+        for peer, group in waiting.items():
+            self._start_deletes(peer, group, self._deleting_at)
+
+    def _start_deletes(self, peer: PeerState, children: list[Child], now: float) -> None:
+        # A child gone meanwhile (removed locally: a new peer epoch, a dead peer) is not named.
+        children = [c for c in children if c.id in self.sadb.children]
+        for first in range(0, len(children), MAX_DELETE_CHILDREN):
+            group = children[first : first + MAX_DELETE_CHILDREN]
             self._start(Transaction(MessageType.DELETE, peer, deletes=group), now)
 
     def start_status(self, peer: PeerState, now: float, *, dpd: bool = False) -> None:
@@ -701,9 +741,11 @@ class Initiator(EngineCore):
             self._lone_reply(txn, msg, now)
             return
         if txn.acked:
-            # A retransmitted REPLY: its ACK was lost; regenerate it (§9).
+            # A retransmitted REPLY: its ACK was lost; regenerate it (§9). One whose SAs are
+            # still being installed gets its ACK when they are in (_acknowledge).
             if data == txn.reply:
-                self._send_ack(txn, now)
+                if not txn.installing:
+                    self._send_ack(txn, now)
             else:
                 self.drop("reply-after-ack", self.address(peer))
             return
@@ -878,19 +920,20 @@ class Initiator(EngineCore):
             elif outcome == "rejected":
                 rejected.append(neg)
         if msg.ackreq:
-            # §3.2: "The initiator MUST always generate an ACK if the ACKREQ bit is set".
             txn.reply = data
             txn.acked = True
             self._uncount(txn)
-            self._send_ack(txn, now)
             self._release(txn, now)
             if txn.timer is not None:
                 txn.timer.cancel()
             txn.timer = self.schedule(now + self.config.retransmit_cycle(), self._timeout_call, txn)
+            txn.rejected = rejected
+            if not txn.installing:
+                self._acknowledge(txn, now)
         else:
             self._finish(txn, now)
-        # The responder installed what we rejected (after the ACK, if it asked for one).
-        self._delete_orphans(peer, rejected, now)
+            # The responder installed what we rejected.
+            self._delete_orphans(peer, rejected, now)
         for group, use_ke in ((retry_plain, False), (retry_spi, txn.use_ke)):
             if group and txn.restarts < _MAX_RESTARTS:
                 self.start_create(
@@ -938,7 +981,7 @@ class Initiator(EngineCore):
         if three_way and not ackreq:
             self._negotiation_failed(txn, neg, "3-way reply without ACKREQ (§3.2)", None)
             return "rejected"
-        self._install_child(txn, neg, choice, nr, gxy, three_way, now)
+        self._install_child(txn, neg, choice, nr, gxy, three_way, ackreq, now)
         return "ok"
 
     def _shared_secret(self, neg: Negotiation, ke: KePayload | None) -> bytes | None:
@@ -985,8 +1028,11 @@ class Initiator(EngineCore):
         nr: bytes | None,
         gxy: bytes | None,
         three_way: bool,
+        ackreq: bool,
         now: float,
     ) -> None:
+        """Install the child a REPLY brought (§3.2 steps 4, 5). With ACKREQ its install
+        results go to _acked_install and the child is established with the ACK."""
         peer = txn.peer
         assert txn.key is not None
         inputs = SaKeymat(txn.key, neg.ni, nr, gxy, self.config.aes_prf)
@@ -1016,6 +1062,8 @@ class Initiator(EngineCore):
         )
         optimistic = {s.protocol: s for s in neg.optimistic}
         neg.optimistic.clear()
+        on_result = partial(self._acked_install, txn, child) if ackreq else None
+        installs = 0
         # The inbound place only when an inbound SA is (re)keyed here: an optimistic CREATE
         # keeps the one installed before it went out.
         inbound: SaPlace | None = None
@@ -1036,7 +1084,14 @@ class Initiator(EngineCore):
                     self.config.replay_window,
                 )
                 # No optimistic SA: its SPI was reserved (AllocateSpi, _prepare): fill it.
-                self.install(spec, child, update=previous is not None, fills=previous is None)
+                self.install(
+                    spec,
+                    child,
+                    update=previous is not None,
+                    fills=previous is None,
+                    on_result=on_result,
+                )
+                installs += 1
             spec = sa_spec(
                 inputs,
                 n.protocol,
@@ -1046,12 +1101,48 @@ class Initiator(EngineCore):
                 life,
                 self.config.replay_window,
             )
-            self.install(spec, child, acquire_seq=txn.acquire_seq)
+            self.install(spec, child, acquire_seq=txn.acquire_seq, on_result=on_result)
+            installs += 1
             pair.inbound = pair.outbound = True
         for spec in optimistic.values():  # an optimistic protocol the chosen bundle lacks
             self.delete_sa(spec.protocol, spec.spi, spec.src, spec.dst)
         self.sadb.add(child)
-        self.established(child, now)
+        if ackreq:
+            txn.installing += installs
+            txn.new_children.append(child)
+        else:
+            self.established(child, now)
+
+    def _acked_install(
+        self, txn: Transaction, child: Child, result: HelperResult, now: float
+    ) -> None:
+        """The install result of an SA of a REPLY with ACKREQ: the last one lets the ACK go."""
+        if result.error is not None:
+            txn.failed.append((child, f"install failed: {result.error}"))
+        txn.installing -= 1
+        if not txn.installing:
+            self._acknowledge(txn, now)
+
+    def _acknowledge(self, txn: Transaction, now: float) -> None:
+        """§3.2 steps 4-5: the ACK leaves once the REPLY's SAs are in, since on the ACK the
+        responder installs its outbound SA and sends with it to our inbound one. "The initiator
+        MUST always generate an ACK if the ACKREQ bit is set": a failed install too gets its
+        ACK, and then its child is taken down as any failed install's (child_failed). The
+        children are established (and what they replace deleted, §3.6) only now: a DELETE of
+        the pair a child replaces must not overtake the ACK, or the responder would be left
+        without an outbound SA until the ACK came."""
+        self._send_ack(txn, now)
+        new_children, txn.new_children = txn.new_children, []
+        for child in new_children:
+            # Gone meanwhile (a DELETE, remove_peer, a new peer epoch): nothing to establish.
+            if child.state is ChildState.LARVAL and child.id in self.sadb.children:
+                self.established(child, now)
+        failed, txn.failed = txn.failed, []
+        for child, reason in failed:
+            self.child_failed(child, reason, now)
+        rejected, txn.rejected = txn.rejected, []
+        # The responder installed what we rejected: DELETE it (after the ACK it asked for).
+        self._delete_orphans(txn.peer, rejected, now)
 
     def _send_ack(self, txn: Transaction, now: float) -> None:
         try:
@@ -1101,7 +1192,9 @@ class Initiator(EngineCore):
             if loser.initiator:
                 losers.append(loser)
         if losers:
-            self.start_delete(losers, now)
+            # Deleted with every other pair the current run of inputs settles: one DELETE
+            # exchange per peer rather than one per rekey (§3.3, §6.4).
+            self.start_delete(losers, now, coalesce=True)
 
     def _loser(self, new: Child, other: Child) -> Child:
         if new.initiator == other.initiator:

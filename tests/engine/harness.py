@@ -125,6 +125,10 @@ class World:
         # anything else to do, as a helper process answers after the daemon went on: a
         # datagram emitted meanwhile leaves before them.
         self.helper_lag = False
+        # batched: the datagrams in flight are all handed over before the engines' actions
+        # are carried out, as kinkd's reader hands the engine a turn's datagrams before its
+        # executor runs; else each is followed by a drain.
+        self.batched = False
         self._lagging: list[tuple[Host, Action]] = []
 
     def host(self, name: str) -> Host:
@@ -203,6 +207,7 @@ class World:
                 if fate == "dup":
                     self._deliver(item)
             self.flight.extend(delayed)  # delivered after what is sent meanwhile: reordering
+            self.drain()
             return True
         return False
 
@@ -212,7 +217,8 @@ class World:
             return
         self.delivered.append(item)
         target.engine.datagram_received(item.data, (item.src, 910), self.now)
-        self.drain()
+        if not self.batched:
+            self.drain()
 
     def settle(self, horizon: float = 300.0) -> None:
         """Run until nothing is in flight and no timer is due within `horizon` seconds."""
