@@ -1,24 +1,29 @@
-"""Datagrams waiting for what must precede them: the helper calls issued before them and the
-save of the state they follow.
+"""Datagrams waiting for the save of the state they commit us to (write-ahead), each for its own.
 
-The engine's order rule (kink.engine.events): a datagram leaves only once every SA action
-emitted before it is done, so that the optimistic inbound SA is in place before CREATE goes out
-(RFC 4430 §3.2). The daemon pipelines its helper calls (it issues the next action without
-waiting for the last reply), so the rule is kept here instead: each datagram records the last
-helper call issued before it and the state generation at the time (kink.daemon.state_writer),
-and leaves once those calls are answered and that generation is on disk. Datagrams leave in the
-order they were emitted.
+The engine emits a datagram only once the SA actions it depends on have their helper_result
+(kink.engine.events: RFC 4430 §3.2, the optimistic inbound SA is in place before CREATE goes),
+so the daemon may send any datagram as soon as it is emitted, subject only to its own
+write-ahead save: a datagram that commits us to a change of the state file (kink.daemon.
+state_writer, the runner's _carry_out says which ones) is posted with the generation in which
+that change was noted, and leaves once that generation is on disk (durable()); every other
+datagram leaves at once. A held datagram waits for nothing else: not for the datagrams posted
+before it, nor for a later generation than its own (datagrams of other exchanges do not queue
+behind each other, issue 9).
 
-A datagram that becomes due leaves at once through `try_send` (a send that does not wait:
-False when the socket's queue is full), from the post(), end() or durable() that made it due;
-run() only sends what found the queue full, with `send`, which waits for room. Why: under load
-about two datagrams an exchange wait (the CREATE for its inbound SA, the REPLY for the save),
-and a wake-up of run() for each was a trip through trio's scheduler.
+A datagram equal to one still held (a retransmission from the engine's reply cache, RFC 4430
+§9: the same bytes again) waits with it: the REPLY it repeats commits us to the same state.
+
+A datagram that may leave goes at once through `try_send` (a send that does not wait: False
+when the socket's queue is full), from the post() or durable() that let it go; run() only
+sends what found the queue full, with `send`, which waits for room, in the order they came (a
+wake-up of run() for each datagram was a trip through trio's scheduler, issue 9).
 """
 
 # Annotations stay strings: trio.TaskStatus only exists from trio 0.23 (Debian 12 has 0.22).
 from __future__ import annotations
 
+import heapq
+import itertools
 from collections import deque
 from collections.abc import Awaitable, Callable
 
@@ -31,59 +36,60 @@ TrySend = Callable[[bytes, Address], bool]
 
 
 class Outbox:
-    """Outbox(send, try_send); begin()/end() around each helper call; post() each datagram;
-    run() as a task; durable(generation) when the state writer has saved that generation."""
+    """Outbox(send, try_send); post() each datagram with the state generation it waits for (0:
+    none); durable(generation) when the state writer has saved that generation; run() as a
+    task."""
 
     def __init__(self, send: Send, try_send: TrySend) -> None:
         self._send = send
         self._try_send = try_send
-        self._issued = 0  # helper calls issued so far (their sequence numbers)
-        # Issued and not answered yet, oldest first (a dict keeps insertion order: its first
-        # key is the smallest open sequence number).
-        self._open: dict[int, None] = {}
         self._durable = 0
-        self._held: deque[tuple[int, int, bytes, Address]] = deque()
+        # Held datagrams, the smallest generation first (a heap: a retransmission may wait for
+        # an older generation than the datagrams posted before it); the counter keeps the
+        # order of posting among equal generations and never lets bytes be compared.
+        self._held: list[tuple[int, int, bytes, Address]] = []
+        self._posted = itertools.count()
+        self._waiting: dict[bytes, int] = {}  # the held datagrams' bytes -> their generation
+        self._due: deque[tuple[bytes, Address]] = deque()  # may leave; the queue was full
         self._ready = trio.Event()
-        self._full = False  # try_send found the queue full: run() sends the held ones
 
-    def begin(self) -> int:
-        """A helper call is being issued: its sequence number, for end()."""
-        self._issued += 1
-        self._open[self._issued] = None
-        return self._issued
-
-    def end(self, seq: int) -> None:
-        self._open.pop(seq, None)
-        self._release()
+    def post(self, data: bytes, peer: Address, generation: int = 0) -> None:
+        """Send now if its generation (or that of an equal datagram still held) is on disk,
+        else hold it until it is."""
+        if self._waiting:
+            generation = max(generation, self._waiting.get(data, 0))
+        if generation <= self._durable:
+            self._leave(data, peer)
+            return
+        heapq.heappush(self._held, (generation, next(self._posted), data, peer))
+        self._waiting[data] = max(generation, self._waiting.get(data, 0))
 
     def durable(self, generation: int) -> None:
-        self._durable = max(self._durable, generation)
-        self._release()
+        """The state of `generation` (and every one before it) is on disk: the datagrams that
+        waited for it leave."""
+        if generation <= self._durable:
+            return
+        self._durable = generation
+        held = self._held
+        while held and held[0][0] <= generation:
+            _, _, data, peer = heapq.heappop(held)
+            if self._waiting.get(data, 0) <= generation:
+                self._waiting.pop(data, None)
+            self._leave(data, peer)
 
-    def _release(self) -> None:
-        """Send the held datagrams that may leave now, in order, while the socket takes them;
-        the rest (the queue is full) by waking run()."""
-        held, try_send = self._held, self._try_send
-        while held and not self._full and self._may_leave(held[0][0], held[0][1]):
-            if try_send(held[0][2], held[0][3]):
-                held.popleft()
-            else:
-                self._full = True
-                self._ready.set()
-
-    def _may_leave(self, seq: int, generation: int) -> bool:
-        return self._durable >= generation and (not self._open or next(iter(self._open)) > seq)
-
-    def post(self, data: bytes, peer: Address, generation: int) -> None:
-        """Send now if nothing precedes it, else queue it (it leaves when due)."""
-        self._held.append((self._issued, generation, data, peer))
-        self._release()
+    def _leave(self, data: bytes, peer: Address) -> None:
+        # Behind the ones already waiting for room: datagrams keep their order on the socket.
+        if self._due or not self._try_send(data, peer):
+            self._due.append((data, peer))
+            self._ready.set()
 
     async def run(self) -> None:
+        """Send what found the socket's queue full, waiting for room."""
+        due = self._due
         while True:
             await self._ready.wait()
             self._ready = trio.Event()
-            while self._held and self._may_leave(self._held[0][0], self._held[0][1]):
-                _, _, data, peer = self._held.popleft()
+            while due:
+                data, peer = due[0]
                 await self._send(data, peer)
-            self._full = False
+                due.popleft()  # only now: a datagram posted meanwhile queues behind it

@@ -6,10 +6,11 @@ watchdog); stopping is that nursery closing. The engine lives on the trio thread
 only here: inputs come from the tasks, and ONE executor task drains engine.next_action() and
 carries the actions out in order. SA actions are pipelined to the helper (issued in order, the
 next one without waiting for the last reply; each reply goes to engine.helper_result when it
-comes); a datagram waits in the outbox until the SA actions emitted before it are done (RFC 4430
-§3.2: the optimistic inbound SA is in place before CREATE is sent) and the state changes made
-before it are on disk (write-ahead: kink.daemon.state_writer). Ticket fetches (blocking KDC
-calls) run as their own tasks and answer through engine.ticket_result.
+comes). The engine emits a datagram only once the SA actions it depends on are done (RFC 4430
+§3.2: the optimistic inbound SA is in place before CREATE is sent), so a datagram waits in the
+outbox only for the save of the state it commits us to, if any (write-ahead: _carry_out,
+kink.daemon.state_writer). Ticket fetches (blocking KDC calls) run as their own tasks and
+answer through engine.ticket_result.
 """
 
 # Annotations stay strings: trio.TaskStatus only exists from trio 0.23 (Debian 12 has 0.22).
@@ -83,6 +84,7 @@ from kink.engine.events import (
 )
 from kink.engine.sadb import ChildState
 from kink.krb5.context import Context, kink_principal
+from kink.wire import MessageType
 from kink_privsep import protocol as hp
 
 log = logging.getLogger("kinkd")
@@ -106,6 +108,10 @@ TRAFFIC_POLL_COST = 20
 GC_YOUNG_THRESHOLD = 10_000
 _HELPER_ERRNO = {hp.ERR_EXISTS: EEXIST, hp.ERR_NOT_FOUND: "ENOENT"}
 _POLICY_ACTIONS = (StartAction.TRAP, StartAction.START)
+# A KINK header's first octet is its Type (RFC 4430 §4).
+_REPLY, _ACK, _DELETE = (
+    bytes((t,)) for t in (MessageType.REPLY, MessageType.ACK, MessageType.DELETE)
+)
 
 
 class StartError(Exception):
@@ -215,6 +221,8 @@ class Daemon:
         self._policy_checks: set[str] = set()  # respond-only peers that may have lost all SAs
         self._replaced: set[int] = set()  # children a rekey's up line said it replaces
         self._idle_save = False  # _flush_changes' save: the loop was found idle
+        self._answering = False  # a responder child installed in one go: its REPLY is next
+        self._established = 0  # the state generation of the last child established
         self._started = 0.0
         self._nursery: trio.Nursery | None = None
 
@@ -454,12 +462,7 @@ class Daemon:
 
     async def _carry_out(self, action: Action) -> None:
         if isinstance(action, SendDatagram):
-            kept = self.answers.sent(action.data, action.peer)
-            if kept or asks_ack(action.data):
-                # The REPLY is saved with its children before it leaves; a 3-way one after
-                # the children awaiting its ACK (the initiator may install the pair on it).
-                self.writer.changed()
-            self.outbox.post(action.data, action.peer, self.writer.generation)
+            self.outbox.post(action.data, action.peer, self._write_ahead(action.data, action.peer))
         elif isinstance(action, FetchTicket | FetchU2uTicket):
             assert self._nursery is not None
             self._nursery.start_soon(self._fetch, action)
@@ -474,14 +477,62 @@ class Daemon:
         else:
             self._notice(action)
 
+    def _write_ahead(self, data: bytes, peer: Address) -> int:
+        """The state generation a datagram we send must wait for (0: none), by issue 10's rule:
+        a kinkd killed at any point either sent what commits the peer to SAs and can take its
+        own back after a restart, or did not and deletes the SAs its state file does not
+        account for. So a datagram waits only if the peer acts on it on SAs whose counterpart
+        here must survive a restart, and only for the save of that:
+        - a REPLY to a CREATE that installed its children in one go (2-way, RFC 4430 §3.2):
+          the initiator installs the pair on it. It is kept with its children (answers.py:
+          a retransmitted CREATE after a restart is answered with it), so it waits for a
+          save begun after it: a generation of its own, noted here. Its children were noted
+          just before (their SaEstablished), in the same step: a write running now has none.
+        - a REPLY with ACKREQ (3-way, §3.2): the initiator may install the pair on it; its
+          children awaiting the ACK are saved with it (Engine.record_changes), in a generation
+          of its own noted here (which child a datagram is for, the daemon cannot tell: a
+          write running now may hold them already, and the REPLY waits for the next one).
+        - an ACK (§3.2): the responder installs its outbound SA on it, so it waits for the
+          save of our child installed on the REPLY, in a generation of its own noted here:
+          the child was established (and noted) just before it, or is in the same step just
+          after it (kink.engine.initiator's _acknowledge), before any write can begin.
+        - a DELETE: the peer drops the pairs it names, which a rekey or a duplicate replaced
+          (§3.6) by a child established before it: it waits for the generation of the last
+          child established, so that a restart finds the replacement. The children it names
+          were noted lazily (StateWriter.changed_lazily): a restart that finds one in the file
+          does not take it over without all its SAs, whose deletion was issued before.
+        The others commit the peer to nothing a restart here would leave half-done, and leave
+        at once:
+        - a CREATE: the peer installs its pair only with its REPLY; our optimistic inbound SA
+          is not saved (Engine.record_changes) and a kinkd killed before that REPLY deletes
+          it, as one killed before the CREATE left;
+        - the REPLY to a DELETE (§6.4: the sender "has deleted or will shortly delete" its
+          SAs): our children going were noted lazily, as above;
+        - STATUS, GETTGT and their REPLYs, error REPLYs, a REPLY that installed nothing: no
+          state to save;
+        - a retransmission (§9): the same bytes as a datagram still held wait with it (Outbox);
+          once the first has left, its save is done. (A REPLY with ACKREQ or an ACK sent again
+          notes a generation anew all the same: nothing tells it from a first one here.)
+        """
+        kept = self.answers.sent(data, peer)
+        kind = data[:1]
+        if kind == _REPLY:
+            # One that follows an install waits for it even if not kept (its CREATE forgotten
+            # by the bounded table of those asked, answers.py).
+            answering, self._answering = self._answering, False
+            return self.writer.changed() if kept or answering or asks_ack(data) else 0
+        if kind == _ACK:
+            return self.writer.changed()
+        if kind == _DELETE:
+            return self._established
+        return 0
+
     async def _sa_action(self, action: AllocateSpi | InstallSa | UpdateSa | DeleteSa) -> None:
         """Issue the helper request(s) of an SA action; the reply goes to the engine when it
-        comes (the outbox holds later datagrams until then)."""
-        seq = self.outbox.begin()
+        comes (a datagram that depends on it is emitted only after that: kink.engine.events)."""
         token = action.token
 
         def finish(outcome: Outcome) -> None:
-            self.outbox.end(seq)
             if isinstance(outcome, HelperError | HelperGone):
                 name = _errno_name(outcome)
                 log.info("%s failed: %s", type(action).__name__, name)
@@ -539,6 +590,7 @@ class Daemon:
         if isinstance(notice, SaEstablished):
             if not notice.initiator and not notice.three_way:
                 self.answers.established(notice.child)
+                self._answering = True
             rekey_of = notice.rekey_of
             if rekey_of is not None and rekey_of in self.engine.sadb.children:
                 self._replaced.add(rekey_of)
@@ -570,6 +622,7 @@ class Daemon:
                     },
                 )
             self._sas_changed()
+            self._established = self.writer.generation
         elif isinstance(notice, SaDeleted):
             # The old pair of a rekey was announced by its replacement's up line ("replaces
             # SA m"): its down line is at INFO, so NOTICE shows each pair come and go once.
@@ -619,8 +672,8 @@ class Daemon:
                 publish(cp.EVENT_DROPPED, {"cause": notice.cause, "from": list(notice.peer)})
 
     def _sas_changed(self, *, lazily: bool = False) -> None:
-        """A child came or went: saved before the next datagram leaves (write-ahead), or
-        for a child gone (lazily) within state_writer.LAZY_DELAY."""
+        """A child came or went: saved promptly, the datagrams that depend on it waiting for
+        that save (_write_ahead), or for a child gone (lazily) within state_writer.LAZY_DELAY."""
         if lazily:
             self.writer.changed_lazily()
         else:
@@ -668,6 +721,7 @@ class Daemon:
         )
 
     def _durable(self, generation: int) -> None:
+        """The state writer saved `generation`: the datagrams waiting for it leave."""
         self.outbox.durable(generation)
 
     def _our_sas(self) -> list[SaId]:

@@ -5,10 +5,12 @@ whatever the state is when it starts a write and then marks every generation up 
 saw as durable. Changes made while a write runs are all covered by the next write: under load
 there is one write + fsync per write time, not one per exchange.
 
-Write-ahead (issue 10, RFC 4430 §3.2): a datagram that follows an SA change (the responder's
-REPLY after its install) waits until the change is durable (kink.daemon.outbox), so a kinkd
-killed at any point either replied and can take its SAs back after a restart, or did not reply
-and deletes the SAs its state file does not account for (Daemon start-up).
+Write-ahead (issue 10, RFC 4430 §3.2): a datagram on which the peer installs SAs (the
+responder's REPLY after its install, an ACK) waits until the change it commits us to is durable,
+and only that: the generation in which that change was noted (kink.daemon.outbox, the runner's
+_write_ahead says which datagrams have one), so a kinkd killed at any point either replied and
+can take its SAs back after a restart, or did not reply and deletes the SAs its state file does
+not account for (Daemon start-up).
 """
 
 # Annotations stay strings: trio.TaskStatus only exists from trio 0.23 (Debian 12 has 0.22).

@@ -1,5 +1,6 @@
-"""The outbox (kink.daemon.outbox): a datagram leaves once the helper calls issued before it are
-answered and the state it follows is saved, in the order the datagrams were emitted."""
+"""The outbox (kink.daemon.outbox): a datagram leaves once the state generation it waits for is
+on disk, each for its own (not behind the datagrams posted before it), a retransmission with the
+datagram it repeats; a datagram that may leave goes at once, run() only for a full queue."""
 
 import pytest
 import trio
@@ -11,38 +12,11 @@ from kink.engine.events import Address
 pytestmark = pytest.mark.trio
 
 PEER: Address = ("192.0.2.9", 910)
+OTHER: Address = ("192.0.2.10", 910)
 
 
-async def test_datagrams_wait_for_the_calls_before_them_and_keep_their_order() -> None:
-    sent: list[bytes] = []
-
-    async def send(data: bytes, peer: Address) -> None:
-        raise AssertionError("run() is not needed while the socket takes datagrams")
-
-    def try_send(data: bytes, peer: Address) -> bool:
-        sent.append(data)
-        return True
-
-    outbox = Outbox(send, try_send)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(outbox.run)
-        outbox.post(b"first", PEER, 0)  # nothing before it: sent at once
-        one = outbox.begin()
-        outbox.post(b"after one", PEER, 0)
-        two = outbox.begin()
-        outbox.post(b"after two", PEER, 0)
-        assert sent == [b"first"]
-        outbox.end(two)  # the later call first: both datagrams still wait for `one`
-        await trio.testing.wait_all_tasks_blocked()
-        assert sent == [b"first"]
-        outbox.end(one)
-        await trio.testing.wait_all_tasks_blocked()
-        assert sent == [b"first", b"after one", b"after two"]
-        nursery.cancel_scope.cancel()
-
-
-async def test_datagrams_wait_for_the_state_they_follow() -> None:
-    sent: list[bytes] = []
+def taking(sent: list[bytes]) -> Outbox:
+    """An outbox whose socket takes every datagram (run() is never needed)."""
 
     async def send(data: bytes, peer: Address) -> None:
         raise AssertionError("run() is not needed while the socket takes datagrams")
@@ -51,44 +25,51 @@ async def test_datagrams_wait_for_the_state_they_follow() -> None:
         sent.append(data)
         return True
 
-    outbox = Outbox(send, try_send)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(outbox.run)
-        outbox.post(b"reply", PEER, 2)  # follows state generation 2
-        call = outbox.begin()
-        outbox.post(b"next", PEER, 2)
-        outbox.durable(1)
-        await trio.testing.wait_all_tasks_blocked()
-        assert sent == []
-        outbox.durable(2)
-        await trio.testing.wait_all_tasks_blocked()
-        assert sent == [b"reply"]  # "next" waits for the call issued before it
-        outbox.end(call)
-        await trio.testing.wait_all_tasks_blocked()
-        assert sent == [b"reply", b"next"]
-        nursery.cancel_scope.cancel()
+    return Outbox(send, try_send)
 
 
-async def test_with_try_send_a_datagram_leaves_from_the_call_that_makes_it_due() -> None:
+async def test_a_datagram_without_a_save_leaves_at_once_even_behind_held_ones() -> None:
     sent: list[bytes] = []
-
-    async def send(data: bytes, peer: Address) -> None:
-        raise AssertionError("run() is not needed while the socket takes datagrams")
-
-    def try_send(data: bytes, peer: Address) -> bool:
-        sent.append(data)
-        return True
-
-    outbox = Outbox(send, try_send)  # no run() task: every datagram leaves synchronously
-    outbox.post(b"free", PEER, 0)
-    call = outbox.begin()
-    outbox.post(b"after call", PEER, 1)
-    outbox.post(b"also after call", PEER, 0)
-    assert sent == [b"free"]
-    outbox.end(call)
-    assert sent == [b"free"]  # "after call" also waits for generation 1, and the next for it
+    outbox = taking(sent)
+    outbox.post(b"reply", PEER, 2)  # waits for the save of generation 2
+    outbox.post(b"create", OTHER, 0)  # another exchange's, needing no save: not behind it
+    outbox.post(b"status", OTHER)
+    assert sent == [b"create", b"status"]
     outbox.durable(1)
-    assert sent == [b"free", b"after call", b"also after call"]
+    assert sent == [b"create", b"status"]
+    outbox.durable(2)
+    assert sent == [b"create", b"status", b"reply"]
+    outbox.post(b"saved already", PEER, 2)  # its generation is on disk: at once
+    assert sent[-1] == b"saved already"
+
+
+async def test_each_held_datagram_leaves_with_the_save_of_its_own_generation() -> None:
+    sent: list[bytes] = []
+    outbox = taking(sent)
+    outbox.post(b"later change", PEER, 3)
+    outbox.post(b"earlier change", OTHER, 1)  # posted after, its change saved first
+    outbox.post(b"middle", OTHER, 2)
+    outbox.durable(1)
+    assert sent == [b"earlier change"]  # not held behind "later change"
+    outbox.durable(3)  # one write covered both remaining generations
+    assert sent == [b"earlier change", b"middle", b"later change"]
+    outbox.durable(2)  # an older generation reported late changes nothing
+    assert sent == [b"earlier change", b"middle", b"later change"]
+
+
+async def test_a_retransmission_waits_with_the_held_datagram_it_repeats() -> None:
+    sent: list[bytes] = []
+    outbox = taking(sent)
+    outbox.post(b"reply", PEER, 1)
+    outbox.post(b"other", OTHER, 2)
+    outbox.post(b"reply", PEER, 0)  # the engine's reply cache sends the same REPLY again
+    assert sent == []
+    outbox.durable(1)
+    assert sent == [b"reply", b"reply"]
+    outbox.post(b"reply", PEER, 0)  # the first has left, its save done: at once
+    assert sent == [b"reply", b"reply", b"reply"]
+    outbox.durable(2)
+    assert sent == [b"reply", b"reply", b"reply", b"other"]
 
 
 async def test_with_try_send_a_full_queue_leaves_the_rest_to_run_in_order() -> None:
@@ -110,10 +91,9 @@ async def test_with_try_send_a_full_queue_leaves_the_rest_to_run_in_order() -> N
     outbox = Outbox(send, try_send)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(outbox.run)
-        outbox.post(b"one", PEER, 0)  # the queue is full: held for run()
-        call = outbox.begin()
-        outbox.post(b"two", PEER, 0)
-        outbox.end(call)  # "two" is due, but must not overtake "one"
+        outbox.post(b"one", PEER, 0)  # the queue is full: left to run()
+        outbox.post(b"two", PEER, 1)
+        outbox.durable(1)  # "two" may leave, but must not overtake "one"
         outbox.post(b"three", PEER, 0)
         await trio.testing.wait_all_tasks_blocked()
         assert sent == []
