@@ -344,7 +344,11 @@ def inside(syscalls: bool, capture: bool, stages: bool = False) -> None:
         sock = a.socket(socket.AF_INET)
         sock.bind((a.addresses.inner4, 0))
         sock.sendto(b"go", ("10.3.0.1", TRAFFIC_PORT))
-        wait_until(lambda: mirrored(a, b, 2), "the first pair")
+        try:
+            wait_until(lambda: mirrored(a, b, 2), "the first pair")
+        except TimeoutError:
+            print(a.logs(), b.logs(), file=sys.stderr)
+            raise
 
         kernels = _Xfrm(a), _Xfrm(b)
         tracing = _Syscalls((a, b), net.directory) if syscalls else None

@@ -32,6 +32,7 @@ from typing import Any
 import trio
 
 from kink.daemon.logs import NOTICE
+from kink.daemon.loop_clock import turn_time
 from kink_privsep import protocol
 from kink_privsep.protocol import Event, Reply
 
@@ -40,10 +41,12 @@ log = logging.getLogger("kinkd.helper")
 BACKOFF_INITIAL = 0.1
 BACKOFF_MAX = 5.0
 READ_BATCH = 64  # messages read per wake-up before the other tasks get a turn
-# The clock is read for the first reply or event of a message and again every CLOCK_EVERY of
-# them (HelperClient.arrived): what the engine does for each (a CREATE built after an
-# alloc_spi, a few 100 us) leaves the time handed to it at most a few ms old, well within
-# what its timers (RFC 4430 §9's T, lifetimes) measure.
+# The time handed to the engine with the replies and events read in one wake-up of the reader
+# (HelperClient.arrived) is the one trio read as the loop woke (loop_clock.turn_time: a lone
+# reply costs no clock read, a system call in user-mode Linux, issue 9), then a reading every
+# CLOCK_EVERY of them: what the engine does for each (a CREATE built after an alloc_spi, a few
+# 100 us) leaves it at most a few ms old, well within what its timers (RFC 4430 §9's T,
+# lifetimes) measure.
 CLOCK_EVERY = 4
 
 
@@ -107,10 +110,10 @@ class HelperClient:
         self._given_up = False  # give_up(): no call waits for the helper any more
         self.hello: dict[str, Any] = {}
         self.connects = 0
-        # While the replies and events of a message from the helper are delivered: trio's
-        # clock when it was read, for the callbacks to hand to the engine (one clock read per
-        # message or CLOCK_EVERY replies, not per reply: a system call in user-mode Linux,
-        # issue 9); else None.
+        # While the replies and events read in one wake-up are delivered: the time for the
+        # callbacks to hand to the engine (the loop's reading as it woke, then one every
+        # CLOCK_EVERY of them, not one per reply: a system call in user-mode Linux, issue 9);
+        # else None.
         self.arrived: float | None = None
 
     @property
@@ -198,23 +201,34 @@ class HelperClient:
         """Deliver the messages that have come (READ_BATCH at most); False once the helper has
         closed the connection."""
         view = memoryview(buffer)
-        for _ in range(READ_BATCH):
-            try:
-                size = sock.recv_into(buffer, 0, socket.MSG_TRUNC)
-            except BlockingIOError:
-                return True
-            if not size:
-                return False
-            if size > len(buffer):
-                reason = f"message larger than {len(buffer)} bytes"
-                raise protocol.ProtocolError(protocol.ERR_MALFORMED, reason)
-            try:
-                for index, msg in enumerate(protocol.decode_messages(view[:size])):
-                    if index % CLOCK_EVERY == 0:
-                        self.arrived = trio.current_time()
+        delivered = 0  # replies and events, in this wake-up
+        try:
+            for _ in range(READ_BATCH):
+                try:
+                    size = sock.recv_into(buffer, 0, socket.MSG_TRUNC)
+                except BlockingIOError:
+                    return True
+                if not size:
+                    return False
+                if size > len(buffer):
+                    reason = f"message larger than {len(buffer)} bytes"
+                    raise protocol.ProtocolError(protocol.ERR_MALFORMED, reason)
+                unsolicited = False
+                for msg in protocol.decode_messages(view[:size]):
+                    if delivered % CLOCK_EVERY == 0:
+                        self.arrived = trio.current_time() if delivered else turn_time()
+                    delivered += 1
+                    unsolicited = unsolicited or isinstance(msg, Event)
                     self._deliver(msg)
-            finally:
-                self.arrived = None
+                if not self._pending and not unsolicited:
+                    # Every request answered, by the replies of this message: another message
+                    # now would be an event, which the kernel rarely has. Wait for epoll to say
+                    # one came rather than try a read that finds nothing (a system call per
+                    # lone round trip, 22-35 us in user-mode Linux, issue 9). After an event
+                    # more may be queued (an ACQUIRE storm): read on.
+                    return True
+        finally:
+            self.arrived = None
         return True
 
     def _deliver(self, msg: Reply | Event) -> None:

@@ -15,6 +15,7 @@ import trio
 
 from kink.daemon import logs
 from kink.daemon.config import ConfigError, KinkConfig, load
+from kink.daemon.loop_clock import LoopClock
 from kink.daemon.notify import Notifier
 from kink.daemon.privileges import (
     PrivilegeError,
@@ -58,7 +59,8 @@ def main(argv: list[str] | None = None) -> None:
         log.error("cannot start: %s", exc)
         raise SystemExit(EXIT_START) from None
     try:
-        trio.run(daemon.run)
+        # LoopClock: the tasks woken by I/O take the loop's reading of the clock (turn_time).
+        trio.run(daemon.run, clock=LoopClock())
     except StartError as exc:
         log.error("cannot start: %s", exc)
         raise SystemExit(EXIT_START) from None

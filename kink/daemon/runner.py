@@ -42,6 +42,7 @@ from kink.daemon.control import ControlServer, bind
 from kink.daemon.helper_client import HelperClient, HelperError, HelperGone, Outcome
 from kink.daemon.kerberos_worker import KerberosWorker
 from kink.daemon.logs import NOTICE, current_level, set_level
+from kink.daemon.loop_clock import turn_time
 from kink.daemon.notify import Notifier
 from kink.daemon.outbox import Outbox
 from kink.daemon.privileges import identity
@@ -249,6 +250,7 @@ class Daemon:
                 self._transport.close()
             for sock in self._sockets:
                 sock.close()
+            self.store.close()
         log.log(NOTICE, "kinkd stopped")
 
     async def _run(self, task_status: trio.TaskStatus[None]) -> None:
@@ -435,7 +437,8 @@ class Daemon:
                         # since, the scope closes without Cancelled. (Not timer.cancel_called:
                         # it reads the clock.) Else the wait was cancelled.
                         break
-            engine.handle_timer(trio.current_time())
+            # The reading that expired the timer's deadline (loop_clock): not another one.
+            engine.handle_timer(turn_time())
 
     async def _flush_changes(self) -> None:
         """The state changes of a run of the engine's actions: saved now if a datagram waits
@@ -692,7 +695,7 @@ class Daemon:
         epoch = self.engine.epoch
         whole = self.store.wants_snapshot(epoch)
         also: Iterable[int] = list(self.engine.sadb.children) if whole else answers
-        changes = self.engine.record_changes(trio.current_time(), also=also)
+        changes = self.engine.record_changes(turn_time(), also=also)
         if whole:
             # Each child's SavedChild is made as the write thread encodes it, from the
             # records and the peers' addresses taken here: not 100,000s of them at once.

@@ -35,6 +35,7 @@ from collections.abc import Callable, Sequence
 
 import trio
 
+from kink.daemon.loop_clock import turn_time
 from kink.engine.events import Address
 
 log = logging.getLogger("kinkd.transport")
@@ -225,8 +226,11 @@ class Transport:
         # queue is likely not empty, no need to ask epoll). The clock is read when a turn
         # begins and when a datagram comes after another in it, not after each delivery: the
         # last datagram of a turn, a lone one's, costs no clock read (a system call in
-        # user-mode Linux, issue 9). Each datagram is delivered after a read (`arrived`).
-        now = clock()
+        # user-mode Linux, issue 9). Each datagram is delivered with a reading (`arrived`). A
+        # turn woken by epoll takes the reading trio made as it woke (loop_clock.turn_time):
+        # a lone datagram is delivered without a clock read of its own (its SLICE then counts
+        # from that reading, ended sooner by what other tasks did in that turn).
+        now = turn_time()
         turn_ends = now + SLICE
         delivered = 0  # in this turn
         while True:
@@ -234,7 +238,7 @@ class Transport:
                 size, address = receive(buffer)
             except BlockingIOError:
                 await trio.lowlevel.wait_readable(sock)
-                now = clock()
+                now = turn_time()
                 turn_ends, delivered = now + SLICE, 0
                 continue
             except OSError as exc:

@@ -1,0 +1,52 @@
+"""kinkd's trio clock: the system clock, keeping its last reading for the turn of the loop.
+
+trio reads its clock after every wait for I/O (epoll), to expire the deadlines that passed,
+before it runs the tasks the wait woke. A task woken by a datagram or a helper reply that read
+the clock again for the engine's `now` made one clock read more per wake-up: a system call in
+user-mode Linux (no vDSO, 22-35 us each; issue 9: 22 of the 48 system calls between a lone
+CREATE and its REPLY on the responder were clock reads). With LoopClock given to trio.run,
+turn_time() is the reading trio made, or a later one: no system call.
+
+How old it may be: at most the work of the tasks that ran before the caller in the same turn
+of the loop (for a lone exchange, none; under load a few ms). The engine's timers (RFC 4430 §9:
+the retransmission timer T, SA lifetimes) measure 100s of ms to hours, so an input handed a
+time that old is handled as if it had come that much sooner, within what they measure.
+
+trio also reads its clock before each wait for I/O with a deadline pending and no task ready,
+for how long to sleep (5-7 reads per lone rekey on each side). LoopClock counts that sleep from
+its latest reading instead: the wait never ends before the deadline (that reading is not later
+than now) and ends after it by at most the work done since the reading, the turn of the loop
+that just ran; for the same reason as above, that is within what kinkd's timers measure.
+"""
+
+import time
+
+import trio
+
+
+class LoopClock(trio.abc.Clock):
+    """trio.run(..., clock=LoopClock()): time.perf_counter, as trio's own clock, with `last`,
+    the latest reading (by trio or by any task)."""
+
+    def __init__(self) -> None:
+        self.last = time.perf_counter()
+
+    def start_clock(self) -> None:
+        pass
+
+    def current_time(self) -> float:
+        self.last = now = time.perf_counter()
+        return now
+
+    def deadline_to_sleep_time(self, deadline: float) -> float:
+        return deadline - self.last  # not a reading of its own (see the module's text)
+
+
+def turn_time() -> float:
+    """The time as of this turn of the loop: the clock's latest reading under LoopClock, which
+    trio made when the loop woke at the latest (and never older than a time handed out before:
+    it is the latest reading by anyone); under another clock (tests), a reading."""
+    clock = trio.lowlevel.current_clock()
+    if isinstance(clock, LoopClock):
+        return clock.last
+    return trio.current_time()
