@@ -97,7 +97,7 @@ def traffic(net: Network) -> int:
         if not at_a.wait_for(seqs):
             raise DemoFailed(f"a received {len(at_a.received)} of {ROUNDS} datagrams")
     say(f"    a -> b {ROUNDS} datagrams, b -> a {ROUNDS} datagrams: all arrived")
-    packets = capture.stop()
+    packets = capture.stop(frames=2 * ROUNDS)
     esp = [p for p in packets if p.protocol == IPPROTO_ESP]
     clear = [p for p in packets if MARKER in p.data]
     if len(esp) < 2 * ROUNDS or clear:

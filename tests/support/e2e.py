@@ -788,13 +788,15 @@ class Capture:
             self._process.kill()
             raise StartError(f"tcpdump: {line.decode(errors='replace')}")
 
-    def stop(self) -> list[Packet]:
+    def stop(self, frames: int = 1) -> list[Packet]:
         """The frames, once tcpdump has caught up (in UML it lags behind the traffic, and
-        SIGINT drops what it has not read yet): the file holds a frame (every capture here
-        is of traffic that was sent) and then stays the same size for a while."""
+        SIGINT drops what it has not read yet): the file holds at least `frames` frames (what
+        the caller knows was sent; every capture here is of traffic that was sent) and then
+        stays the same size for a while. On a loaded machine tcpdump may stall for longer than
+        that while: the count is what tells it has caught up."""
         sizes = [-1]
         deadline = time.monotonic() + WAIT
-        while len(sizes) < 4 or len(set(sizes[-4:])) > 1 or sizes[-1] <= _PCAP_HEADER:
+        while len(sizes) < 4 or len(set(sizes[-4:])) > 1 or self._frames() < frames:
             if time.monotonic() > deadline:
                 break
             time.sleep(0.2)
@@ -802,6 +804,13 @@ class Capture:
         self._process.send_signal(signal.SIGINT)
         self._process.communicate(timeout=WAIT)
         return read_pcap(self.path.read_bytes())
+
+    def _frames(self) -> int:
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return 0
+        return len(read_pcap(data)) if len(data) > _PCAP_HEADER else 0
 
 
 _PCAP_HEADER = 24  # bytes before the first frame record
