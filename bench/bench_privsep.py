@@ -1,15 +1,18 @@
 """kink_privsep: requests/s through the helper's Unix socket (recording backend): one at a time,
 pipelined (one message each) and in batches of protocol.MAX_BATCH (one message each way per
-batch); the cost of encoding one SA message; as root, requests on the running kernel (XFRM
-without ESP, in a network namespace of its own): policy add+delete and ALLOCSPI+DELSA pairs, and a
-NEWSA the kernel refuses for want of ESP (encoding, the round trip and the kernel's checks of the
-message, all but the state's creation), straight through netlink and through the helper; and,
-when user-mode Linux can run, SA add+delete pairs/s on a real ESP kernel, both ways."""
+batch); us per request of a rekey as kinkd sends it (one message: add_sa in and out, delete_sa
+of the old pair, tunnel mode with selectors, as in bench_exchange); the cost of encoding one SA
+message; as root, requests on the running kernel (XFRM without ESP, in a network namespace of
+its own): policy add+delete and ALLOCSPI+DELSA pairs, and a NEWSA the kernel refuses for want
+of ESP (encoding, the round trip and the kernel's checks of the message, all but the state's
+creation), straight through netlink and through the helper; and, when user-mode Linux can run,
+SA add+delete pairs/s on a real ESP kernel, both ways, and the rekey figure there."""
 
 from __future__ import annotations
 
 import contextlib
 import ipaddress
+import itertools
 import json
 import os
 import socket
@@ -116,6 +119,44 @@ def _listening(path: str) -> bool:
     return True
 
 
+def _rekey_sa(spi: int, inbound: bool) -> dict[str, Any]:
+    """add_sa as kinkd sends it for bench_exchange's tunnels (kink.daemon.helper_args.sa)."""
+    here, there = "192.0.2.1", "192.0.2.2"
+    local, remote = "10.1.0.0/24", "10.2.0.0/24"
+    return {
+        "proto": "esp",
+        "mode": "tunnel",
+        "src": there if inbound else here,
+        "dst": here if inbound else there,
+        "spi": spi,
+        "reqid": REQID,
+        "replay_window": 32,
+        "selector": {
+            "src": remote if inbound else local,
+            "dst": local if inbound else remote,
+            "proto": 0,
+            "sport": 0,
+            "dport": 0,
+        },
+        "enc": "aes-cbc",
+        "enc_key": bytes(16),
+        "auth": "hmac-sha1-96",
+        "auth_key": bytes(20),
+        "lifetime": {"soft_add_seconds": 2880, "hard_add_seconds": 3600},
+    }
+
+
+def _rekey_sa_id(spi: int, inbound: bool) -> dict[str, Any]:
+    return {"proto": "esp", "dst": "192.0.2.1" if inbound else "192.0.2.2", "spi": spi}
+
+
+def _check(c: Client, requests: list[tuple[str, dict[str, Any]]]) -> None:
+    """Send `requests` as one batch; RuntimeError if any is refused."""
+    for i in c.send_batch(requests):
+        if not c.wait(i).ok:
+            raise RuntimeError("request refused")
+
+
 def _socket_figures(path: str, where: str, seconds: float) -> list[tuple[str, float, str]]:
     with Client(path) as c:
 
@@ -141,10 +182,30 @@ def _socket_figures(path: str, where: str, seconds: float) -> list[tuple[str, fl
                 if not c.wait(i).ok:
                     raise RuntimeError("request refused")
 
+        spis = itertools.count(0x2000, 2)
+        old = next(spis)
+        _check(c, [("add_sa", _rekey_sa(old, True)), ("add_sa", _rekey_sa(old + 1, False))])
+
+        def rekey() -> None:
+            nonlocal old
+            new = next(spis)
+            _check(
+                c,
+                [
+                    ("add_sa", _rekey_sa(new, True)),
+                    ("add_sa", _rekey_sa(new + 1, False)),
+                    ("delete_sa", _rekey_sa_id(old + 1, False)),
+                    ("delete_sa", _rekey_sa_id(old, True)),
+                ],
+            )
+            old = new
+
         serial = rate(pair, seconds)
         piped = rate(pipelined, seconds) * PIPELINE / 2
         in_batches = rate(batched, seconds) * protocol.MAX_BATCH / 2
+        rekeys = rate(rekey, seconds / 2)
     return [
+        (f"privsep_{where}_rekey_batch", 1e6 / rekeys / 4, "us"),
         (f"privsep_{where}_sa_add_del_serial", serial, "pairs/s"),
         (f"privsep_{where}_sa_add_del_pipelined", piped, "pairs/s"),
         (f"privsep_{where}_requests_pipelined", piped * 2, "requests/s"),

@@ -7,12 +7,15 @@ bytearrays that `wipe()` zeroes, and never appears in a repr.
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from kink_privsep.protocol import LIFETIME_FIELDS
 from kink_privsep.schema import IPAddress, IPNetwork
+
+_IPV4 = (ipaddress.IPv4Address, ipaddress.IPv4Network)
 
 IPPROTO_ESP = 50
 IPPROTO_AH = 51
@@ -38,7 +41,8 @@ def _name(table: dict[str, int], number: int) -> str:
 
 
 def family(addr: IPAddress | IPNetwork) -> int:
-    return socket.AF_INET if addr.version == 4 else socket.AF_INET6
+    # isinstance, not .version: a property call in Python, per address of every SA encoded
+    return socket.AF_INET if isinstance(addr, _IPV4) else socket.AF_INET6
 
 
 def _keep_hash(key: SaId | PolicyId, fields: tuple[object, ...]) -> int:

@@ -20,6 +20,7 @@ from kink_privsep.errors import KernelError
 NLMSG_HDR = struct.Struct("@IHHII")  # struct nlmsghdr: len, type, flags, seq, pid
 _SEQ_PID = struct.Struct("@II")  # nlmsghdr's seq and pid, at offset 8
 NLA_HDR = struct.Struct("@HH")  # struct nlattr: len, type
+_ERRNO = struct.Struct("@i")  # struct nlmsgerr's error: 0 (an ACK) or -errno
 NLMSG_ERROR = 2
 NLMSG_DONE = 3
 NLM_F_REQUEST = 0x1
@@ -33,6 +34,11 @@ SO_RCVBUFFORCE = 33  # <asm-generic/socket.h>; the socket module lacks it
 RECV_SIZE = 65536  # a dump part never exceeds 32 KiB; one event or reply is far smaller
 MAX_PENDING_READS = 256
 _ZEROS = memoryview(bytes(RECV_SIZE))  # wipes the receive buffer without making a copy to do it
+# Plain ints: socket.MSG_* are IntFlag members, and `0 | MSG_TRUNC` runs IntFlag.__ror__ in
+# Python (as long as the rest of a request's receive).
+_MSG_TRUNC, _MSG_DONTWAIT = int(socket.MSG_TRUNC), int(socket.MSG_DONTWAIT)
+_NO_HEADER = bytes(NLMSG_HDR.size)  # the room `message` fills in
+_PADDING = bytes(3)  # nlattrs are 4-byte aligned
 # <linux/filter.h>: classic BPF, the socket filters of SO_ATTACH_FILTER.
 SO_ATTACH_FILTER = 26
 SOCK_FILTER = struct.Struct("=HBBI")  # struct sock_filter: code, jt, jf, k
@@ -67,19 +73,19 @@ def attributes(data: memoryview, offset: int) -> dict[int, memoryview]:
 
 def attribute(kind: int, *payload: bytes | bytearray) -> list[bytes | bytearray]:
     """The parts of one nlattr (header, payload, padding), for `message`."""
-    length = NLA_HDR.size + sum(len(p) for p in payload)
-    return [NLA_HDR.pack(length, kind), *payload, bytes(align4(length) - length)]
+    length = NLA_HDR.size
+    for part in payload:  # a loop, not sum() of a generator: a frame less per attribute
+        length += len(part)
+    return [NLA_HDR.pack(length, kind), *payload, _PADDING[: align4(length) - length]]
 
 
 def message(kind: int, flags: int, parts: list[bytes | bytearray]) -> bytearray:
-    """One netlink message in one fresh bytearray (seq and pid are set when it is sent)."""
-    size = NLMSG_HDR.size + sum(len(p) for p in parts)
-    msg = bytearray(size)
-    NLMSG_HDR.pack_into(msg, 0, size, kind, flags, 0, 0)
-    offset = NLMSG_HDR.size
-    for part in parts:
-        msg[offset : offset + len(part)] = part
-        offset += len(part)
+    """One netlink message in one fresh bytearray (seq and pid are set when it is sent).
+
+    bytearray.join sizes the result first and copies each part once into it: no intermediate
+    immutable copy of a key, and no reallocation leaving one behind in freed memory."""
+    msg = bytearray().join((_NO_HEADER, *parts))
+    NLMSG_HDR.pack_into(msg, 0, len(msg), kind, flags, 0, 0)
     return msg
 
 
@@ -168,7 +174,7 @@ class NetlinkSocket:
         lost = False
         for _ in range(MAX_PENDING_READS):  # the rest waits for the next call: others' turn
             try:
-                n = self._recv(socket.MSG_DONTWAIT)
+                n = self._recv(_MSG_DONTWAIT)
             except BlockingIOError:
                 break
             except OSError as e:
@@ -183,7 +189,7 @@ class NetlinkSocket:
         return results, lost
 
     def _recv(self, flags: int) -> int:
-        n = self._sock.recv_into(self._buf, 0, flags | socket.MSG_TRUNC)
+        n = self._sock.recv_into(self._buf, 0, flags | _MSG_TRUNC)
         if n > len(self._buf):
             self._buf[:] = _ZEROS
             raise KernelError(errno.EMSGSIZE, f"netlink message of {n} bytes")
@@ -206,7 +212,7 @@ def _raise_error(body: memoryview, kind: int) -> None:
         if kind == NLMSG_DONE:
             return
         raise KernelError(errno.EBADMSG, "short netlink error")
-    err = -struct.unpack_from("@i", body)[0]
+    err = -_ERRNO.unpack_from(body)[0]
     if err == 0:
         return
     detail = ""

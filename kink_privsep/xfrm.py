@@ -47,7 +47,8 @@ from kink_privsep.netlink import (
     attributes,
     message,
 )
-from kink_privsep.schema import IPAddress
+from kink_privsep.protocol import AUTH_ALGORITHMS, ENC_ALGORITHMS
+from kink_privsep.schema import IPAddress, IPNetwork
 
 NETLINK_XFRM = 6
 XFRMGRP_ACQUIRE, XFRMGRP_EXPIRE, XFRMGRP_SA, XFRMGRP_POLICY = 0x1, 0x2, 0x4, 0x8
@@ -343,6 +344,36 @@ def _mark(mark: Mark | None) -> list[bytes | bytearray]:
     return [] if mark is None else attribute(XFRMA_MARK, MARK.struct.pack(mark.value, mark.mask))
 
 
+KeyAttribute = tuple[bytes, bytes]  # what goes before a key in its attribute, and after it
+
+
+def _key_attribute(kind: int, algo: bytes, key_length: int) -> KeyAttribute:
+    header, _, _, padding = attribute(kind, algo, bytes(key_length))
+    return bytes(header) + algo, bytes(padding)
+
+
+def _enc_attribute(enc: str, key_length: int) -> KeyAttribute:
+    name, bits = KERNEL_ENC[enc].encode(), key_length * 8
+    if ENC_ALGORITHMS[enc].aead:  # rfc4106: the AES key and the 4-byte salt, length in bits
+        algo = ALGO_AEAD.struct.pack(name, bits, AEAD_ICV_BITS)
+        return _key_attribute(XFRMA_ALG_AEAD, algo, key_length)
+    return _key_attribute(XFRMA_ALG_CRYPT, ALGO.struct.pack(name, bits), key_length)
+
+
+def _auth_attribute(auth: str, key_length: int) -> KeyAttribute:
+    name, trunc = KERNEL_AUTH[auth]
+    algo = ALGO_AUTH.struct.pack(name.encode(), key_length * 8, trunc)
+    return _key_attribute(XFRMA_ALG_AUTH_TRUNC, algo, key_length)
+
+
+# Made once for every algorithm and key length protocol.py allows, as none of it changes:
+# packing them for each NEWSA was a fifth of encoding one.
+_ENC_ATTRIBUTES = {
+    (enc, n): _enc_attribute(enc, n) for enc, alg in ENC_ALGORITHMS.items() for n in alg.key_lengths
+}
+_AUTH_ATTRIBUTES = {(auth, n): _auth_attribute(auth, n) for auth, n in AUTH_ALGORITHMS.items()}
+
+
 def encode_newsa(sa: SaSpec, update: bool) -> bytearray:
     """XFRM_MSG_NEWSA, or XFRM_MSG_UPDSA to fill a larval SA from ALLOCSPI (the message type
     decides: XFRM ignores NLM_F_CREATE/EXCL/REPLACE)."""
@@ -363,17 +394,11 @@ def encode_newsa(sa: SaSpec, update: bool) -> bytearray:
     )
     parts: list[bytes | bytearray] = [info]
     if sa.enc is not None:
-        name = KERNEL_ENC[sa.enc].encode()
-        bits = len(sa.enc_key) * 8
-        if sa.enc == "aes-gcm":  # rfc4106 key = AES key + 4-byte salt, length in bits
-            algo = ALGO_AEAD.struct.pack(name, bits, AEAD_ICV_BITS)
-            parts += attribute(XFRMA_ALG_AEAD, algo, sa.enc_key)
-        else:
-            parts += attribute(XFRMA_ALG_CRYPT, ALGO.struct.pack(name, bits), sa.enc_key)
+        head, padding = _ENC_ATTRIBUTES[sa.enc, len(sa.enc_key)]
+        parts += (head, sa.enc_key, padding)
     if sa.auth is not None:
-        auth_name, trunc = KERNEL_AUTH[sa.auth]
-        algo = ALGO_AUTH.struct.pack(auth_name.encode(), len(sa.auth_key) * 8, trunc)
-        parts += attribute(XFRMA_ALG_AUTH_TRUNC, algo, sa.auth_key)
+        head, padding = _AUTH_ATTRIBUTES[sa.auth, len(sa.auth_key)]
+        parts += (head, sa.auth_key, padding)
     if sa.encap is not None:
         e = sa.encap
         tmpl = ENCAP_TMPL.struct.pack(
@@ -471,6 +496,7 @@ def encode_policy_id(kind: int, pid: PolicyId) -> bytearray:
 
 # -- decoders ------------------------------------------------------------------------------
 
+_EXPIRE_HARD = USER_EXPIRE.offsets["hard"]
 _KERNEL_ENC_NAMES = {v: k for k, v in KERNEL_ENC.items()}
 _KERNEL_AUTH_NAMES = {v: k for k, v in KERNEL_AUTH.items()}
 
@@ -487,6 +513,16 @@ def _optional_address(raw: bytes, fam: int) -> IPAddress | None:
     return None if raw == _ZERO_ADDR else _address(raw, fam)
 
 
+def _network(raw: bytes, fam: int, length: int) -> IPNetwork:
+    """From the address's number: ip_network((address, length)) turns an address object into
+    text and parses it again, most of the cost of decoding an SA event."""
+    if fam == socket.AF_INET:
+        return ipaddress.IPv4Network((int.from_bytes(raw[:4], "big"), length), strict=False)
+    if fam == socket.AF_INET6:
+        return ipaddress.IPv6Network((int.from_bytes(raw, "big"), length), strict=False)
+    raise KernelError(errno.EBADMSG, f"address family {fam}")
+
+
 def _decode_selector(d: dict[str, Any], p: str) -> Selector | None:
     fam = d[p + "family"]
     if fam == 0:
@@ -494,8 +530,8 @@ def _decode_selector(d: dict[str, Any], p: str) -> Selector | None:
     src_len, dst_len = d[p + "prefixlen_s"], d[p + "prefixlen_d"]
     if max(src_len, dst_len) > (32 if fam == socket.AF_INET else 128):
         raise KernelError(errno.EBADMSG, "selector prefix too long")
-    src = ipaddress.ip_network((_address(d[p + "saddr"], fam), src_len), False)
-    dst = ipaddress.ip_network((_address(d[p + "daddr"], fam), dst_len), False)
+    src = _network(d[p + "saddr"], fam, src_len)
+    dst = _network(d[p + "daddr"], fam, dst_len)
     sport, dport = socket.ntohs(d[p + "sport"]), socket.ntohs(d[p + "dport"])
     return Selector(src, dst, d[p + "proto"], sport, dport)
 
@@ -653,9 +689,12 @@ def decode_event(kind: int, body: memoryview) -> KernelEvent | None:
         d = USERPOLICY_INFO.unpack(attrs[XFRMA_POLICY])
         return PolicyChanged(True, _decode_policy(d, "", attrs))
     if kind == XFRM_MSG_EXPIRE:
-        d = USER_EXPIRE.unpack(body)
-        sa = _decode_sa(d, "state.", attributes(body, USER_EXPIRE.size))
-        return Expired(sa, bool(d["hard"]))
+        # The SA's xfrm_usersa_info comes first: read as such, not as "state." members (one
+        # event per SA and rekey; each of those names was made again and hashed to be read).
+        if len(body) < USER_EXPIRE.size:
+            raise KernelError(errno.EBADMSG, f"truncated {USER_EXPIRE.c_type}")
+        sa = _decode_sa(USERSA_INFO.unpack(body), "", attributes(body, USER_EXPIRE.size))
+        return Expired(sa, bool(body[_EXPIRE_HARD]))
     if kind == XFRM_MSG_POLEXPIRE:
         d = USER_POLEXPIRE.unpack(body)
         policy = _decode_policy(d, "pol.", attributes(body, USER_POLEXPIRE.size))
