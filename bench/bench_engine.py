@@ -21,7 +21,13 @@ rekeyed at once, as kinkd sees a burst: the soft Expires of all in one run of in
 side's datagrams handed to the other together and only then its actions carried out, as
 kinkd's reader hands the engine a turn's datagrams before its executor runs. The DELETEs of
 the rekeyed-away pairs go as one DELETE per peer (RFC 4430 §3.3, §6.4: Delete payloads list
-SPIs); datagrams_per_rekey counts both sides'.
+SPIs) and the CREATEs as few per peer as fit a datagram (RFC 4430 §4.2.6: several KINK_ISAKMP
+payloads, kink.engine.initiator.MAX_CREATE_OCTETS); datagrams_per_rekey counts both sides'.
+
+The fourth, engine_acquire_burst, is BURST flows of one peer starting at once (BURST ACQUIREs
+in one run of inputs, as after a reboot or a burst of new connections, bench/uml_burst.py): the
+CREATEs they go in, the REPLYs, every pair in on both sides; then both engines forget the pairs
+locally (no DELETE) so that the next burst negotiates again. Per pair set up, both engines.
 
 The driver below hands each action straight to its handler and each datagram straight to the
 other engine, so that the figure is the engines' cost and not a simulator's. It times every
@@ -96,6 +102,7 @@ REKEY_PHASES = (
 # there) so that each rekey ends with the old pair gone on both sides.
 REKEY_STEP = 5.0
 BATCH = 16  # pairs rekeyed together (engine_rekeys_batched)
+BURST = 64  # flows starting together (engine_acquire_burst)
 A_ADDRESS, B_ADDRESS = "192.0.2.1", "192.0.2.2"
 
 
@@ -241,6 +248,7 @@ def main() -> None:
             emit(f"engine_create_exchanges.{phase}", spent[phase] / total * 1e6, "us/exchange")
         _rekeys(a, b, acquire)
         _batched_rekeys(_batch_sides(pa, ca, porta, pb, cb, portb))
+        _acquire_burst(_batch_sides(pa, ca, porta, pb, cb, portb, pairs=BURST))
 
 
 def _rekeys(a: Side, b: Side, acquire: Acquire) -> None:
@@ -323,10 +331,17 @@ def _rekeys(a: Side, b: Side, acquire: Acquire) -> None:
 
 
 def _batch_sides(
-    pa: str, ca: Credentials, porta: Krb5Port, pb: str, cb: Credentials, portb: Krb5Port
+    pa: str,
+    ca: Credentials,
+    porta: Krb5Port,
+    pb: str,
+    cb: Credentials,
+    portb: Krb5Port,
+    *,
+    pairs: int = BATCH,
 ) -> tuple[Side, Side]:
-    """Two engines with BATCH policies between them (host to host, one UDP port each), all of
-    which may be negotiated at once."""
+    """Two engines with `pairs` policies between them (host to host, one UDP port each), all
+    of which may be negotiated at once."""
 
     def policies(here: str, there: str, local_port: bool) -> tuple[Policy, ...]:
         return tuple(
@@ -335,7 +350,7 @@ def _batch_sides(
                 Selector(ip_network(there), 17, 0 if local_port else 4000 + i),
                 reqid=100 + i,
             )
-            for i in range(BATCH)
+            for i in range(pairs)
         )
 
     peer_of_a = PeerConfig(
@@ -346,8 +361,8 @@ def _batch_sides(
     )
     # Every pair may be negotiated at once (as in bench/harness.py's daemons): with fewer
     # slots the CREATEs, and so the REPLYs settling them, would come a few at a time.
-    config_a = EngineConfig(A_ADDRESS, pa, (peer_of_a,), max_outstanding=BATCH)
-    config_b = EngineConfig(B_ADDRESS, pb, (peer_of_b,), max_outstanding=BATCH)
+    config_a = EngineConfig(A_ADDRESS, pa, (peer_of_a,), max_outstanding=pairs)
+    config_b = EngineConfig(B_ADDRESS, pb, (peer_of_b,), max_outstanding=pairs)
     engine_a = Engine(config_a, porta, epoch=3, now=0.0)
     engine_b = Engine(config_b, portb, epoch=4, now=0.0)
     return Side(engine_a, Kernel(random.Random(3)), ca), Side(
@@ -419,6 +434,59 @@ def _batched_rekeys(sides: tuple[Side, Side]) -> None:
         rekeys=made,
         datagrams_per_rekey=round(datagrams / made, 2),
         what=f"{BATCH} pairs rekeyed in one run of inputs; both engines",
+        gc=f"kinkd's (start-up frozen, young threshold {GC_YOUNG_THRESHOLD})",
+    )
+
+
+def _acquire_burst(sides: tuple[Side, Side]) -> None:
+    """The engine_acquire_burst figure (module docstring)."""
+    a, b = sides
+    from_a, from_b = (A_ADDRESS, 910), (B_ADDRESS, 910)
+    acquires = [Acquire(reqid) for reqid in a.engine.policies]
+    datagrams = 0
+
+    def burst() -> None:
+        nonlocal datagrams
+        for acquire in acquires:
+            a.engine.kernel_event(acquire, 0.0)
+        a.run()
+        while a.outbox or b.outbox:  # each side's datagrams handed over together
+            for src, dst, address in ((a, b, from_a), (b, a, from_b)):
+                sent, src.outbox[:] = list(src.outbox), []
+                datagrams += len(sent)
+                for data in sent:
+                    dst.engine.datagram_received(data, address, 0.0)
+                dst.run()
+        for side in (a, b):
+            for child in list(side.engine.sadb.children.values()):
+                side.engine.remove_child(child, "bench", 0.0)
+            side.run()
+
+    for _ in range(WARMUP // BURST + 1):
+        burst()
+    counts = a.established, b.established
+    datagrams = 0
+    with _kinkd_gc():
+        cpu = time.thread_time()
+        rates, total = rounds(burst, ROUNDS, ROUND_SECONDS, 1)
+        cpu = time.thread_time() - cpu
+    made = total * BURST
+    # Each burst set up BURST pairs on each side and the teardown left nothing.
+    assert (a.established, b.established) == (counts[0] + made, counts[1] + made)
+    assert not a.kernel.sas and not b.kernel.sas and not a.engine.sadb.children
+    rate = statistics.median(rates) * BURST
+    emit(
+        "engine_acquire_burst",
+        rate,
+        "pairs/s",
+        us_per_pair=round(1e6 / rate, 1),
+        cpu_us_per_pair=round(cpu / made * 1e6, 1),
+        best=round(max(rates) * BURST, 1),
+        burst=BURST,
+        rounds=ROUNDS,
+        pairs=made,
+        datagrams_per_pair=round(datagrams / made, 3),
+        what=f"{BURST} ACQUIREs of one peer in one run of inputs; both engines",
         gc=f"kinkd's (start-up frozen, young threshold {GC_YOUNG_THRESHOLD})",
     )
 

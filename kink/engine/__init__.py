@@ -6,8 +6,10 @@
         ...                                              # execute in order
     deadline = engine.next_timer()
 
-Drain next_action() to None after a run of inputs (several inputs may come first): the pairs
-the run rekeyed away are DELETEd together, one DELETE per peer, when the actions run out.
+Drain next_action() to None after a run of inputs (several inputs may come first): when the
+actions run out, the negotiations the run started (ACQUIREs, rekeys) go together, as few
+CREATEs per peer as fit a datagram, and the pairs it rekeyed away are DELETEd together, one
+DELETE per peer.
 
 While it runs: add_peer / remove_peer / replace_peer / reconfigure; across a restart of the
 daemon: child_records(now) -> restore(records, now, elapsed=...) (see kink.engine.lifecycle).

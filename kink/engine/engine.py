@@ -224,7 +224,9 @@ class Engine(Lifecycle):
         elif isinstance(req, Status):
             self.start_status(self.peers[req.peer], now)
         elif isinstance(req, Terminate):
-            self.start_delete(self._select(req.peer, req.spi), now)
+            children = self._select(req.peer, req.spi)
+            self.start_delete(children, now)
+            self.cancel_waiting_rekeys(children)
         elif isinstance(req, Rekey):
             for child in self._select(req.peer, req.spi):
                 if child.initiator or req.spi is not None:
@@ -292,15 +294,15 @@ class Engine(Lifecycle):
     # ---------------------------------------------------------------------- outputs
 
     def next_action(self) -> Action | None:
-        if self.actions:
-            return self.actions.popleft()
-        if self.deleting:
-            # The run of inputs is over: the pairs it rekeyed away go, one DELETE per peer
-            # (Initiator.start_delete, RFC 4430 §3.3, §6.4).
+        actions = self.actions
+        while not actions and (self.creates or self.deleting):
+            # The run of inputs is over: the negotiations it started go, one CREATE per peer
+            # (Initiator.start_create, RFC 4430 §4.2.6), and the pairs it rekeyed away, one
+            # DELETE per peer (Initiator.start_delete, §3.3, §6.4). Starting them may start
+            # others (a CREATE failing at once, keep_up).
+            self.start_waiting_creates()
             self.start_waiting_deletes()
-            if self.actions:
-                return self.actions.popleft()
-        return None
+        return actions.popleft() if actions else None
 
     def next_timer(self) -> float | None:
         import heapq
@@ -317,7 +319,9 @@ class Engine(Lifecycle):
                 sum(
                     1 for t in p.transactions.values() if isinstance(t, Transaction) and not t.done
                 ),
-                len(p.queue),
+                # Queued: waiting for a slot, or for the end of the run (start_create).
+                len(p.queue)
+                + sum(1 for t in self.creates.values() if t.peer is p and t.negotiations),
                 p.rtt,
             )
             for p in self.peers.values()

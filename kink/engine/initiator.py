@@ -4,7 +4,8 @@ Each transaction has one timer T with truncated exponential back-off; every retr
 rebuilt with a new authenticator and the same ticket, and every authenticator sent is kept,
 since the REPLY may answer any of them (§9). A REPLY with ACKREQ is acknowledged once its SAs are
 in (§3.2), and the ACK is regenerated for any retransmission of that REPLY during a full
-retransmission cycle (§9). The pairs a run of inputs rekeys away go in one DELETE per peer.
+retransmission cycle (§9). The negotiations a run of inputs starts for a peer go in as few
+CREATEs as fit a datagram (§4.2.6), the pairs it rekeys away in one DELETE per peer (§3.3).
 Unauthenticated replies (a lone KRB_ERROR, KINK_ERROR or TGT_REP) never end a transaction or
 touch an SA; only the user-to-user switch acts on them, as policy allows (§3.1, §3.7.1).
 A CREATE given up after the responder may have installed its SAs (no REPLY came, or we
@@ -15,17 +16,17 @@ import random
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from functools import partial
+from functools import lru_cache, partial
 from typing import Final, TypeVar
 
-from kink.crypto.dh import DhExchange
+from kink.crypto.dh import PRIMES, DhExchange
 from kink.crypto.entropy import random_bytes
 from kink.crypto.errors import CryptoError
 from kink.crypto.keymat import SaKeymat
 from kink.crypto.rfc3961 import Key
 from kink.crypto.seal import open_message
 from kink.engine import messages
-from kink.engine.config import EngineConfig, Policy, StartAction, U2u
+from kink.engine.config import EngineConfig, PeerConfig, Policy, StartAction, U2u
 from kink.engine.core import SPI_DRAWS, EngineCore, Timer
 from kink.engine.events import (
     EEXIST,
@@ -74,7 +75,7 @@ from kink.wire import (
     TgtRep,
 )
 from kink.wire.ipsec_doi import NotifyType
-from kink.wire.isakmp import IsakmpPayload
+from kink.wire.isakmp import IsakmpPayload, encode_qm
 
 # Enum members bound once: on Python 3.11 reading a member off its class goes through
 # EnumType's __getattr__ hook, ~0.9 k instructions against ~0.1 k for a global, and the
@@ -89,6 +90,7 @@ KRB_AP_ERR_TKT_EXPIRED = 32
 KRB_AP_ERR_SKEW = 37
 KRB_AP_ERR_USER_TO_USER_REQUIRED = 69
 KDC_ERR_MUST_USE_USER2USER = 27
+_ISAKMP_HEADER = 8  # a KINK_ISAKMP's generic header and QM version fields (§4.2.6)
 _MAX_RESTARTS = 2  # new transactions after an authenticated SKEW / TKT_EXPIRED (§3.5, §9)
 # The children one DELETE names. Its Delete payloads take 4 octets per SPI (RFC 2408 §3.15),
 # the REPLY's INVALID_SPI Notifies 16 per SPI the responder does not have (§3.3). Measured with
@@ -96,6 +98,16 @@ _MAX_RESTARTS = 2  # new transactions after an authenticated SKEW / TKT_EXPIRED 
 # its REPLY, every SPI unknown, 200 and 936: well under 1,400 octets, no IP fragmentation
 # (tests/engine/test_delete_batch.py).
 MAX_DELETE_CHILDREN = 24
+# The KINK_ISAKMP octets (negotiations, §4.2.6) one CREATE carries, as _cuts reckons them from
+# the offer, the nonce length, the KE group and the IDs: exactly what each adds to a CREATE;
+# a REPLY's are no more (one proposal chosen, Nr and KE as long, the same IDs, or a Notify).
+# Measured with an MIT ticket: a CREATE is 708 octets + 104 a negotiation (ESP, IDs), 140 (AH
+# and ESP), 240 (ESP, KE of MODP 1024), 368 (ESP, MODP 2048); its REPLY 160 + 84, 120, 240,
+# 368. 480 octets: a CREATE of about 1,200 octets at most (4 negotiations of ESP with IDs, 3 of
+# AH and ESP, 2 with MODP 1024, 1 with MODP 2048; 1,188-1,204 measured, the AP-REQ varying),
+# well under 1,400: no IP fragmentation, and not many SAs delayed by one lost datagram
+# (tests/engine/test_create_batch.py).
+MAX_CREATE_OCTETS = 480
 _KINK_ERROR_REASONS: dict[int, str] = {
     KinkErrorCode.PROTOERR: "the peer found our command malformed",
     KinkErrorCode.INVDOI: "the peer does not support the IPsec DOI",
@@ -117,6 +129,7 @@ class Negotiation:
     dh: DhExchange | None = None
     offered: SaPayload | None = None
     optimistic: list[SaSpec] = field(default_factory=list)  # inbound SAs installed before CREATE
+    acquire_seq: int | None = None  # the kernel ACQUIRE it answers (InstallSa.acquire_seq)
 
 
 @dataclass(eq=False)
@@ -152,7 +165,6 @@ class Transaction:
     u2u_tried: bool = False
     plain_tried: bool = False  # a FetchTicket (not user-to-user) went out for it
     denied: bool = False  # GETTGT: answered KINK_U2UDENIED
-    acquire_seq: int | None = None  # CREATE: the kernel ACQUIRE it answers (InstallSa)
 
 
 class Initiator(EngineCore):
@@ -180,6 +192,11 @@ class Initiator(EngineCore):
         # they were put there (the run's).
         self.deleting: dict[PeerState, list[Child]] = {}
         self._deleting_at = now
+        # The CREATEs waiting for the end of the current run of inputs (start_create), one per
+        # peer (by identity) and whatever must be equal within a transaction (use_ke,
+        # restarts), and the time they were started (the run's).
+        self.creates: dict[tuple[PeerState, bool, int], Transaction] = {}
+        self._creates_at = now
 
     # ------------------------------------------------------------------------ starting
 
@@ -194,21 +211,86 @@ class Initiator(EngineCore):
         restarts: int = 0,
         acquire_seq: int | None = None,
     ) -> None:
-        negotiations = [Negotiation(p, rekey_of) for p in policies]
-        if rekey_of is not None:
-            rekey_of.rekeying = True
-        txn = Transaction(
-            _CREATE,
+        """CREATE (§3.2) one negotiation per policy. It waits until the engine's actions run
+        out (start_waiting_creates, from Engine.next_action): the negotiations a run of inputs
+        starts for a peer (ACQUIREs, rekeys, start_action=start, retries) go in one CREATE,
+        "any number of KINK_ISAKMP payloads" (§4.2.6), up to MAX_CREATE_OCTETS of them;
+        meanwhile they count as under way (in_progress)."""
+        self._create(
             peer,
-            negotiations,
+            [Negotiation(p, rekey_of, acquire_seq=acquire_seq) for p in policies],
+            now,
             use_ke=use_ke,
             restarts=restarts,
-            acquire_seq=acquire_seq,
         )
+
+    def _create(
+        self,
+        peer: PeerState,
+        negotiations: list[Negotiation],
+        now: float,
+        *,
+        use_ke: bool = True,
+        restarts: int = 0,
+    ) -> None:
+        creating = peer.creating
         for neg in negotiations:
-            peer.creating[neg.policy] = peer.creating.get(neg.policy, 0) + 1
-        txn.counted = True
-        self._start(txn, now)
+            if neg.rekey_of is not None:
+                neg.rekey_of.rekeying = True
+            creating[neg.policy] = creating.get(neg.policy, 0) + 1
+        key = (peer, use_ke, restarts)
+        txn = self.creates.get(key)
+        if txn is None:
+            txn = Transaction(_CREATE, peer, use_ke=use_ke, restarts=restarts, counted=True)
+            self.creates[key] = txn
+        txn.negotiations += negotiations
+        self._creates_at = now
+
+    def start_waiting_creates(self) -> None:
+        """Start the CREATEs start_create left waiting, each cut to MAX_CREATE_OCTETS of
+        KINK_ISAKMP payloads."""
+        waiting, self.creates = self.creates, {}
+        for txn in waiting.values():
+            negotiations = txn.negotiations
+            if not negotiations:  # every one dropped (_drop_waiting)
+                continue
+            cuts = self._cuts(txn)
+            if len(cuts) == 1:
+                self._start(txn, self._creates_at)
+                continue
+            first = 0
+            for last in cuts:
+                part = Transaction(
+                    _CREATE,
+                    txn.peer,
+                    negotiations[first:last],
+                    use_ke=txn.use_ke,
+                    restarts=txn.restarts,
+                    counted=True,
+                )
+                self._start(part, self._creates_at)
+                first = last
+
+    def _cuts(self, txn: Transaction) -> list[int]:
+        """Where the negotiations of `txn` are cut into CREATEs: each holds as many as fit in
+        MAX_CREATE_OCTETS of KINK_ISAKMP payloads (at least one)."""
+        count = len(txn.negotiations)
+        if count == 1:
+            return [1]  # a lone ACQUIRE or rekey: nothing to reckon
+        if txn.peer.one_negotiation:
+            return list(range(1, count + 1))
+        group = self._group(txn)
+        base = _isakmp_octets(txn.peer.config, group, self.config.nonce_length)
+        cuts: list[int] = []
+        used = 0
+        for i, neg in enumerate(txn.negotiations):
+            octets = base + _id_octets(neg.policy)
+            if used and used + octets > MAX_CREATE_OCTETS:
+                cuts.append(i)
+                used = 0
+            used += octets
+        cuts.append(len(txn.negotiations))
+        return cuts
 
     def start_delete(self, children: list[Child], now: float, *, coalesce: bool = False) -> None:
         """DELETE (§3.3, pessimistic): outbound SAs go now, inbound ones after the REPLY and
@@ -264,7 +346,11 @@ class Initiator(EngineCore):
             if fn.txn.kind is MessageType.DELETE or keep(fn.txn):
                 peer.queue.append(fn)
             else:
-                self._uncount(fn.txn)
+                self._unstarted(fn.txn)
+        for waiting in self.creates.values():
+            # Not sent yet: each negotiation is kept or not on its own, as a CREATE of its own.
+            if waiting.peer is peer:
+                self._drop_waiting(waiting, lambda n: not keep(Transaction(_CREATE, peer, [n])))
         for txn in list(peer.transactions.values()):
             assert isinstance(txn, Transaction)
             if txn.done or txn.kind is MessageType.DELETE or keep(txn):
@@ -277,20 +363,47 @@ class Initiator(EngineCore):
             cleanup = txn.kind is _CREATE and txn.attempts > 0
             self._fail(txn, "cancelled", None, now, cleanup=cleanup)
 
+    def cancel_waiting_rekeys(self, children: list[Child]) -> None:
+        """The rekeys of `children` (Terminate) still waiting for the end of the run are not
+        started: they would bring the pairs back."""
+        gone = {child.id for child in children}
+        for txn in self.creates.values():
+            self._drop_waiting(txn, lambda n: n.rekey_of is not None and n.rekey_of.id in gone)
+
+    def _drop_waiting(self, txn: Transaction, drop: Callable[[Negotiation], bool]) -> None:
+        """Take the negotiations `drop` picks out of the waiting CREATE `txn` (start_create):
+        no longer under way, their rekeys free to start again."""
+        kept: list[Negotiation] = []
+        for neg in txn.negotiations:
+            if drop(neg):
+                if neg.rekey_of is not None:
+                    neg.rekey_of.rekeying = False
+                _uncount(txn.peer.creating, neg.policy)
+            else:
+                kept.append(neg)
+        txn.negotiations = kept
+
     def in_progress(self, peer: PeerState, policy: Policy) -> bool:
-        """A CREATE for `policy` is under way (not done, not yet ACKed) or queued."""
+        """A CREATE for `policy` is under way (not done, not yet ACKed), queued or waiting for
+        the end of the run (start_create)."""
         return policy in peer.creating
 
     def _uncount(self, txn: Transaction) -> None:
-        """The CREATE `txn` is done, ACKed or dropped from the queue: no longer under way."""
+        """The CREATE `txn` is done, ACKed or dropped unsent: no longer under way."""
         if not txn.counted:
             return
         txn.counted = False
         creating = txn.peer.creating
         for neg in txn.negotiations:
-            left = creating.pop(neg.policy) - 1  # one Policy hash when it was the last one
-            if left:
-                creating[neg.policy] = left
+            _uncount(creating, neg.policy)
+
+    def _unstarted(self, txn: Transaction) -> None:
+        """A command dropped from the queue before it was sent: the rekeys it carried may
+        start again."""
+        self._uncount(txn)
+        for neg in txn.negotiations:
+            if neg.rekey_of is not None:
+                neg.rekey_of.rekeying = False
 
     def renegotiate(self, peer: PeerState, now: float) -> None:
         """Negotiate every policy of `peer` that has no SA and no exchange under way."""
@@ -860,16 +973,12 @@ class Initiator(EngineCore):
         if txn.kind is _CREATE:
             for neg in txn.negotiations:
                 self._drop_optimistic(neg)
-            policies = [n.policy for n in txn.negotiations]
-            rekey_of = txn.negotiations[0].rekey_of if txn.negotiations else None
-            self.start_create(
+            self._create(
                 txn.peer,
-                policies,
+                _renewed(txn.negotiations),
                 now,
-                rekey_of=rekey_of,
                 use_ke=txn.use_ke,
                 restarts=txn.restarts + 1,
-                acquire_seq=txn.acquire_seq,
             )
         else:
             retry = Transaction(txn.kind, txn.peer, deletes=txn.deletes, dpd=txn.dpd)
@@ -903,11 +1012,13 @@ class Initiator(EngineCore):
         self, txn: Transaction, msg: Message, isakmps: list[Isakmp], data: bytes, now: float
     ) -> None:
         peer = txn.peer
-        if len(isakmps) != len(txn.negotiations):
+        if not isakmps or len(isakmps) > len(txn.negotiations):
             self._fail(
                 txn, f"{len(isakmps)} KINK_ISAKMP for {len(txn.negotiations)} SAs", None, now
             )
             return
+        if len(isakmps) < len(txn.negotiations):
+            self._unanswered(txn, len(isakmps), now)
         retry_plain: list[Negotiation] = []
         retry_spi: list[Negotiation] = []
         rejected: list[Negotiation] = []
@@ -936,15 +1047,24 @@ class Initiator(EngineCore):
             self._delete_orphans(peer, rejected, now)
         for group, use_ke in ((retry_plain, False), (retry_spi, txn.use_ke)):
             if group and txn.restarts < _MAX_RESTARTS:
-                self.start_create(
-                    peer,
-                    [n.policy for n in group],
-                    now,
-                    rekey_of=group[0].rekey_of,
-                    use_ke=use_ke,
-                    restarts=txn.restarts + 1,
-                )
+                self._create(peer, _renewed(group), now, use_ke=use_ke, restarts=txn.restarts + 1)
         self.keep_up(peer, now, failed=True)  # a no-op unless a wanted policy went without SA
+
+    def _unanswered(self, txn: Transaction, answered: int, now: float) -> None:
+        """A REPLY that answers only the first `answered` negotiations of the CREATE: a peer
+        that takes one KINK_ISAKMP per message (racoon2's kinkd answers the first and ignores
+        the others, though §4.2.6 allows "any number"). It installed nothing for the others:
+        they are negotiated anew, one per CREATE to that peer from now on."""
+        peer = txn.peer
+        peer.one_negotiation = True
+        self.count("create-partly-answered")
+        rest = txn.negotiations[answered:]
+        del txn.negotiations[answered:]
+        for neg in rest:
+            self._drop_optimistic(neg)
+            if txn.counted:
+                _uncount(peer.creating, neg.policy)
+        self._create(peer, _renewed(rest), now, use_ke=txn.use_ke, restarts=txn.restarts)
 
     def _negotiated(
         self, txn: Transaction, neg: Negotiation, isakmp: Isakmp, ackreq: bool, now: float
@@ -1101,7 +1221,7 @@ class Initiator(EngineCore):
                 life,
                 self.config.replay_window,
             )
-            self.install(spec, child, acquire_seq=txn.acquire_seq, on_result=on_result)
+            self.install(spec, child, acquire_seq=neg.acquire_seq, on_result=on_result)
             installs += 1
             pair.inbound = pair.outbound = True
         for spec in optimistic.values():  # an optimistic protocol the chosen bundle lacks
@@ -1258,6 +1378,12 @@ class _Queued:
         self.engine._start(self.txn, now)
 
 
+def _renewed(negotiations: list[Negotiation]) -> list[Negotiation]:
+    """The negotiations of a CREATE started anew (§3.2, §9): the same policies, each for the
+    child it rekeys and the ACQUIRE it answers."""
+    return [Negotiation(n.policy, n.rekey_of, acquire_seq=n.acquire_seq) for n in negotiations]
+
+
 def _first_bundle(peer: PeerState) -> tuple[int, ...]:
     """The protocols of the first proposal: those of the optimistic SAs (§3.2 step 1)."""
     return tuple(t.protocol for bundle in peer.config.proposals[:1] for t in bundle.transforms)
@@ -1289,6 +1415,34 @@ def first_of(payloads: Iterable[object], kind: type[_P]) -> _P | None:
         if isinstance(p, kind):
             return p
     return None
+
+
+def _isakmp_octets(peer: PeerConfig, group: int | None, nonce_length: int) -> int:
+    """The octets of one negotiation's KINK_ISAKMP in a CREATE to `peer` (_create_isakmp),
+    without its IDs: its header (§4.2.6), the offer, Ni and, with KE, g^x."""
+    payloads: list[IsakmpPayload] = [
+        offer(peer, dict.fromkeys(protocols_of(peer), 0), group),
+        NoncePayload(bytes(nonce_length)),
+    ]
+    prime = PRIMES.get(group) if group is not None else None
+    if prime is not None:
+        payloads.append(KePayload(bytes((prime.bit_length() + 7) // 8)))
+    return _ISAKMP_HEADER + (len(encode_qm(payloads)) + 3) // 4 * 4
+
+
+@lru_cache(maxsize=4096)  # a policy's are reckoned for each CREATE of several (8 us each)
+def _id_octets(policy: Policy) -> int:
+    """The octets of IDci and IDcr in a negotiation of `policy` (none unless it sends IDs)."""
+    if not policy.send_ids:
+        return 0
+    return len(encode_qm((id_payload(policy.local), id_payload(policy.remote))))
+
+
+def _uncount(creating: dict[Policy, int], policy: Policy) -> None:
+    """One CREATE negotiation of `policy` fewer under way (PeerState.creating)."""
+    left = creating.pop(policy) - 1  # one Policy hash when it was the last one
+    if left:
+        creating[policy] = left
 
 
 def _delete_payloads(children: list[Child], *, inbound: bool) -> tuple[IsakmpPayload, ...]:

@@ -117,6 +117,10 @@ class PeerState:
     # failed since the last success) and the timer of the retry pending.
     backoff: float = 0.0
     retry: "Timer | None" = None
+    # The peer answered only the first KINK_ISAKMP of a CREATE of several (racoon2's kinkd
+    # takes the first, "duplicate KINK_ISAKMP; currently not supported, ignored"): one
+    # negotiation per CREATE to it from then on (kink.engine.initiator).
+    one_negotiation: bool = False
 
 
 # Distinct values Sadb.add shares at most (per kind): the values children hold come from the

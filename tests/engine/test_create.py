@@ -250,9 +250,9 @@ def test_outstanding_cap_queues(make_world: WorldFactory) -> None:
         a={"policies": a_side}, b={"policies": b_side}, engine={"max_outstanding": 2}
     )
     engine = world.host("a").engine
-    for policy in a_side:
-        engine.kernel_event(Acquire(policy.reqid), world.now)
-    world.drain()
+    for policy in a_side:  # each in a run of its own: a CREATE each (ACQUIREs of one run
+        engine.kernel_event(Acquire(policy.reqid), world.now)  # share one, test_create_batch)
+        world.drain()
     assert len(world.flight) == 2  # two CREATEs out, four queued
     assert engine.snapshot().peers[0].queued == 4
     world.settle()

@@ -167,13 +167,14 @@ def test_equal_selectors_configured_twice_grant_the_first(make_world: WorldFacto
 
 
 def test_creating_count_follows_queue_acks_and_completion(make_world: WorldFactory) -> None:
-    """One CREATE per policy through a one-slot queue, 3-way (b adds Nr, §3.2): each is
-    counted while queued and under way, and no longer once ACKed."""
+    """One CREATE per policy (an ACQUIRE per run of inputs) through a one-slot queue, 3-way
+    (b adds Nr, §3.2): each is counted while queued and under way, and no longer once ACKed."""
     world = _world(make_world, engine={"max_outstanding": 1}, engine_b={"responder_nonce": True})
     a = world.host("a").engine
     for policy in a.peer_policies["b"]:
         a.kernel_event(Acquire(policy.reqid), world.now)
         a.kernel_event(Acquire(policy.reqid), world.now)  # coalesced: counted once
+        world.drain()
     assert sorted(a.peers["b"].creating.values()) == [1, 1, 1]
     assert len(a.peers["b"].queue) == 2
     _check(world)
@@ -195,9 +196,9 @@ def test_creating_count_follows_failures_and_cancellation(make_world: WorldFacto
     world = _world(make_world, engine={"max_outstanding": 1})
     a = world.host("a").engine
     world.fate = lambda item: "drop"
-    for policy in a.peer_policies["b"]:
+    for policy in a.peer_policies["b"]:  # a CREATE each: an ACQUIRE per run of inputs
         a.kernel_event(Acquire(policy.reqid), world.now)
-    world.drain()
+        world.drain()
     assert len(a.peers["b"].creating) == 3
     config = a.peers["b"].config
     a.replace_peer(replace(config, policies=config.policies[:1]), world.now)
