@@ -370,39 +370,41 @@ def _batch_sides(
     )
 
 
+def _exchange(sides: tuple[Side, Side], now: float) -> int:
+    """Hand each side's datagrams to the other, all of them before its actions (one run of
+    inputs), until none is left; how many there were."""
+    a, b = sides
+    datagrams = 0
+    while a.outbox or b.outbox:
+        for src, dst, address in ((a, b, (A_ADDRESS, 910)), (b, a, (B_ADDRESS, 910))):
+            sent, src.outbox[:] = list(src.outbox), []
+            datagrams += len(sent)
+            for data in sent:
+                dst.engine.datagram_received(data, address, now)
+            dst.run()
+    return datagrams
+
+
 def _batched_rekeys(sides: tuple[Side, Side]) -> None:
     """The engine_rekeys_batched figure (module docstring)."""
     a, b = sides
-    from_a, from_b = (A_ADDRESS, 910), (B_ADDRESS, 910)
     now = 0.0
     datagrams = 0
-
-    def exchange(now: float) -> None:
-        """Hand each side's datagrams to the other, all of them before its actions, until
-        none is left."""
-        nonlocal datagrams
-        while a.outbox or b.outbox:
-            for src, dst, address in ((a, b, from_a), (b, a, from_b)):
-                sent, src.outbox[:] = list(src.outbox), []
-                datagrams += len(sent)
-                for data in sent:
-                    dst.engine.datagram_received(data, address, now)
-                dst.run()
 
     for reqid in list(a.engine.policies):
         a.engine.kernel_event(Acquire(reqid), now)
     a.run()
-    exchange(now)
+    _exchange(sides, now)
     assert len(a.engine.sadb.children) == BATCH
 
     def rekeys() -> None:
-        nonlocal now
+        nonlocal now, datagrams
         now += REKEY_STEP
         for child in list(a.engine.sadb.children.values()):
             pair = child.sas[0]
             a.engine.kernel_event(Expire(pair.protocol, pair.inbound_spi, A_ADDRESS, False), now)
         a.run()
-        exchange(now)
+        datagrams += _exchange(sides, now)
         for side in (a, b):
             side.engine.handle_timer(now + REKEY_STEP / 2)
             side.run()
@@ -441,7 +443,6 @@ def _batched_rekeys(sides: tuple[Side, Side]) -> None:
 def _acquire_burst(sides: tuple[Side, Side]) -> None:
     """The engine_acquire_burst figure (module docstring)."""
     a, b = sides
-    from_a, from_b = (A_ADDRESS, 910), (B_ADDRESS, 910)
     acquires = [Acquire(reqid) for reqid in a.engine.policies]
     datagrams = 0
 
@@ -450,13 +451,7 @@ def _acquire_burst(sides: tuple[Side, Side]) -> None:
         for acquire in acquires:
             a.engine.kernel_event(acquire, 0.0)
         a.run()
-        while a.outbox or b.outbox:  # each side's datagrams handed over together
-            for src, dst, address in ((a, b, from_a), (b, a, from_b)):
-                sent, src.outbox[:] = list(src.outbox), []
-                datagrams += len(sent)
-                for data in sent:
-                    dst.engine.datagram_received(data, address, 0.0)
-                dst.run()
+        datagrams += _exchange(sides, 0.0)
         for side in (a, b):
             for child in list(side.engine.sadb.children.values()):
                 side.engine.remove_child(child, "bench", 0.0)
