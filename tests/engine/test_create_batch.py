@@ -5,7 +5,6 @@ that must differ within a transaction (with and without KE) go in CREATEs of the
 responder answers each negotiation, and both sides end with the same SAs."""
 
 import dataclasses
-from ipaddress import ip_network
 from typing import Any
 
 import pytest
@@ -19,7 +18,6 @@ from kink.engine.events import (
     NegotiationFailed,
     PeerRemoved,
     Rekey,
-    Selector,
     Terminate,
 )
 from kink.engine.initiator import MAX_CREATE_OCTETS
@@ -27,6 +25,7 @@ from kink.wire import Isakmp, KePayload, Message, MessageType, NotifyPayload, de
 from kink.wire.ipsec_doi import NotifyType
 from tests.engine.conftest import ADDRESSES, AH_ESP, KerberosHostFactory, WorldFactory
 from tests.engine.harness import Host, World, check_consistent
+from tests.engine.many_policies import port_policies, sent_of, session_key
 
 pytestmark = pytest.mark.kdc
 
@@ -35,18 +34,6 @@ A, B = ADDRESSES["a"], ADDRESSES["b"]
 # size varies by 16 octets or so from one AP-REQ to the next.
 WELL_UNDER = 1250
 MODP_1024 = 2
-
-
-def _policies(here: str, there: str, count: int, *, ours: bool) -> tuple[Policy, ...]:
-    """`count` host-to-host policies, one UDP port of a's each (the same reqids both sides)."""
-    return tuple(
-        Policy(
-            Selector(ip_network(here), 17, 5000 + i if ours else 0),
-            Selector(ip_network(there), 17, 0 if ours else 5000 + i),
-            reqid=200 + i,
-        )
-        for i in range(count)
-    )
 
 
 def _world(
@@ -61,11 +48,14 @@ def _world(
     the first `b_count` only)."""
     return make_world(
         a={
-            "policies": _policies(A, B, count, ours=True),
+            "policies": port_policies(A, B, count, ours=True),
             "start_action": StartAction.TRAP,
             **extra,
         },
-        b={"policies": _policies(B, A, count if b_count is None else b_count, ours=False), **extra},
+        b={
+            "policies": port_policies(B, A, count if b_count is None else b_count, ours=False),
+            **extra,
+        },
         engine={"max_outstanding": 64},
         engine_b=engine_b,
     )
@@ -80,16 +70,6 @@ def _acquire_all(world: World, *, seq: int = 0) -> list[Policy]:
     return policies
 
 
-def _key(kerberos_host: KerberosHostFactory) -> Key:
-    ticket = kerberos_host("a").credentials.cached_ticket(kerberos_host("b").principal)
-    assert ticket is not None
-    return Key(ticket.session_key.enctype, ticket.session_key.material)
-
-
-def _sent(host: Host, kind: MessageType) -> list[bytes]:
-    return [data for data in host.sent if decode(data).type == kind]
-
-
 def _isakmps(data: bytes, key: Key, request: MessageType | None = None) -> list[Isakmp]:
     """The KINK_ISAKMP payloads of a command (or of the REPLY to `request`)."""
     opened = open_message(decode(data), key, request=request)
@@ -98,7 +78,7 @@ def _isakmps(data: bytes, key: Key, request: MessageType | None = None) -> list[
 
 def _negotiations(host: Host, key: Key) -> list[int]:
     """The KINK_ISAKMP payloads of each CREATE `host` sent, in order."""
-    return [len(_isakmps(d, key)) for d in _sent(host, MessageType.CREATE)]
+    return [len(_isakmps(d, key)) for d in sent_of(host, MessageType.CREATE)]
 
 
 @pytest.mark.parametrize("responder_nonce", [False, True], ids=["2-way", "3-way"])
@@ -108,11 +88,11 @@ def test_acquires_of_one_run_go_in_one_create(
     world = _world(make_world, 4, engine_b={"responder_nonce": responder_nonce})
     _acquire_all(world)
     world.settle()
-    a, b, key = world.host("a"), world.host("b"), _key(kerberos_host)
+    a, b, key = world.host("a"), world.host("b"), session_key(kerberos_host)
     assert _negotiations(a, key) == [4]
-    [reply] = _sent(b, MessageType.REPLY)
+    [reply] = sent_of(b, MessageType.REPLY)
     assert len(_isakmps(reply, key, MessageType.CREATE)) == 4
-    assert len(_sent(a, MessageType.ACK)) == (1 if responder_nonce else 0)
+    assert len(sent_of(a, MessageType.ACK)) == (1 if responder_nonce else 0)
     assert check_consistent(world) == 8
     assert len(world.established("a")) == len(world.established("b")) == 4
     assert not a.engine.peers["b"].creating
@@ -126,7 +106,7 @@ def test_a_second_acquire_for_a_waiting_policy_is_coalesced(make_world: WorldFac
     assert a.engine.counters["acquire-coalesced"] == 2
     assert a.engine.snapshot().peers[0].queued == 1  # one CREATE waiting
     world.settle()
-    assert len(_sent(a, MessageType.CREATE)) == 1
+    assert len(sent_of(a, MessageType.CREATE)) == 1
     assert check_consistent(world) == 4
 
 
@@ -138,7 +118,7 @@ def test_a_lone_acquire_leaves_in_its_own_run(
     world.drain()  # the run's actions: the CREATE is out, nothing waits for a later input
     assert len(world.flight) == 1
     world.settle()
-    assert _negotiations(world.host("a"), _key(kerberos_host)) == [1]
+    assert _negotiations(world.host("a"), session_key(kerberos_host)) == [1]
     assert check_consistent(world) == 2
 
 
@@ -148,7 +128,7 @@ def test_rekeys_of_one_run_go_in_one_create_and_one_delete(
     world = _world(make_world, 4)
     _acquire_all(world)
     world.settle()
-    a, key = world.host("a"), _key(kerberos_host)
+    a, key = world.host("a"), session_key(kerberos_host)
     old = {c.id: c for c in a.engine.sadb.children.values()}
     world.batched = True  # the REPLY's run settles every new pair before the DELETE
     a.engine.request(Rekey(peer="b"), world.now)
@@ -156,7 +136,7 @@ def test_rekeys_of_one_run_go_in_one_create_and_one_delete(
     assert _negotiations(a, key) == [4, 4]
     new = list(a.engine.sadb.children.values())
     assert sorted(c.rekey_of for c in new if c.rekey_of is not None) == sorted(old)
-    assert len(_sent(a, MessageType.DELETE)) == 1  # the old pairs, together (§3.3)
+    assert len(sent_of(a, MessageType.DELETE)) == 1  # the old pairs, together (§3.3)
     assert not set(old) & set(a.engine.sadb.children)
     assert check_consistent(world) == 8
     for host in world.hosts.values():
@@ -172,9 +152,9 @@ def test_creates_are_cut_to_fit_a_datagram(
     world = _world(make_world, 10)
     _acquire_all(world)
     world.settle()
-    a, b, key = world.host("a"), world.host("b"), _key(kerberos_host)
+    a, b, key = world.host("a"), world.host("b"), session_key(kerberos_host)
     assert _negotiations(a, key) == [4, 4, 2]
-    datagrams = _sent(a, MessageType.CREATE) + _sent(b, MessageType.REPLY)
+    datagrams = sent_of(a, MessageType.CREATE) + sent_of(b, MessageType.REPLY)
     assert max(len(d) for d in datagrams) < WELL_UNDER
     assert check_consistent(world) == 20
 
@@ -193,10 +173,10 @@ def test_the_cut_follows_what_a_negotiation_carries(
     world = _world(make_world, 5, **extra)
     _acquire_all(world)
     world.settle()
-    a, b, key = world.host("a"), world.host("b"), _key(kerberos_host)
+    a, b, key = world.host("a"), world.host("b"), session_key(kerberos_host)
     counts = _negotiations(a, key)
     assert counts[0] == per_create and sum(counts) == 5
-    datagrams = _sent(a, MessageType.CREATE) + _sent(b, MessageType.REPLY)
+    datagrams = sent_of(a, MessageType.CREATE) + sent_of(b, MessageType.REPLY)
     assert max(len(d) for d in datagrams) < WELL_UNDER
     assert check_consistent(world) == 10 * (2 if "proposals" in extra else 1)
 
@@ -207,19 +187,19 @@ def test_with_and_without_ke_go_in_creates_of_their_own(
     """b takes no KE: a's CREATE with KE is refused per negotiation (INVALID-PAYLOAD-TYPE,
     §3.2) and retried without KE, all of it in one CREATE; an ACQUIRE in the run of that
     REPLY still offers KE, in a CREATE of its own."""
-    policies = _policies(A, B, 3, ours=True)
+    policies = port_policies(A, B, 3, ours=True)
     world = make_world(
         a={"policies": policies, "start_action": StartAction.TRAP, "pfs_group": MODP_1024},
-        b={"policies": _policies(B, A, 3, ours=False)},
+        b={"policies": port_policies(B, A, 3, ours=False)},
     )
-    a, key = world.host("a"), _key(kerberos_host)
+    a, key = world.host("a"), session_key(kerberos_host)
     for policy in policies[:2]:
         a.engine.kernel_event(Acquire(policy.reqid), world.now)
     world.step()  # the CREATE to b, its REPLY back
     world.batched = True
     a.engine.kernel_event(Acquire(policies[2].reqid), world.now)  # the REPLY's run
     world.step()
-    creates = _sent(a, MessageType.CREATE)
+    creates = sent_of(a, MessageType.CREATE)
     with_ke = [
         [any(isinstance(p, KePayload) for p in i.payloads) for i in _isakmps(c, key)]
         for c in creates
@@ -236,9 +216,9 @@ def test_a_refused_negotiation_leaves_the_others(
     world = _world(make_world, 4, b_count=3, engine_b={"responder_nonce": responder_nonce})
     _acquire_all(world)
     world.settle(0)
-    a, b, key = world.host("a"), world.host("b"), _key(kerberos_host)
+    a, b, key = world.host("a"), world.host("b"), session_key(kerberos_host)
     assert _negotiations(a, key) == [4]
-    [reply] = _sent(b, MessageType.REPLY)
+    [reply] = sent_of(b, MessageType.REPLY)
     notifies = [
         p.notify_type
         for i in _isakmps(reply, key, MessageType.CREATE)
@@ -267,9 +247,9 @@ def test_a_lost_create_is_sent_again_whole(
     world.fate = lose_first
     _acquire_all(world)
     world.settle()
-    a, key = world.host("a"), _key(kerberos_host)
+    a, key = world.host("a"), session_key(kerberos_host)
     assert _negotiations(a, key) == [3, 3]  # the same transaction, rebuilt (§9)
-    assert len({decode(c).xid for c in _sent(a, MessageType.CREATE)}) == 1
+    assert len({decode(c).xid for c in sent_of(a, MessageType.CREATE)}) == 1
     assert check_consistent(world) == 6
 
 
@@ -281,7 +261,7 @@ def test_removing_the_peer_drops_the_waiting_creates(make_world: WorldFactory) -
     state = a.engine.peers["b"]
     a.engine.remove_peer("b", world.now)
     world.settle()
-    assert not _sent(a, MessageType.CREATE)
+    assert not sent_of(a, MessageType.CREATE)
     assert all(isinstance(x, PeerRemoved) for x in a.kernel.log)  # no SA, no ticket asked
     assert not a.engine.creates and not state.creating
     assert any(isinstance(n, PeerRemoved) for n in a.notices)
@@ -298,7 +278,7 @@ def test_new_peer_settings_drop_only_the_waiting_negotiations_they_disallow(
     a.engine.replace_peer(dataclasses.replace(config, policies=config.policies[:1]), world.now)
     assert list(a.engine.peers["b"].creating) == [config.policies[0]]
     world.settle()
-    assert _negotiations(a, _key(kerberos_host)) == [1]
+    assert _negotiations(a, session_key(kerberos_host)) == [1]
     assert check_consistent(world) == 2
     assert not a.engine.peers["b"].creating
 
@@ -311,7 +291,7 @@ def test_terminate_drops_the_waiting_rekeys(make_world: WorldFactory) -> None:
     a.engine.request(Rekey(peer="b"), world.now)
     a.engine.request(Terminate(peer="b"), world.now)  # in the same run
     world.settle()
-    assert len(_sent(a, MessageType.CREATE)) == 1  # the first, not the rekey's
+    assert len(sent_of(a, MessageType.CREATE)) == 1  # the first, not the rekey's
     assert not a.engine.peers["b"].creating
     assert not a.engine.sadb.children and check_consistent(world) == 0
 
@@ -354,7 +334,7 @@ def test_a_peer_answering_only_the_first_gets_one_negotiation_per_create(
     monkeypatch.setattr(b, "_answer_create", first_only)
     _acquire_all(world)
     world.settle()
-    a, key = world.host("a"), _key(kerberos_host)
+    a, key = world.host("a"), session_key(kerberos_host)
     assert _negotiations(a, key) == [3, 1, 1]
     assert a.engine.peers["b"].one_negotiation
     assert a.engine.counters["create-partly-answered"] == 1

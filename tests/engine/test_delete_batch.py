@@ -4,20 +4,19 @@
 DELETE of many children, INVALID_SPI for those it does not have, and both sides end with the
 same SAs."""
 
-from ipaddress import ip_network
 from typing import Any
 
 import pytest
 
 from kink.crypto.rfc3961 import Key
 from kink.crypto.seal import open_message
-from kink.engine.config import Policy
-from kink.engine.events import Initiate, PeerRemoved, Rekey, Selector, Terminate
+from kink.engine.events import Initiate, PeerRemoved, Rekey, Terminate
 from kink.engine.initiator import MAX_DELETE_CHILDREN
 from kink.wire import DeletePayload, Isakmp, MessageType, NotifyPayload, decode
 from kink.wire.ipsec_doi import NotifyType
 from tests.engine.conftest import ADDRESSES, AH_ESP, KerberosHostFactory, WorldFactory
-from tests.engine.harness import Host, World, check_consistent
+from tests.engine.harness import World, check_consistent
+from tests.engine.many_policies import port_policies, sent_of, session_key
 
 pytestmark = pytest.mark.kdc
 
@@ -25,38 +24,16 @@ A, B = ADDRESSES["a"], ADDRESSES["b"]
 MTU_BUDGET = 1400  # octets a KINK datagram should stay well under (no IP fragmentation)
 
 
-def _policies(here: str, there: str, count: int, *, ours: bool) -> tuple[Policy, ...]:
-    """`count` host-to-host policies, one UDP port of a's each (the same reqids both sides)."""
-    return tuple(
-        Policy(
-            Selector(ip_network(here), 17, 5000 + i if ours else 0),
-            Selector(ip_network(there), 17, 0 if ours else 5000 + i),
-            reqid=200 + i,
-        )
-        for i in range(count)
-    )
-
-
 def _world(make_world: WorldFactory, count: int, **extra: Any) -> World:
     """a and b with `count` pairs established between them."""
     world = make_world(
-        a={"policies": _policies(A, B, count, ours=True), **extra},
-        b={"policies": _policies(B, A, count, ours=False), **extra},
+        a={"policies": port_policies(A, B, count, ours=True), **extra},
+        b={"policies": port_policies(B, A, count, ours=False), **extra},
     )
     world.host("a").engine.request(Initiate("b"), world.now)
     world.settle()
     assert check_consistent(world) == 2 * count * (2 if extra else 1)
     return world
-
-
-def _key(kerberos_host: KerberosHostFactory) -> Key:
-    ticket = kerberos_host("a").credentials.cached_ticket(kerberos_host("b").principal)
-    assert ticket is not None
-    return Key(ticket.session_key.enctype, ticket.session_key.material)
-
-
-def _sent(host: Host, kind: MessageType) -> list[bytes]:
-    return [data for data in host.sent if decode(data).type == kind]
 
 
 def _isakmp(data: bytes, key: Key) -> list[object]:
@@ -92,8 +69,8 @@ def test_rekeys_settled_in_one_run_go_in_one_delete(
     old = _rekey_all(world)
     world.settle()
     a = world.host("a")
-    [delete] = _sent(a, MessageType.DELETE)
-    assert sorted(_named(delete, _key(kerberos_host))) == sorted(old)
+    [delete] = sent_of(a, MessageType.DELETE)
+    assert sorted(_named(delete, session_key(kerberos_host))) == sorted(old)
     assert len(world.established("a")) == 8
     assert check_consistent(world) == 8
     for host in world.hosts.values():
@@ -105,7 +82,7 @@ def test_a_lone_rekey_deletes_in_the_run_of_its_reply(make_world: WorldFactory) 
     world.host("a").engine.request(Rekey(peer="b"), world.now)
     world.step()  # a's CREATE to b; b's REPLY back
     world.step()  # the REPLY to a: the DELETE leaves in the same run, as before
-    assert len(_sent(world.host("a"), MessageType.DELETE)) == 1
+    assert len(sent_of(world.host("a"), MessageType.DELETE)) == 1
     world.settle()
     assert check_consistent(world) == 2
 
@@ -124,8 +101,8 @@ def test_removing_the_peer_takes_the_waiting_children_with_it(
     new = [c.sas[0].inbound_spi for c in a.engine.sadb.children.values() if c.rekey_of]
     a.engine.remove_peer("b", world.now)
     world.settle()
-    [delete] = _sent(a, MessageType.DELETE)
-    assert sorted(_named(delete, _key(kerberos_host))) == sorted(old + new)
+    [delete] = sent_of(a, MessageType.DELETE)
+    assert sorted(_named(delete, session_key(kerberos_host))) == sorted(old + new)
     assert any(isinstance(n, PeerRemoved) for n in a.notices)
     assert check_consistent(world) == 0
 
@@ -163,7 +140,7 @@ def test_a_delete_names_at_most_the_cap_and_fits_a_datagram(
     world.drain()
     a.engine.request(Terminate(peer="b"), world.now)
     world.settle()
-    deletes, key = _sent(a, MessageType.DELETE), _key(kerberos_host)
+    deletes, key = sent_of(a, MessageType.DELETE), session_key(kerberos_host)
     assert [len(_named(d, key)) // 2 for d in deletes] == [
         MAX_DELETE_CHILDREN,
         MAX_DELETE_CHILDREN,
@@ -194,8 +171,8 @@ def test_a_delete_some_of_whose_spis_are_gone_takes_down_the_rest(
     kept = [c.sas[0].inbound_spi for c in b.engine.sadb.children.values()]
     a.engine.request(Terminate(peer="b"), world.now)
     world.settle()
-    key = _key(kerberos_host)
-    [delete] = _sent(a, MessageType.DELETE)
+    key = session_key(kerberos_host)
+    [delete] = sent_of(a, MessageType.DELETE)
     assert len(_named(delete, key)) == 4
     reply = [d for d in b.sent if decode(d).type == MessageType.REPLY][-1]
     payloads = _isakmp(reply, key)
