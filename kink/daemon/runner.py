@@ -707,7 +707,9 @@ class Daemon:
                     ids = _record_sas(local, addresses.get(record.peer), record)
                     yield child_id, SavedChild(record, ids, answers.get(child_id))
 
-            await self._write_thread.run(lambda: self.store.snapshot(epoch, now, entries()))
+            await self._write_thread.run(
+                lambda: self.store.snapshot(epoch, now, entries()), written=self.writer.written
+            )
             return
         local = self.engine.config.address
         children = {}
@@ -721,6 +723,7 @@ class Daemon:
             lambda: self.store.update(epoch, now, children, gone),
             len(children) + len(gone),
             idle=self._idle_save,
+            written=self.writer.written,
         )
 
     def _durable(self, generation: int) -> None:

@@ -36,7 +36,8 @@ INLINE_CHILDREN = 16
 class StateWriter:
     """StateWriter(save, on_durable); run() as a task; changed() after every change that a
     datagram may have to wait for, changed_lazily() after the others; flush() once the changes
-    at hand are noted (they are saved from then on).
+    at hand are noted (they are saved from then on). save() may call written() as soon as its
+    write is durable (else its return says so).
 
     Why changed() does not wake the writer task itself: the daemon notes its changes while it
     carries out a run of the engine's actions and flushes at the end of the run. When a
@@ -57,6 +58,7 @@ class StateWriter:
         self.durable = 0  # the generation the file on disk reflects
         self._lazy = 0  # lazy changes so far
         self._lazy_saved = 0  # those the file on disk reflects
+        self._saving = 0  # the generation of the write running (save_now), for written()
         self._flushed = (0, 0)  # (generation, lazy changes) handed to the writer task
         self._lock = trio.Lock()
         self._dirty = trio.Event()  # a change datagrams wait for, flushed
@@ -130,15 +132,25 @@ class StateWriter:
             await self._lock.acquire()
         try:
             generation, lazy = self.generation, self._lazy
+            self._saving = generation
             await self._save()
+            self.written()  # if the save did not say so itself
             self._lazy_saved = max(self._lazy_saved, lazy)
             flushed = self._flushed  # saved: no need to hand them to the writer task
             self._flushed = (max(flushed[0], generation), max(flushed[1], lazy))
-            if generation > self.durable:
-                self.durable = generation
-                self._on_durable(generation)
         finally:
             self._lock.release()
+
+    def written(self) -> None:
+        """The write of the save running (save_now) is durable: the datagrams that wait for
+        its generation leave now. For the save callback to call as soon as the loop learns it
+        (WriteThread.run's `written`), rather than when save_now's task runs again: a turn of
+        the loop later, and under load each turn holds a slice of the transport's deliveries
+        (up to kink.daemon.transport.SLICE), which every held REPLY waited for (issue 9)."""
+        generation = self._saving
+        if generation > self.durable:
+            self.durable = generation
+            self._on_durable(generation)
 
 
 # A job: the write, and what hands its outcome (None or what it raised) to its task.
@@ -175,28 +187,46 @@ class WriteThread:
         self._running = False
 
     async def run(
-        self, write: Callable[[], None], children: int | None = None, *, idle: bool = False
+        self,
+        write: Callable[[], None],
+        children: int | None = None,
+        *,
+        idle: bool = False,
+        written: Callable[[], None] | None = None,
     ) -> None:
         """write(), which saves `children` children (None: any number, a snapshot), in the
         thread, or inline when it is small and the loop idle (`idle`: the caller found it so
         in this step of its task; else trio is asked, which reads the clock: a system call in
         user-mode Linux); returns once it returned (or raises what it raised). Not
-        cancellable: a write once begun is waited for, as a datagram may wait for it."""
+        cancellable: a write once begun is waited for, as a datagram may wait for it.
+        `written`: called on the trio thread once write() has returned, as soon as the loop
+        learns it (in the same turn, before this task runs again: StateWriter.written); not
+        if write() raised."""
         if (
             children is not None
             and children <= INLINE_CHILDREN
             and (idle or not trio.lowlevel.current_statistics().tasks_runnable)
         ):
             write()
+            if written is not None:
+                written()
             return
         token = trio.lowlevel.current_trio_token()
         task = trio.lowlevel.current_task()
         failed: list[BaseException] = []
 
+        def finish() -> None:  # on the trio thread, in the turn that learns the write ended
+            if written is not None and not failed:
+                try:
+                    written()
+                except BaseException as exc:  # raised in the task: not in trio's own task
+                    failed.append(exc)
+            trio.lowlevel.reschedule(task)
+
         def done(exc: BaseException | None) -> None:  # in the thread
             if exc is not None:
                 failed.append(exc)  # handed to the trio task, raised there
-            token.run_sync_soon(trio.lowlevel.reschedule, task)
+            token.run_sync_soon(finish)
 
         with self._lock:
             self._jobs.put((write, done))

@@ -152,3 +152,36 @@ async def test_a_failed_save_flushed_is_left_to_the_writer_task(
         await trio.testing.wait_all_tasks_blocked()
         assert saved == [1] and writer.durable == 1
         nursery.cancel_scope.cancel()
+
+
+@pytest.mark.trio
+async def test_a_write_in_the_thread_is_durable_before_its_task_runs_again() -> None:
+    # The datagrams held for a write leave in the turn of the loop that learns it ended
+    # (StateWriter.written from WriteThread.run), not a turn later when the save's task runs
+    # again; a write that failed releases nothing.
+    thread = WriteThread()
+    events: list[tuple[str, int, str]] = []
+    failing: list[OSError] = []
+
+    def write() -> None:
+        if failing:
+            raise failing.pop()
+
+    async def save() -> None:
+        # Many children: the write goes to the thread even with the loop idle.
+        await thread.run(write, state_writer.INLINE_CHILDREN + 1, written=writer.written)
+        events.append(("resumed", writer.durable, threading.current_thread().name))
+
+    def durable(generation: int) -> None:
+        events.append(("durable", generation, threading.current_thread().name))
+
+    here = threading.current_thread().name
+    writer = StateWriter(save, durable)
+    writer.changed()
+    await writer.save_now()
+    assert events == [("durable", 1, here), ("resumed", 1, here)]
+    writer.changed()
+    failing.append(OSError(5, "Input/output error"))
+    with pytest.raises(OSError, match="Input/output"):
+        await writer.save_now()
+    assert events[2:] == [] and writer.durable == 1

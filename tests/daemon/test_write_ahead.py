@@ -10,6 +10,7 @@ import pytest
 import trio
 import trio.testing
 
+from kink.daemon import state_writer
 from kink.daemon.outbox import Outbox
 from kink.daemon.runner import Daemon
 from kink.daemon.state_writer import StateWriter
@@ -296,3 +297,44 @@ async def test_the_ack_reaches_the_responder_only_once_the_replys_sas_are_in(
         await b.stop()
     assert when_acked, "no ACK: the exchange was not 3-way"
     assert "update_sa" in when_acked[0] and when_acked[0].count("add_sa") == 1
+
+
+async def test_a_reply_leaves_as_the_loop_learns_that_its_write_in_the_thread_ended(
+    make_hosts: HostsFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The datagrams held for a save written in the write thread leave in the turn of the loop
+    that learns the write ended (StateWriter.written), not once the save's task runs again, a
+    turn later (issue 9)."""
+    monkeypatch.setattr(state_writer, "INLINE_CHILDREN", -1)  # every write in the thread
+    hosts = make_hosts(a={"b": StartAction.START}, b={"a": StartAction.NONE})
+    a, b = hosts["a"], hosts["b"]
+    events: list[tuple[str, int]] = []  # b's: (what, which of its saves)
+    saves = [0]  # b's saves begun
+    save, durable = Daemon._save, Daemon._durable
+
+    async def saving(self: Daemon) -> None:
+        if self is not b.daemon:
+            await save(self)
+            return
+        saves[0] += 1
+        this = saves[0]
+        await save(self)
+        events.append(("resumed", this))
+
+    def released(self: Daemon, generation: int) -> None:
+        if self is b.daemon:
+            events.append(("durable", saves[0]))  # saves run one at a time
+        durable(self, generation)
+
+    monkeypatch.setattr(Daemon, "_save", saving)
+    monkeypatch.setattr(Daemon, "_durable", released)
+    async with trio.open_nursery() as nursery:
+        await b.start(nursery)
+        await a.start(nursery)
+        await wait_for_a_pair(a, b)
+        await a.stop()
+        await b.stop()
+    held = [number for what, number in events if what == "durable"]
+    assert held, "b's REPLY waited for no save"
+    for save_number in held:
+        assert events.index(("durable", save_number)) < events.index(("resumed", save_number))
