@@ -217,6 +217,13 @@ def with_peers(config: KinkConfig, *peers: PeerConfig) -> KinkConfig:
     return replace(config, engine=replace(config.engine, peers=peers))
 
 
+def with_pfs(group: int | None, *nodes: Node) -> None:
+    """Each node's one peer negotiated with `group` (KE: a 3-way exchange), or without KE."""
+    for node in nodes:
+        (peer,) = node.config.engine.peers
+        node.config = with_peers(node.config, replace(peer, pfs_group=group))
+
+
 def make_config(
     node_dir: Path,
     helper: Path,

@@ -25,6 +25,7 @@ from tests.daemon.harness import (
     wait_for,
     wait_for_a_pair,
     with_peers,
+    with_pfs,
 )
 
 pytestmark = pytest.mark.trio
@@ -288,9 +289,7 @@ async def test_only_a_create_with_ke_reserves_an_spi(
     SPI is reserved (alloc_spi) and filled on the REPLY (update_sa), RFC 4430 §3.2."""
     hosts = make_hosts(a={"b": START}, b={"a": NONE})
     a, b = hosts["a"], hosts["b"]
-    for node in (a, b):
-        (peer,) = node.config.engine.peers
-        node.config = with_peers(node.config, replace(peer, pfs_group=pfs))
+    with_pfs(pfs, a, b)
     async with trio.open_nursery() as nursery:
         await b.start(nursery)
         await a.start(nursery)

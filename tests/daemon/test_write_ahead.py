@@ -4,7 +4,7 @@ another exchange's; and a kinkd killed at any point either replied and takes its
 a restart, or did not reply and deletes the SAs its state file does not account for."""
 
 import threading
-from dataclasses import replace
+from collections.abc import Callable
 
 import pytest
 import trio
@@ -19,7 +19,7 @@ from kink.engine.events import Address, SaEstablished, SendDatagram
 from kink.wire.constants import ACKREQ_FLAG, MessageType
 from kink.wire.header import HEADER
 from tests.daemon.conftest import HostsFactory
-from tests.daemon.harness import matching_pairs, wait_for, wait_for_a_pair, with_peers
+from tests.daemon.harness import matching_pairs, wait_for, wait_for_a_pair, with_pfs
 
 pytestmark = pytest.mark.trio
 
@@ -192,15 +192,14 @@ async def test_a_responder_that_cannot_save_never_replies_and_its_restart_delete
     a, b = hosts["a"], hosts["b"]
     failed: list[None] = []
 
-    def full(*args: object) -> None:
+    def full() -> None:
         failed.append(None)
         raise OSError(28, "No space left on device")
 
     async with trio.open_nursery() as nursery:
         async with trio.open_nursery() as doomed:
             daemon = await b.start(doomed)
-            for write in ("update", "snapshot"):
-                monkeypatch.setattr(daemon.store, write, full)
+            _unwritable(monkeypatch, daemon, full)
             await a.start(nursery)
             # b installs the pair and fails to save it, over and over (the writer retries);
             # a's CREATE is retransmitted and b's reply cache answers it: held all the same.
@@ -230,15 +229,14 @@ async def test_a_responder_killed_as_its_reply_leaves_takes_its_pair_back(
     try_send = Daemon._try_send
     doomed_daemon: list[Daemon] = []
 
-    def full(*args: object) -> None:
+    def killed() -> None:
         raise OSError(5, "killed")
 
     def killing_try_send(self: Daemon, data: bytes, peer: Address) -> bool:
         taken = try_send(self, data, peer)
         if doomed_daemon and self is doomed_daemon[0] and data[0] == REPLY:
             # Killed the moment the REPLY is out: nothing more reaches the disk.
-            for write in ("update", "snapshot"):
-                monkeypatch.setattr(self.store, write, full)
+            _unwritable(monkeypatch, self, killed)
             doomed.cancel_scope.cancel()
         return taken
 
@@ -268,9 +266,7 @@ async def test_the_ack_reaches_the_responder_only_once_the_replys_sas_are_in(
     responder sends with its outbound SA, to our inbound one)."""
     hosts = make_hosts(a={"b": StartAction.START}, b={"a": StartAction.NONE})
     a, b = hosts["a"], hosts["b"]
-    for node in (a, b):
-        (peer,) = node.config.engine.peers
-        node.config = with_peers(node.config, replace(peer, pfs_group=14))  # KE: 3-way
+    with_pfs(14, a, b)  # KE: 3-way
     acked = threading.Event()
     when_acked: list[list[str]] = []  # a's helper calls done when b got the ACK
     add_sa = a.helper.backend.add_sa
@@ -338,3 +334,13 @@ async def test_a_reply_leaves_as_the_loop_learns_that_its_write_in_the_thread_en
     assert held, "b's REPLY waited for no save"
     for save_number in held:
         assert events.index(("durable", save_number)) < events.index(("resumed", save_number))
+
+
+def _unwritable(monkeypatch: pytest.MonkeyPatch, daemon: Daemon, fail: Callable[[], None]) -> None:
+    """Every save of `daemon` from now on calls `fail` (which raises) instead of writing."""
+
+    def write(*args: object) -> None:
+        fail()
+
+    for name in ("update", "snapshot"):
+        monkeypatch.setattr(daemon.store, name, write)
