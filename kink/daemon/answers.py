@@ -27,9 +27,13 @@ from collections.abc import Callable, Iterable, Mapping
 from kink.daemon.state import SaId, SavedAnswer, SavedChild
 from kink.engine.events import Address
 from kink.wire import MessageType
+from kink.wire.constants import HEADER_LENGTH
 from kink.wire.header import HEADER, Header
 
 _ASKED_MAX = 4096  # CREATEs awaiting our REPLY that we remember (oldest forgotten first)
+_CREATE = int(MessageType.CREATE)
+_XID = struct.Struct(">I")
+_XID_OFFSET = 8  # Type(1) MjVer(1) Length(2) DOI(4), then XID (RFC 4430 §4, kink.wire.header)
 
 
 def _header(data: bytes) -> Header | None:
@@ -65,11 +69,13 @@ class Answers:
         self.replayed = 0
 
     def received(self, data: bytes, address: str) -> None:
-        header = _header(data)
-        if header is not None and header.type == MessageType.CREATE:
-            self._asked[(address, header.xid)] = None
-            if len(self._asked) > _ASKED_MAX:
-                del self._asked[next(iter(self._asked))]
+        # Every datagram from a configured peer's address comes here, a flood's too (issue 9):
+        # the Type octet and the XID are read as they are, without a Header for the rest.
+        if len(data) >= HEADER_LENGTH and data[0] == _CREATE:
+            asked = self._asked
+            asked[(address, _XID.unpack_from(data, _XID_OFFSET)[0])] = None
+            if len(asked) > _ASKED_MAX:
+                del asked[next(iter(asked))]
 
     def established(self, child: int) -> None:
         """A responder child (engine id) installed in one go (not 3-way): its REPLY comes

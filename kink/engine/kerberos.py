@@ -49,6 +49,10 @@ class KerberosError(Exception):
     still decrypted, so that the error can be answered authenticated (RFC 4430 §3.5).
     ap_req: the failing AP-REQ, if any, for user_to_user."""
 
+    # Slots: every forged AP-REQ builds one (issue 9), as Krb5Error; BaseException still gives
+    # each instance a dict for anything else set on it.
+    __slots__ = ("_ap_req", "accepted", "code", "name")
+
     def __init__(
         self,
         code: int | None,
@@ -194,18 +198,10 @@ class Krb5Port:
         try:
             accepted = self._acceptor.accept(ap_req)
         except Krb5Error as exc:
-            err = _error(exc, ap_req)
-            if exc.accepted is not None:
-                a = exc.accepted
-                err.accepted = AcceptedRequest(
-                    a.client_principal,
-                    self._key(a.session_key),
-                    a.ctime,
-                    a.cusec,
-                    a.user_to_user,
-                    a,
-                )
-            raise err from None
+            # Raised without a local naming it: its traceback holds this frame, and a local
+            # holding the error would make a reference cycle (with the failed rd_req's auth
+            # context) that only the garbage collector frees, one per forged AP-REQ (issue 9).
+            raise self._refusal(exc, ap_req) from None
         return AcceptedRequest(
             accepted.client_principal,
             self._key(accepted.session_key),
@@ -214,6 +210,22 @@ class Krb5Port:
             accepted.user_to_user,
             accepted,
         )
+
+    def _refusal(self, exc: Krb5Error, ap_req: bytes) -> KerberosError:
+        """The KerberosError for a refused AP-REQ, authenticated if it still decrypted
+        (accepted: the time errors, RFC 4430 §3.5)."""
+        err = _error(exc, ap_req)
+        a = exc.accepted
+        if a is not None:
+            err.accepted = AcceptedRequest(
+                a.client_principal,
+                self._key(a.session_key),
+                a.ctime,
+                a.cusec,
+                a.user_to_user,
+                a,
+            )
+        return err
 
     def make_ap_rep(self, accepted: AcceptedRequest) -> bytes:
         handle = accepted.handle

@@ -12,7 +12,9 @@ from kink.krb5.credentials import Credentials
 from kink.krb5.errors import (
     ERROR_TABLE_BASE_KRB5,
     KRB_AP_ERR_BAD_INTEGRITY,
+    KRB_AP_ERR_BADKEYVER,
     KRB_AP_ERR_NO_TGT,
+    KRB_AP_ERR_NOKEY,
     KRB_AP_ERR_NOT_US,
     KRB_AP_ERR_REPEAT,
     KRB_AP_ERR_SKEW,
@@ -25,6 +27,8 @@ from kink.krb5.session_key import SessionKey
 
 # rd_req failures that still let the responder prove it read the AP-REQ (RFC 4430 §3.5).
 _TIME_ERRORS = frozenset({KRB_AP_ERR_SKEW, KRB_AP_ERR_TKT_EXPIRED, KRB_AP_ERR_TKT_NYV})
+# rd_req failures for a ticket whose key version or enctype the keytab (copy) lacks.
+_KEY_NOT_IN_KEYTAB = frozenset({KRB_AP_ERR_BADKEYVER, KRB_AP_ERR_NOKEY})
 _MAX_PROTOCOL_CODE = 127
 
 
@@ -99,36 +103,47 @@ class Acceptor:
             elif prefix.upper() == "FILE":
                 self._keytab_path = path
         self._keytab_stamp: tuple[int, int, int, int] | None = None
+        self._keytab_checked = -1  # the second (Acceptor time) of the last stat of the file
         self._keytab: _lib.Keytab | None = None
         if keytab is not None:
-            self._load_keytab(keytab)
+            self._load_keytab(keytab, None)
         self._credentials = credentials
         self._clock_skew = self._raw.clock_skew()
         self._replay = replay.open_replay_cache(context.rcache_path, self._raw.now()[0])
 
-    def _load_keytab(self, name: str) -> None:
-        """Copy the keytab into a MEMORY: one when it changed (or first).
+    def _load_keytab(self, name: str, now: int | None) -> bool:
+        """Copy the keytab into a MEMORY: one when it changed (or first); whether it did.
 
         A FILE: keytab is re-opened, locked and parsed by every krb5_rd_req; the copy saves
-        that. Rotation (kadmin ktadd, a new kvno) must still take effect at once: the file's
-        (inode, size, mtime, ctime) is compared before each accept, a stat() instead of an open
-        and a parse. Other keytab types (MEMORY:, ...) are used as they are.
+        that. Its file's (inode, size, mtime, ctime) is compared instead, a stat(): at the
+        first accept of each second (`now`; None: now, whatever the time), not at every one (a
+        stat per forged AP-REQ was ~5 k instructions, issue 9). Rotation (kadmin ktadd, a new
+        kvno) still takes effect at once: a ticket whose key version or enctype the copy lacks
+        looks at the file again (_accept_with). A file missing or unreadable is looked at on
+        every accept. Other keytab types (MEMORY:, ...) are used as they are.
         """
         path = self._keytab_path
         if path is None:
             if self._keytab is None:
                 self._keytab = self._raw.keytab(name)
-            return
+            return False
+        if now is not None:
+            if now == self._keytab_checked and self._keytab_stamp is not None:
+                return False
+            self._keytab_checked = now
         try:
             st = os.stat(path)
         except OSError:
             # Missing or unreadable: let libkrb5 report it at rd_req as it would have.
+            changed = self._keytab_stamp is not None
             self._keytab, self._keytab_stamp = self._raw.keytab(name), None
-            return
+            return changed
         stamp = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-        if stamp != self._keytab_stamp:
-            self._keytab = self._raw.memory_copy(self._raw.keytab(name))
-            self._keytab_stamp = stamp
+        if stamp == self._keytab_stamp:
+            return False
+        self._keytab = self._raw.memory_copy(self._raw.keytab(name))
+        self._keytab_stamp = stamp
+        return True
 
     @property
     def principal(self) -> str:
@@ -165,7 +180,7 @@ class Acceptor:
         if tag is not None and cache.seen(tag, now):
             raise _replayed()
         try:
-            accepted = self._verify(ap_req, options)
+            accepted = self._verify(ap_req, options, now)
         except Krb5Error as e:
             authenticated = e.accepted
             if (
@@ -182,9 +197,9 @@ class Acceptor:
             raise _replayed()  # the same AP-REQ, accepted meanwhile on another thread
         return accepted
 
-    def _verify(self, ap_req: bytes, options: int | None) -> Accepted:
+    def _verify(self, ap_req: bytes, options: int | None, now: int) -> Accepted:
         """rd_req with the key its ticket needs; `options`: the AP-REQ's ap-options if read
-        already (None: read here, when user-to-user is possible at all)."""
+        already (None: read here, when user-to-user is possible at all); `now`: the time."""
         credentials = self._credentials
         keys: list[SessionKey | None]
         if credentials is not None and (
@@ -199,7 +214,7 @@ class Acceptor:
             # RFC 4430 §3.1: this error sends the initiator to GETTGT.
             raise _error(KRB_AP_ERR_USER_TO_USER_REQUIRED, "this host accepts user-to-user only")
         else:
-            self._load_keytab(self._keytab_name)
+            self._load_keytab(self._keytab_name, now)
             keys = [None]
         # A user-to-user ticket may be under one of our older TGTs: try each key in turn
         # (a failed decryption leaves nothing in the replay cache).
@@ -212,14 +227,30 @@ class Acceptor:
         return self._accept_with(ap_req, keys[-1], keys)
 
     def _accept_with(
-        self, ap_req: bytes, key: SessionKey | None, keys: list[SessionKey | None]
+        self,
+        ap_req: bytes,
+        key: SessionKey | None,
+        keys: list[SessionKey | None],
+        *,
+        reloaded: bool = False,
     ) -> Accepted:
         ac = self._raw.auth_context()
         try:
             ticket = self._raw.rd_req(ac, ap_req, self._principal, self._keytab, key)
         except Krb5Error as e:
-            if e.protocol_code in _TIME_ERRORS:
+            code = e.protocol_code
+            if code in _TIME_ERRORS:
                 self._authenticate_time_error(e, ac, ap_req, keys)
+            elif (
+                code in _KEY_NOT_IN_KEYTAB
+                and not reloaded
+                and key is None
+                and self._keytab_name is not None
+                and self._load_keytab(self._keytab_name, None)
+            ):
+                # A new key in the file since its last stat (rotation): the ticket is tried
+                # with it, once (nothing was decrypted: rd_req found no key to try).
+                return self._accept_with(ap_req, key, keys, reloaded=True)
             raise
         if ticket.server != self._principal.name:
             # rd_req does not compare names when decrypting with a TGT session key.

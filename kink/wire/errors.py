@@ -31,6 +31,11 @@ class DecodeError(Exception):
         so that a reply can echo the XID.
     """
 
+    # Slots: every datagram of a garbage flood builds one (issue 9), and setting six attributes
+    # in a per-instance dict was a good part of its cost. BaseException still gives each
+    # instance a dict for anything else set on it.
+    __slots__ = ("header", "kink_error", "notify", "notify_data", "offset", "reason")
+
     def __init__(
         self,
         offset: int,
@@ -55,6 +60,8 @@ class DecodeError(Exception):
 class ProtocolError(DecodeError):
     """A well-formed message that breaks a rule about which payloads it may carry (RFC 4430
     §4, §4.2.7, §5, §6); raised by check_message(). Not tied to one offset (offset is -1)."""
+
+    __slots__ = ()
 
     def __init__(
         self,

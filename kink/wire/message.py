@@ -95,7 +95,8 @@ def decode(data: bytes) -> Message:
     if len(data) < HEADER_LENGTH:
         raise DecodeError(0, f"{len(data)} octets, less than the 16-octet KINK header")
     # One frame for the whole message (issue 4): a try block costs nothing until it raises.
-    mtype, version, length, doi, xid, first, flags, cksum_len = HEADER.unpack_from(data)
+    fields = HEADER.unpack_from(data)
+    mtype, version, length, doi, xid, first, flags, cksum_len = fields
     try:
         _check_lengths(data, version, length, cksum_len)
         if doi != IPSEC_DOI:
@@ -107,7 +108,9 @@ def decode(data: bytes) -> Message:
         if end != stop and end != (stop + 3) & ~3:
             raise DecodeError(stop, f"{end - stop} octets between the last payload and the Cksum")
     except DecodeError as exc:
-        exc.header = Header(mtype, version, length, doi, xid, first, flags, cksum_len)
+        # The unpacked fields made a Header in C: Header(...) is a Python call (issue 9: every
+        # datagram of a garbage flood).
+        exc.header = tuple.__new__(Header, fields)
         raise
     # The Cksum's coverage (§4), as cksum_input() builds it.
     signed = _signed(data, mtype, version, end, doi, xid, first, flags) if cksum_len else b""

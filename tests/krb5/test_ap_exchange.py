@@ -1,5 +1,6 @@
 """AP-REQ / AP-REP / KRB-ERROR between an Initiator and an Acceptor, against a real MIT KDC."""
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -347,11 +348,17 @@ def test_keytab_rotation_reaches_a_running_acceptor(
     new_host: Callable[..., Host],
     new_context: Callable[[], Context],
     credentials_for: Callable[[Host], Credentials],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The Acceptor keeps the keytab in memory, yet a new key written to its file (kadmin ktadd
-    appending, or a new file renamed over it) is used by the next accept."""
+    appending, or a new file renamed over it) is used by the next accept, even within the
+    second in which it last looked at the file (its clock stopped here): a ticket whose key
+    version the copy lacks makes it look again."""
     a, b = new_host(), new_host()
-    acceptor = Acceptor(new_context(), b.principal, keytab=str(b.keytab))
+    context = new_context()
+    acceptor = Acceptor(context, b.principal, keytab=str(b.keytab))
+    stopped = context.raw.now()
+    monkeypatch.setattr(context.raw, "now", lambda: stopped)
     initiator = Initiator(new_context())
     ticket = credentials_for(a).get_ticket(b.principal)
     assert acceptor.accept(initiator.make_ap_req(ticket)[0]).session_key == ticket.session_key
@@ -366,6 +373,37 @@ def test_keytab_rotation_reaches_a_running_acceptor(
         staged = realm.keytab(b.principal, Path(str(b.keytab) + ".new"))
         staged.replace(b.keytab)
     assert acceptor.accept(initiator.make_ap_req(ticket)[0]).session_key == ticket.session_key
+
+
+def test_forged_requests_look_at_the_keytab_file_once_a_second(
+    new_host: Callable[..., Host],
+    new_context: Callable[[], Context],
+    credentials_for: Callable[[Host], Credentials],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 9: the keytab's file is compared (a stat) at the first accept of a second, not at
+    every one: a flood of AP-REQs whose ticket does not decrypt (one octet flipped) costs no
+    system call each for it (rotation within the second: the test above)."""
+    a, b = new_host(), new_host()
+    acceptor = Acceptor(new_context(), b.principal, keytab=str(b.keytab))
+    ticket = credentials_for(a).get_ticket(b.principal)
+    raw, _ = Initiator(new_context()).make_ap_req(ticket)
+    at = raw.index(ticket.der) + len(ticket.der) - 4  # the enc-part cipher's HMAC
+    forged = raw[:at] + bytes([raw[at] ^ 0xFF]) + raw[at + 1 :]
+    looked: list[object] = []
+    stat = os.stat
+
+    def counted(path: object, *args: object, **kwargs: object) -> os.stat_result:
+        if str(path) == str(b.keytab):
+            looked.append(path)
+        return stat(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "stat", counted)
+    for _ in range(20):
+        with pytest.raises(Krb5Error) as e:
+            acceptor.accept(forged)
+        assert e.value.protocol_code == KRB_AP_ERR_BAD_INTEGRITY
+    assert 1 <= len(looked) <= 2  # 20 accepts within a second, or across one second's end
 
 
 def test_accepted_and_offline_readings_name_the_server_alike(
