@@ -11,7 +11,7 @@ import pytest
 import trio
 
 from kink.daemon.helper_client import Outcome
-from kink.daemon.loop_clock import LoopClock, turn_time
+from kink.daemon.loop_clock import LoopClock, tasks_runnable, turn_time
 from kink.daemon.transport import Transport, open_sockets
 from kink.engine.events import Address
 from tests.daemon.helper_clients import running_client
@@ -27,6 +27,8 @@ class WhoReads(LoopClock):
         self.readers: list[str] = []
 
     def current_time(self) -> float:
+        if self.held:  # gives its last reading (tasks_runnable): not a reading
+            return super().current_time()
         caller = sys._getframe(1)
         if caller.f_code.co_filename.endswith("_generated_run.py"):
             caller = caller.f_back or caller  # trio.current_time(): who called it
@@ -106,3 +108,14 @@ async def test_a_lone_reply_is_delivered_with_the_loops_reading(clock: WhoReads)
         await answered.wait()
         ((arrived, last, reader),) = seen
         assert reader == "unrolled_run" and arrived == last
+
+
+async def test_tasks_runnable_counts_the_ready_tasks_without_a_reading(clock: WhoReads) -> None:
+    async with trio.open_nursery() as nursery:  # (entering its cancel scope reads the clock)
+        readings = len(clock.readers)
+        assert tasks_runnable() == 0
+        nursery.start_soon(trio.sleep, 0)
+        nursery.start_soon(trio.sleep, 0)
+        assert tasks_runnable() == 2  # spawned, not run yet
+        assert clock.readers[readings:] == []  # trio's statistics read no clock
+    assert not clock.held
