@@ -85,6 +85,9 @@ long profile_get_integer(profile_t profile, const char *name, const char *subnam
                          const char *subsubname, int def_val, int *ret_default);
 krb5_error_code krb5_get_profile(krb5_context context, profile_t *profile);
 krb5_error_code krb5_get_permitted_enctypes(krb5_context context, krb5_enctype **ktypes);
+krb5_error_code krb5_get_tgs_ktypes(krb5_context context, krb5_const_principal princ,
+                                    krb5_enctype **ktypes);
+krb5_error_code krb5_set_default_tgs_enctypes(krb5_context context, const krb5_enctype *etypes);
 void krb5_free_enctypes(krb5_context context, krb5_enctype *val);
 krb5_error_code krb5_init_context_profile(profile_t profile, krb5_flags flags,
                                           krb5_context *context);
@@ -148,11 +151,6 @@ krb5_error_code krb5_auth_con_init(krb5_context context, krb5_auth_context *auth
 krb5_error_code krb5_auth_con_free(krb5_context context, krb5_auth_context auth_context);
 krb5_error_code krb5_auth_con_getflags(krb5_context context, krb5_auth_context auth_context,
                                        krb5_int32 *flags);
-krb5_error_code krb5_auth_con_setflags(krb5_context context, krb5_auth_context auth_context,
-                                       krb5_int32 flags);
-krb5_error_code krb5_auth_con_setpermetypes(krb5_context context,
-                                            krb5_auth_context auth_context,
-                                            const krb5_enctype *permetypes);
 krb5_error_code krb5_auth_con_setuseruserkey(krb5_context context,
                                              krb5_auth_context auth_context,
                                              krb5_keyblock *keyblock);
@@ -161,12 +159,12 @@ krb5_error_code krb5_auth_con_getauthenticator(krb5_context context,
                                                krb5_authenticator **authenticator);
 void krb5_free_authenticator(krb5_context context, krb5_authenticator *val);
 
-krb5_error_code krb5_mk_req_extended(krb5_context context, krb5_auth_context *auth_context,
-                                     krb5_flags ap_req_options, krb5_data *in_data,
-                                     krb5_creds *in_creds, krb5_data *outbuf);
-krb5_error_code krb5_rd_req(krb5_context context, krb5_auth_context *auth_context,
-                            const krb5_data *inbuf, krb5_const_principal server,
-                            krb5_keytab keytab, krb5_flags *ap_req_options,
+krb5_error_code kink_mk_req(krb5_context context, krb5_auth_context *auth_context,
+                            krb5_flags ap_req_options, krb5_creds *in_creds, krb5_data *outbuf);
+krb5_error_code kink_rd_req(krb5_context context, krb5_auth_context auth_context,
+                            krb5_int32 flags, const krb5_enctype *permitted,
+                            krb5_timestamp now, krb5_int32 now_usec, const krb5_data *inbuf,
+                            krb5_const_principal server, krb5_keytab keytab,
                             krb5_ticket **ticket);
 krb5_error_code krb5_mk_rep(krb5_context context, krb5_auth_context auth_context,
                             krb5_data *outbuf);
@@ -200,15 +198,80 @@ def _krb5_config(option: str) -> list[str]:
     return shlex.split(out)
 
 
+# krb5_auth_con_setpermetypes, krb5_get_tgs_ktypes, krb5_set_time_offsets and
+# krb5_set_debugging_time are exported by libkrb5.so.3 but declared only in MIT's private
+# k5-int.h: their prototypes (MIT 1.20 auth_con.c, init_ctx.c, os/toffset.c).
+_PRIVATE = """
+krb5_error_code KRB5_CALLCONV krb5_auth_con_setpermetypes(krb5_context, krb5_auth_context,
+                                                          const krb5_enctype *);
+krb5_error_code krb5_get_tgs_ktypes(krb5_context, krb5_const_principal, krb5_enctype **);
+krb5_error_code krb5_set_time_offsets(krb5_context, krb5_timestamp, krb5_int32);
+krb5_error_code krb5_set_debugging_time(krb5_context, krb5_timestamp, krb5_int32);
+"""
+
+# The AP exchange's libkrb5 calls with what they need around them, in one call from Python each
+# (a cffi call releases and retakes the GIL: ~1-2 k instructions, issue 9).
+#
+# kink_rd_req: the acceptor's krb5_rd_req with
+# - the auth context's flags and permitted session key enctypes (kink.krb5._lib.RawContext);
+# - the context's clock held at `now` (read by the caller just before) for the call, its
+#   offset put back after: rd_req would otherwise read the clock 4 times (3 time(), one
+#   gettimeofday), a system call each in user-mode Linux. MIT os/toffset.c: with
+#   KRB5_OS_TOFFSET_TIME (krb5_set_debugging_time) krb5_timeofday and krb5_us_timeofday return
+#   the time set; krb5_set_time_offsets restores offset mode (an offset of 0 reads the clock
+#   as no offset does). The checks rd_req makes against the time do not change.
+# kink_mk_req: krb5_mk_req_extended (in_data NULL: no checksum) with the context's clock read
+#   once, by krb5_us_timeofday, and held there for the call: it would read it twice more (the
+#   ticket's validity check and the authenticator's ctime), a time() each.
+_AP = """
+static krb5_error_code kink_rd_req(krb5_context context, krb5_auth_context auth_context,
+                                   krb5_int32 flags, const krb5_enctype *permitted,
+                                   krb5_timestamp now, krb5_int32 now_usec,
+                                   const krb5_data *inbuf, krb5_const_principal server,
+                                   krb5_keytab keytab, krb5_ticket **ticket)
+{
+    krb5_timestamp offset;
+    krb5_int32 offset_usec;
+    krb5_error_code code;
+
+    code = krb5_auth_con_setflags(context, auth_context, flags);
+    if (code == 0 && permitted != NULL)
+        code = krb5_auth_con_setpermetypes(context, auth_context, permitted);
+    if (code == 0)
+        code = krb5_get_time_offsets(context, &offset, &offset_usec);
+    if (code != 0)
+        return code;
+    krb5_set_debugging_time(context, now, now_usec);
+    code = krb5_rd_req(context, &auth_context, inbuf, server, keytab, NULL, ticket);
+    krb5_set_time_offsets(context, offset, offset_usec);
+    return code;
+}
+
+static krb5_error_code kink_mk_req(krb5_context context, krb5_auth_context *auth_context,
+                                   krb5_flags ap_req_options, krb5_creds *in_creds,
+                                   krb5_data *outbuf)
+{
+    krb5_timestamp now, offset;
+    krb5_int32 now_usec, offset_usec;
+    krb5_error_code code;
+
+    code = krb5_get_time_offsets(context, &offset, &offset_usec);
+    if (code == 0)
+        code = krb5_us_timeofday(context, &now, &now_usec);
+    if (code != 0)
+        return code;
+    krb5_set_debugging_time(context, now, now_usec);
+    code = krb5_mk_req_extended(context, auth_context, ap_req_options, NULL, in_creds, outbuf);
+    krb5_set_time_offsets(context, offset, offset_usec);
+    return code;
+}
+"""
+
 ffibuilder = FFI()
 ffibuilder.cdef(CDEF)
 ffibuilder.set_source(
     "kink.krb5._krb5",
-    # krb5_auth_con_setpermetypes is exported by libkrb5.so.3 but declared only in MIT's
-    # private k5-int.h: its prototype (MIT 1.20 auth_con.c) is given here.
-    "#include <krb5.h>\n#include <profile.h>\n"
-    "krb5_error_code KRB5_CALLCONV krb5_auth_con_setpermetypes(\n"
-    "    krb5_context, krb5_auth_context, const krb5_enctype *);\n",
+    "#include <krb5.h>\n#include <profile.h>\n" + _PRIVATE + _AP,
     extra_compile_args=_krb5_config("--cflags"),
     extra_link_args=_krb5_config("--libs"),
 )

@@ -36,16 +36,14 @@ KEYUSAGE_AP_REQ_AUTH: int = _c.KRB5_KEYUSAGE_AP_REQ_AUTH
 _get_error_message: Any = _c.krb5_get_error_message
 _free_error_message: Any = _c.krb5_free_error_message
 _auth_con_init: Any = _c.krb5_auth_con_init
-_auth_con_setflags: Any = _c.krb5_auth_con_setflags
-_auth_con_setpermetypes: Any = _c.krb5_auth_con_setpermetypes
-_rd_req: Any = _c.krb5_rd_req
+_rd_req: Any = _c.kink_rd_req
 _free_ticket: Any = _c.krb5_free_ticket
 _auth_con_getauthenticator: Any = _c.krb5_auth_con_getauthenticator
 _free_authenticator: Any = _c.krb5_free_authenticator
 _us_timeofday: Any = _c.krb5_us_timeofday
 _unparse_name: Any = _c.krb5_unparse_name
 _free_unparsed_name: Any = _c.krb5_free_unparsed_name
-_mk_req_extended: Any = _c.krb5_mk_req_extended
+_mk_req: Any = _c.kink_mk_req
 _free_data_contents: Any = _c.krb5_free_data_contents
 _rd_rep: Any = _c.krb5_rd_rep
 _free_ap_rep_enc_part: Any = _c.krb5_free_ap_rep_enc_part
@@ -62,6 +60,14 @@ def message_for(code: int) -> str:
     error tables)."""
     text = _c.krb5_get_error_message(_ffi.NULL, code)
     return str(_ffi.string(text).decode("utf-8", "replace"))
+
+
+def _enctypes(zero_terminated: Any) -> list[int]:
+    """The enctypes of a 0-terminated krb5_enctype array."""
+    out: list[int] = []
+    while zero_terminated[len(out)]:
+        out.append(int(zero_terminated[len(out)]))
+    return out
 
 
 def _bytes(data: Any) -> bytes:
@@ -243,6 +249,28 @@ class RawContext:
             self._permitted_enctypes = _ffi.gc(
                 permitted[0], lambda p: _c.krb5_free_enctypes(ctx, p)
             )
+            self._pin_enctype_lists(self._permitted_enctypes)
+
+    def _pin_enctype_lists(self, permitted: Any) -> None:
+        """Give the context the permitted list as its own when that changes nothing.
+
+        krb5_rd_req also checks the TICKET's enctype with krb5_is_permitted_enctype, which
+        parses permitted_enctypes from the profile on every call (~7.8 k instructions and a
+        clock read, plus a stat of krb5.conf once a second: issue 9) unless the context holds
+        an application list (MIT 1.20 init_ctx.c get_profile_etype_list). That one list,
+        set by krb5_set_default_tgs_enctypes, answers both the permitted and the TGS request
+        enctypes, so it is set only when the profile gives both the same list: neither
+        check nor request then sees a different one.
+        """
+        tgs = _ffi.new("krb5_enctype **")
+        if _c.krb5_get_tgs_ktypes(self._ctx, _ffi.NULL, tgs):
+            return
+        try:
+            same = _enctypes(permitted) == _enctypes(tgs[0])
+        finally:
+            _c.krb5_free_enctypes(self._ctx, tgs[0])
+        if same:
+            self._check(_c.krb5_set_default_tgs_enctypes(self._ctx, permitted))
 
     # -- errors, names, time -------------------------------------------------------------
 
@@ -454,12 +482,13 @@ class RawContext:
         return cell
 
     def mk_req(self, creds: Creds, options: int) -> tuple[bytes, AuthContext]:
-        """A raw AP-REQ with a fresh authenticator: no checksum (in_data NULL), no subkey."""
+        """A raw AP-REQ with a fresh authenticator: no checksum (in_data NULL), no subkey; the
+        context's clock read once for it (kink_mk_req in kink/krb5/_build.py)."""
         ac = self.auth_context()
         ac_ptr = self._ac_cell
         ac_ptr[0] = ac._ptr
         out = self._data_out
-        code = _mk_req_extended(self._ctx, ac_ptr, options, _ffi.NULL, creds._ptr, out)
+        code = _mk_req(self._ctx, ac_ptr, options, creds._ptr, out)
         if code:
             raise self.error(code)
         try:
@@ -482,30 +511,30 @@ class RawContext:
         server: Principal,
         keytab: Keytab | None,
         user_to_user_key: SessionKey | None,
+        now: tuple[int, int],
     ) -> DecryptedTicket:
         """krb5_rd_req on `ac`, which keeps the decrypted authenticator even after a time error.
 
         No replay check: the caller's kink.krb5.replay cache does that (see __init__).
+        now: (seconds, microseconds) this context's clock read just before (now()): rd_req
+        checks the authenticator's skew and the ticket's times against it, instead of reading
+        the clock 4 times itself (kink_rd_req in kink/krb5/_build.py).
         """
         if user_to_user_key is not None:
             # RFC 4120 §3.7: the ticket is encrypted in our TGT session key, not a keytab key.
             self.set_key(ac, user_to_user_key)
-        ctx = self._ctx
-        _auth_con_setflags(ctx, ac._ptr, self._acceptor_flags)
-        if self._permitted_enctypes is not None:
-            code = _auth_con_setpermetypes(ctx, ac._ptr, self._permitted_enctypes)
-            if code:
-                raise self.error(code)
-        ac_ptr = self._ac_cell
-        ac_ptr[0] = ac._ptr
         ticket_out = self._ticket_cell
+        permitted = self._permitted_enctypes
         code = _rd_req(
-            ctx,
-            ac_ptr,
+            self._ctx,
+            ac._ptr,
+            self._acceptor_flags,
+            _ffi.NULL if permitted is None else permitted,
+            now[0],
+            now[1],
             self._input(data),
             server._ptr,
             _ffi.NULL if keytab is None else keytab._ptr,
-            _ffi.NULL,
             ticket_out,
         )
         if code:

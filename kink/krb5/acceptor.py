@@ -162,7 +162,8 @@ class Acceptor:
         remembered only once rd_req authenticated it (accepted, or a time error answered with
         authentication), so an unauthenticated packet leaves no state.
         """
-        now = self._raw.now()[0]
+        clock = self._raw.now()
+        now = clock[0]
         cache = self._replay
         tag: bytes | None = None
         malformed: Krb5Error | None = None
@@ -180,7 +181,7 @@ class Acceptor:
         if tag is not None and cache.seen(tag, now):
             raise _replayed()
         try:
-            accepted = self._verify(ap_req, options, now)
+            accepted = self._verify(ap_req, options, clock)
         except Krb5Error as e:
             authenticated = e.accepted
             if (
@@ -197,9 +198,10 @@ class Acceptor:
             raise _replayed()  # the same AP-REQ, accepted meanwhile on another thread
         return accepted
 
-    def _verify(self, ap_req: bytes, options: int | None, now: int) -> Accepted:
+    def _verify(self, ap_req: bytes, options: int | None, clock: tuple[int, int]) -> Accepted:
         """rd_req with the key its ticket needs; `options`: the AP-REQ's ap-options if read
-        already (None: read here, when user-to-user is possible at all); `now`: the time."""
+        already (None: read here, when user-to-user is possible at all); `clock`: the time
+        (seconds, microseconds) on the context's clock."""
         credentials = self._credentials
         keys: list[SessionKey | None]
         if credentials is not None and (
@@ -214,29 +216,30 @@ class Acceptor:
             # RFC 4430 §3.1: this error sends the initiator to GETTGT.
             raise _error(KRB_AP_ERR_USER_TO_USER_REQUIRED, "this host accepts user-to-user only")
         else:
-            self._load_keytab(self._keytab_name, now)
+            self._load_keytab(self._keytab_name, clock[0])
             keys = [None]
         # A user-to-user ticket may be under one of our older TGTs: try each key in turn
         # (a failed decryption leaves nothing in the replay cache).
         for key in keys[:-1]:
             try:
-                return self._accept_with(ap_req, key, keys)
+                return self._accept_with(ap_req, key, keys, clock)
             except Krb5Error as e:
                 if e.protocol_code != KRB_AP_ERR_BAD_INTEGRITY:
                     raise
-        return self._accept_with(ap_req, keys[-1], keys)
+        return self._accept_with(ap_req, keys[-1], keys, clock)
 
     def _accept_with(
         self,
         ap_req: bytes,
         key: SessionKey | None,
         keys: list[SessionKey | None],
+        clock: tuple[int, int],
         *,
         reloaded: bool = False,
     ) -> Accepted:
         ac = self._raw.auth_context()
         try:
-            ticket = self._raw.rd_req(ac, ap_req, self._principal, self._keytab, key)
+            ticket = self._raw.rd_req(ac, ap_req, self._principal, self._keytab, key, clock)
         except Krb5Error as e:
             code = e.protocol_code
             if code in _TIME_ERRORS:
@@ -250,7 +253,7 @@ class Acceptor:
             ):
                 # A new key in the file since its last stat (rotation): the ticket is tried
                 # with it, once (nothing was decrypted: rd_req found no key to try).
-                return self._accept_with(ap_req, key, keys, reloaded=True)
+                return self._accept_with(ap_req, key, keys, clock, reloaded=True)
             raise
         if ticket.server != self._principal.name:
             # rd_req does not compare names when decrypting with a TGT session key.

@@ -421,3 +421,30 @@ def test_accepted_and_offline_readings_name_the_server_alike(
     seen = decrypt_ticket_offline(new_context(), ap_req, str(b.keytab))
     assert accepted.server_principal == seen.server_principal == b.principal
     assert accepted.client_principal == seen.client_principal == a.principal
+
+
+def test_ap_exchange_leaves_the_context_clock_running_with_its_offset(
+    new_host: Callable[..., Host],
+    new_context: Callable[[], Context],
+    credentials_for: Callable[[Host], Credentials],
+) -> None:
+    """rd_req and mk_req hold the context's clock at one reading for their call only: after
+    them the clock runs again (MIT's microseconds strictly increase between readings) and
+    keeps its offset, on a Context both sides share."""
+    a, b = new_host(), new_host()
+    ticket = credentials_for(a).get_ticket(b.principal)
+    context = new_context()
+    shift_clock(context, 1000)
+    offset = context.time_offset()
+    initiator = Initiator(context)
+    acceptor = Acceptor(context, b.principal, keytab=str(b.keytab))
+    ap_req, ctx = initiator.make_ap_req(ticket)
+    assert context.time_offset() == offset
+    assert acceptor.accept(ap_req).session_key == ticket.session_key
+    assert context.time_offset() == offset
+    first, second = context.now(), context.now()
+    assert second > first
+    _, ctx2 = initiator.make_ap_req(ticket)
+    assert (ctx2.ctime, ctx2.cusec) > (ctx.ctime, ctx.cusec) and ctx2.ctime - ctx.ctime <= 1
+    third = context.now()
+    assert third > (ctx2.ctime, ctx2.cusec)

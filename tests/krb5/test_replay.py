@@ -160,6 +160,44 @@ def test_permitted_enctypes_still_apply(
             assert e.value.code == KRB5_NOPERM_ETYPE
 
 
+@pytest.mark.kdc
+def test_ticket_enctype_still_checked_with_the_list_on_the_context(
+    realm: Realm,
+    tmp_path: Path,
+    new_host: Callable[..., Host],
+) -> None:
+    """With permitted_enctypes and default_tgs_enctypes alike, the Context holds the list
+    itself (no profile read per rd_req): a ticket encrypted in a service key enctype outside
+    it is still refused, though its session key enctype is permitted."""
+    a, b = new_host(), new_host(enctypes=[18, 17])
+    # The client asks for aes128 session keys; the KDC encrypts the ticket in b's aes256 key.
+    client_conf = tmp_path / "client.conf"
+    client_conf.write_text("[libdefaults]\n\tdefault_tgs_enctypes = aes128-cts aes256-cts\n")
+    client = Credentials(Context(f"{client_conf}:{realm.krb5_conf}"), a.principal, str(a.keytab))
+    client.acquire()
+    ticket = client.get_ticket(b.principal)
+    assert ticket.session_key.enctype == 17
+    initiator = Initiator(Context(realm.krb5_conf))
+    for permitted, allowed in (("aes128-cts", False), ("aes128-cts aes256-cts", True)):
+        conf = tmp_path / f"{len(permitted)}.conf"
+        conf.write_text(
+            f"[libdefaults]\n\tpermitted_enctypes = {permitted}\n"
+            f"\tdefault_tgs_enctypes = {permitted}\n"
+        )
+        acceptor = Acceptor(
+            Context(f"{conf}:{realm.krb5_conf}", rcache_dir=tmp_path),
+            b.principal,
+            keytab=str(b.keytab),
+        )
+        ap_req, _ = initiator.make_ap_req(ticket)
+        if allowed:
+            assert acceptor.accept(ap_req).session_key == ticket.session_key
+        else:
+            with pytest.raises(Krb5Error) as e:
+                acceptor.accept(ap_req)
+            assert e.value.code == KRB5_NOPERM_ETYPE
+
+
 # ---------------------------------------------------------------- the file on its own
 
 
