@@ -90,10 +90,6 @@ def _prefix(selector: Selector) -> str:
     return str(selector.network)
 
 
-def selector(src: Selector, dst: Selector) -> dict[str, Any]:
-    return _selector(src, _prefix(src), dst, _prefix(dst))
-
-
 def _selector(src: Selector, src_text: str, dst: Selector, dst_text: str) -> dict[str, Any]:
     return {
         "src": src_text,
@@ -102,6 +98,21 @@ def _selector(src: Selector, src_text: str, dst: Selector, dst_text: str) -> dic
         "sport": src.port,
         "dport": dst.port,
     }
+
+
+def selector(src: Selector, dst: Selector) -> dict[str, Any]:
+    """An SA's selector without the protocol and ports the helper takes as 0 (any) when absent
+    (kink_privsep.protocol.SELECTOR): a host-to-host rekey's SAs name neither. (A policy's
+    keeps every field, _selector: its dict is its identity, runner._policy_key.)"""
+    out: dict[str, Any] = {"src": _prefix(src), "dst": _prefix(dst)}
+    proto = src.protocol or dst.protocol
+    if proto:
+        out["proto"] = proto
+    if src.port:
+        out["sport"] = src.port
+    if dst.port:
+        out["dport"] = dst.port
+    return out
 
 
 def alloc_spi(action: AllocateSpi, ranges: HelperRanges) -> dict[str, Any]:
@@ -126,9 +137,13 @@ def sa(spec: SaSpec, acquire_seq: int | None = None) -> dict[str, Any]:
         "dst": spec.dst,
         "spi": spec.spi,
         "reqid": spec.reqid,
-        "replay_window": min(spec.replay_window, 32),
         "selector": selector(spec.src_selector, spec.dst_selector),
     }
+    # Fields equal to the helper's defaults are left out: fewer to pack here and to check
+    # there, two add_sa per rekey on each side. Its window (kink_privsep.protocol.SA) is 32
+    # packets, as wide as XFRM's legacy bitmap: a wider one asked for is that one too.
+    if spec.replay_window < 32:
+        args["replay_window"] = spec.replay_window
     if spec.encryption is not None:
         if spec.aead_icv_bits is not None:
             name = _AEAD.get((spec.encryption, spec.aead_icv_bits))

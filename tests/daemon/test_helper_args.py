@@ -1,5 +1,6 @@
 """kink.daemon.helper_args: requests the helper's schema accepts, ACQUIREs with their seq."""
 
+import dataclasses
 from ipaddress import IPv4Address, IPv4Network, ip_network
 
 from kink.daemon import helper_args
@@ -29,6 +30,33 @@ def test_outbound_sa_answering_an_acquire_carries_its_seq() -> None:
     assert check(protocol.REQUESTS["add_sa"], args, "args")["seq"] == 77
     assert args["reqid"] == REQID  # engine reqids are kernel reqids
     assert "seq" not in helper_args.sa(_spec())
+
+
+def test_sa_leaves_out_what_the_helper_takes_by_default_and_means_the_same() -> None:
+    args = helper_args.sa(_spec())
+    assert "replay_window" not in args
+    assert args["selector"] == {"src": "10.0.0.1/32", "dst": "10.0.0.2/32"}
+    checked = check(protocol.REQUESTS["add_sa"], args, "args")
+    assert checked["replay_window"] == 32
+    assert (checked["selector"]["proto"], checked["selector"]["sport"]) == (0, 0)
+    assert checked["selector"]["dport"] == 0
+    # A narrower window and a selector's protocol and ports are sent.
+    spec = dataclasses.replace(
+        _spec(),
+        replay_window=8,
+        src_selector=Selector(ip_network("10.0.0.1/32"), 6, 0),
+        dst_selector=Selector(ip_network("10.0.0.2/32"), 6, 443),
+    )
+    args = helper_args.sa(spec)
+    assert args["replay_window"] == 8
+    assert args["selector"] == {
+        "src": "10.0.0.1/32",
+        "dst": "10.0.0.2/32",
+        "proto": 6,
+        "dport": 443,
+    }
+    checked = check(protocol.REQUESTS["add_sa"], args, "args")
+    assert (checked["replay_window"], checked["selector"]["sport"]) == (8, 0)
 
 
 def test_acquire_event_gives_the_engine_reqid_and_seq() -> None:
@@ -61,7 +89,6 @@ def test_tunnel_policies_go_out_in_and_forward_with_the_selectors_each_way() -> 
     )
     out, inbound, forward = helper_args.policies(peer, peer.policies, "192.0.2.1", RANGES)
     assert (out["dir"], inbound["dir"], forward["dir"]) == ("out", "in", "fwd")
-    assert out["selector"] == helper_args.selector(ours, theirs)
     assert out["selector"] == {
         "src": "10.1.0.0/24",
         "dst": "10.2.0.0/24",
@@ -69,8 +96,17 @@ def test_tunnel_policies_go_out_in_and_forward_with_the_selectors_each_way() -> 
         "sport": 53,
         "dport": 0,
     }
-    assert inbound["selector"] == forward["selector"] == helper_args.selector(theirs, ours)
-    assert inbound["selector"]["sport"] == 0 and inbound["selector"]["dport"] == 53
+    assert (
+        inbound["selector"]
+        == forward["selector"]
+        == {
+            "src": "10.2.0.0/24",
+            "dst": "10.1.0.0/24",
+            "proto": 17,
+            "sport": 0,
+            "dport": 53,
+        }
+    )
     template = {"proto": "esp", "mode": "tunnel", "reqid": REQID}
     assert out["templates"] == [{**template, "src": "192.0.2.1", "dst": "192.0.2.2"}]
     assert forward["templates"] == [{**template, "src": "192.0.2.2", "dst": "192.0.2.1"}]
