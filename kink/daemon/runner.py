@@ -42,7 +42,7 @@ from kink.daemon.control import ControlServer, bind
 from kink.daemon.helper_client import HelperClient, HelperError, HelperGone, Outcome
 from kink.daemon.kerberos_worker import KerberosWorker
 from kink.daemon.logs import NOTICE, current_level, set_level
-from kink.daemon.loop_clock import turn_time
+from kink.daemon.loop_clock import tasks_runnable, turn_time
 from kink.daemon.notify import Notifier
 from kink.daemon.outbox import Outbox
 from kink.daemon.privileges import identity
@@ -453,7 +453,7 @@ class Daemon:
             and touched is not None
             and len(touched) <= INLINE_CHILDREN
             and not self.store.wants_snapshot(self.engine.epoch)
-            and not trio.lowlevel.current_statistics().tasks_runnable
+            and not tasks_runnable()
         ):
             self._idle_save = True  # found so: not asked again (_save)
             try:

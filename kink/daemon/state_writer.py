@@ -23,6 +23,8 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
+from kink.daemon.loop_clock import tasks_runnable
+
 log = logging.getLogger("kinkd")
 
 
@@ -196,17 +198,13 @@ class WriteThread:
     ) -> None:
         """write(), which saves `children` children (None: any number, a snapshot), in the
         thread, or inline when it is small and the loop idle (`idle`: the caller found it so
-        in this step of its task; else trio is asked, which reads the clock: a system call in
-        user-mode Linux); returns once it returned (or raises what it raised). Not
+        in this step of its task; else trio is asked: loop_clock.tasks_runnable, without the clock
+        read of trio's statistics); returns once it returned (or raises what it raised). Not
         cancellable: a write once begun is waited for, as a datagram may wait for it.
         `written`: called on the trio thread once write() has returned, as soon as the loop
         learns it (in the same turn, before this task runs again: StateWriter.written); not
         if write() raised."""
-        if (
-            children is not None
-            and children <= INLINE_CHILDREN
-            and (idle or not trio.lowlevel.current_statistics().tasks_runnable)
-        ):
+        if children is not None and children <= INLINE_CHILDREN and (idle or not tasks_runnable()):
             write()
             if written is not None:
                 written()
