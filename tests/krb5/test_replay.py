@@ -10,7 +10,7 @@ import pytest
 from kink.krb5 import _der
 from kink.krb5.acceptor import Acceptor
 from kink.krb5.context import Context
-from kink.krb5.credentials import Credentials
+from kink.krb5.credentials import Credentials, Ticket
 from kink.krb5.errors import (
     ERROR_TABLE_BASE_KRB5,
     KRB5_RC_PARSE,
@@ -151,13 +151,7 @@ def test_permitted_enctypes_still_apply(
         conf.write_text(f"[libdefaults]\n\tpermitted_enctypes = {permitted}\n")
         context = Context(f"{conf}:{realm.krb5_conf}", rcache_dir=tmp_path)
         acceptor = Acceptor(context, b.principal, keytab=str(b.keytab))
-        ap_req, _ = initiator.make_ap_req(ticket)
-        if allowed:
-            assert acceptor.accept(ap_req).session_key == ticket.session_key
-        else:
-            with pytest.raises(Krb5Error) as e:
-                acceptor.accept(ap_req)
-            assert e.value.code == KRB5_NOPERM_ETYPE
+        _accepted_if(allowed, acceptor, initiator, ticket)
 
 
 @pytest.mark.kdc
@@ -189,13 +183,19 @@ def test_ticket_enctype_still_checked_with_the_list_on_the_context(
             b.principal,
             keytab=str(b.keytab),
         )
-        ap_req, _ = initiator.make_ap_req(ticket)
-        if allowed:
-            assert acceptor.accept(ap_req).session_key == ticket.session_key
-        else:
-            with pytest.raises(Krb5Error) as e:
-                acceptor.accept(ap_req)
-            assert e.value.code == KRB5_NOPERM_ETYPE
+        _accepted_if(allowed, acceptor, initiator, ticket)
+
+
+def _accepted_if(allowed: bool, acceptor: Acceptor, initiator: Initiator, ticket: Ticket) -> None:
+    """An AP-REQ for `ticket` is accepted (with its session key) if `allowed`, else refused
+    for its enctype (KRB5_NOPERM_ETYPE)."""
+    ap_req, _ = initiator.make_ap_req(ticket)
+    if allowed:
+        assert acceptor.accept(ap_req).session_key == ticket.session_key
+    else:
+        with pytest.raises(Krb5Error) as e:
+            acceptor.accept(ap_req)
+        assert e.value.code == KRB5_NOPERM_ETYPE
 
 
 # ---------------------------------------------------------------- the file on its own
