@@ -414,23 +414,18 @@ def _batched_rekeys(sides: tuple[Side, Side]) -> None:
         rekeys()
     counts = a.established, b.established, a.deleted, b.deleted
     datagrams = 0
-    with _kinkd_gc():
-        cpu = time.thread_time()
-        rates, total = rounds(rekeys, ROUNDS, ROUND_SECONDS, 1)
-        cpu = time.thread_time() - cpu
-    made = total * BATCH
+    rate, cpu, best, made = _batches(rekeys, BATCH)
     # Each batch made BATCH pairs and deleted BATCH on each side; BATCH are left on each side.
     assert (a.established, b.established, a.deleted, b.deleted) == tuple(n + made for n in counts)
     for side in (a, b):
         assert len(side.engine.sadb.children) == BATCH and len(side.kernel.sas) == 2 * BATCH
-    rate = statistics.median(rates) * BATCH
     emit(
         "engine_rekeys_batched",
         rate,
         "rekeys/s",
         us_per_rekey=round(1e6 / rate, 1),
         cpu_us_per_rekey=round(cpu / made * 1e6, 1),
-        best=round(max(rates) * BATCH, 1),
+        best=round(best, 1),
         batch=BATCH,
         rounds=ROUNDS,
         rekeys=made,
@@ -461,22 +456,17 @@ def _acquire_burst(sides: tuple[Side, Side]) -> None:
         burst()
     counts = a.established, b.established
     datagrams = 0
-    with _kinkd_gc():
-        cpu = time.thread_time()
-        rates, total = rounds(burst, ROUNDS, ROUND_SECONDS, 1)
-        cpu = time.thread_time() - cpu
-    made = total * BURST
+    rate, cpu, best, made = _batches(burst, BURST)
     # Each burst set up BURST pairs on each side and the teardown left nothing.
     assert (a.established, b.established) == (counts[0] + made, counts[1] + made)
     assert not a.kernel.sas and not b.kernel.sas and not a.engine.sadb.children
-    rate = statistics.median(rates) * BURST
     emit(
         "engine_acquire_burst",
         rate,
         "pairs/s",
         us_per_pair=round(1e6 / rate, 1),
         cpu_us_per_pair=round(cpu / made * 1e6, 1),
-        best=round(max(rates) * BURST, 1),
+        best=round(best, 1),
         burst=BURST,
         rounds=ROUNDS,
         pairs=made,
@@ -484,6 +474,17 @@ def _acquire_burst(sides: tuple[Side, Side]) -> None:
         what=f"{BURST} ACQUIREs of one peer in one run of inputs; both engines",
         gc=f"kinkd's (start-up frozen, young threshold {GC_YOUNG_THRESHOLD})",
     )
+
+
+def _batches(batch: Callable[[], None], size: int) -> tuple[float, float, float, int]:
+    """Rounds of `batch` (each doing `size` of what is counted) with the collector as kinkd
+    runs it: the median and best rate of that thing per second, the thread CPU seconds, and
+    how many were done."""
+    with _kinkd_gc():
+        cpu = time.thread_time()
+        rates, total = rounds(batch, ROUNDS, ROUND_SECONDS, 1)
+        cpu = time.thread_time() - cpu
+    return statistics.median(rates) * size, cpu, max(rates) * size, total * size
 
 
 @contextlib.contextmanager
