@@ -10,21 +10,28 @@ the driver refuses one).
 
 The second figure, engine_rekeys, is a whole rekey of one established pair as kinkd makes it
 (RFC 4430 §3.6): a soft Expire of the initiator's inbound SA -> CREATE -> REPLY, the new pair in
-on both sides and the old one's DELETE (§3.3) -> REPLY, then the grace timers on both sides,
-after which only the new pair is left, and what kinkd saves of it (Engine.record_changes: the
-new child's record, the old one's id; kinkd asks once per batch of exchanges, here once per
-rekey). Its clock advances by REKEY_STEP seconds a rekey, so that the timers (grace, the
-responder's reply cache) come due as they would in kinkd; each step is timed as above.
+on both sides and, once its hold is over (kink.engine.initiator.DELETE_HOLD), the old one's
+DELETE (§3.3) -> REPLY, then the grace timers on both sides, after which only the new pair is
+left, and what kinkd saves of it (Engine.record_changes: the new child's record, the old one's
+id; kinkd asks once per batch of exchanges, here once per rekey). Its clock advances by
+REKEY_STEP seconds a rekey, so that the timers (grace, the responder's reply cache) come due as
+they would in kinkd; each step is timed as above.
 
 The third, engine_rekeys_batched, is the same with BATCH pairs (BATCH policies of one peer)
 rekeyed at once, as kinkd sees a burst: the soft Expires of all in one run of inputs, each
 side's datagrams handed to the other together and only then its actions carried out, as
 kinkd's reader hands the engine a turn's datagrams before its executor runs. The DELETEs of
-the rekeyed-away pairs go as one DELETE per peer (RFC 4430 §3.3, §6.4: Delete payloads list
-SPIs) and the CREATEs as few per peer as fit a datagram (RFC 4430 §4.2.6: several KINK_ISAKMP
-payloads, kink.engine.initiator.MAX_CREATE_OCTETS); datagrams_per_rekey counts both sides'.
+the rekeyed-away pairs go as one DELETE per peer once their hold is over (RFC 4430 §3.3, §6.4:
+Delete payloads list SPIs) and the CREATEs as few per peer as fit a datagram (RFC 4430 §4.2.6:
+several KINK_ISAKMP payloads, kink.engine.initiator.MAX_CREATE_OCTETS); datagrams_per_rekey
+counts both sides'.
 
-The fourth, engine_acquire_burst, is BURST flows of one peer starting at once (BURST ACQUIREs
+The fourth, engine_rekeys_apart, is the same with each of the BATCH rekeys in a run of inputs
+of its own (its Expire, CREATE, REPLY, the new pair in), as at a steady rate of rekeys: their
+old pairs' DELETEs are held (kink.engine.initiator.DELETE_HOLD) and go as one once the hold is
+over.
+
+The fifth, engine_acquire_burst, is BURST flows of one peer starting at once (BURST ACQUIREs
 in one run of inputs, as after a reboot or a burst of new connections, bench/uml_burst.py): the
 CREATEs they go in, the REPLYs, every pair in on both sides; then both engines forget the pairs
 locally (no DELETE) so that the next burst negotiates again. Per pair set up, both engines.
@@ -74,6 +81,7 @@ from kink.engine.events import (
     TicketResult,
     UpdateSa,
 )
+from kink.engine.initiator import DELETE_HOLD
 from kink.krb5.acceptor import Acceptor
 from kink.krb5.context import Context
 from kink.krb5.credentials import Credentials
@@ -92,7 +100,7 @@ PHASES = ("initiator_create", "responder_reply", "initiator_reply", "teardown")
 REKEY_PHASES = (
     "initiator_create",  # soft Expire -> CREATE
     "responder_reply",  # CREATE -> new pair in -> REPLY
-    "initiator_reply",  # REPLY -> new pair in -> old pair's DELETE
+    "initiator_reply",  # REPLY -> new pair in; the hold timer -> old pair's DELETE
     "responder_delete",  # DELETE -> old outbound SA out -> REPLY
     "initiator_delete_reply",  # REPLY of the DELETE -> old outbound SA out
     "grace",  # both grace timers: the old inbound SAs out, the old child forgotten
@@ -248,6 +256,7 @@ def main() -> None:
             emit(f"engine_create_exchanges.{phase}", spent[phase] / total * 1e6, "us/exchange")
         _rekeys(a, b, acquire)
         _batched_rekeys(_batch_sides(pa, ca, porta, pb, cb, portb))
+        _batched_rekeys(_batch_sides(pa, ca, porta, pb, cb, portb), apart=True)
         _acquire_burst(_batch_sides(pa, ca, porta, pb, cb, portb, pairs=BURST))
 
 
@@ -278,6 +287,9 @@ def _rekeys(a: Side, b: Side, acquire: Acquire) -> None:
         b.run()
         t2 = clock()
         a.engine.datagram_received(b.take(), from_b, now)
+        a.run()
+        # The old pair's DELETE is held (kink.engine.initiator.DELETE_HOLD): its timer.
+        a.engine.handle_timer(now + DELETE_HOLD)
         a.run()
         t3 = clock()
         b.engine.datagram_received(a.take(), from_a, now)
@@ -385,8 +397,9 @@ def _exchange(sides: tuple[Side, Side], now: float) -> int:
     return datagrams
 
 
-def _batched_rekeys(sides: tuple[Side, Side]) -> None:
-    """The engine_rekeys_batched figure (module docstring)."""
+def _batched_rekeys(sides: tuple[Side, Side], *, apart: bool = False) -> None:
+    """The engine_rekeys_batched figure (module docstring); apart: engine_rekeys_apart, each
+    rekey in a run of inputs of its own."""
     a, b = sides
     now = 0.0
     datagrams = 0
@@ -403,6 +416,13 @@ def _batched_rekeys(sides: tuple[Side, Side]) -> None:
         for child in list(a.engine.sadb.children.values()):
             pair = child.sas[0]
             a.engine.kernel_event(Expire(pair.protocol, pair.inbound_spi, A_ADDRESS, False), now)
+            if apart:
+                a.run()
+                datagrams += _exchange(sides, now)
+        a.run()
+        datagrams += _exchange(sides, now)
+        # The old pairs' DELETE is held (kink.engine.initiator.DELETE_HOLD): its timer.
+        a.engine.handle_timer(now + DELETE_HOLD)
         a.run()
         datagrams += _exchange(sides, now)
         for side in (a, b):
@@ -420,7 +440,7 @@ def _batched_rekeys(sides: tuple[Side, Side]) -> None:
     for side in (a, b):
         assert len(side.engine.sadb.children) == BATCH and len(side.kernel.sas) == 2 * BATCH
     emit(
-        "engine_rekeys_batched",
+        "engine_rekeys_apart" if apart else "engine_rekeys_batched",
         rate,
         "rekeys/s",
         us_per_rekey=round(1e6 / rate, 1),
@@ -430,7 +450,9 @@ def _batched_rekeys(sides: tuple[Side, Side]) -> None:
         rounds=ROUNDS,
         rekeys=made,
         datagrams_per_rekey=round(datagrams / made, 2),
-        what=f"{BATCH} pairs rekeyed in one run of inputs; both engines",
+        what=f"{BATCH} pairs rekeyed in "
+        + ("a run of inputs each, within one DELETE_HOLD" if apart else "one run of inputs")
+        + "; both engines",
         gc=f"kinkd's (start-up frozen, young threshold {GC_YOUNG_THRESHOLD})",
     )
 

@@ -195,6 +195,8 @@ class Engine(Lifecycle):
         if child.state is not ChildState.DYING:
             self.start_delete([child], now)
             self.keep_up(child.peer, now)  # start_action=start: a new pair at once
+        else:
+            self.dying_sa_gone(child, "expired" if isinstance(event, Expire) else "gone", now)
 
     def _by_outbound_address(self, protocol: int, spi: int, dst: str) -> Child | None:
         peers = [self.peers_by_address.get(dst)] + [
@@ -227,6 +229,10 @@ class Engine(Lifecycle):
             children = self._select(req.peer, req.spi)
             self.start_delete(children, now)
             self.cancel_waiting_rekeys(children)
+            # The pairs rekeyed away whose DELETE is held (any peer's: they would go within
+            # DELETE_HOLD anyway) go now, with these if of the same peer: the daemon's shutdown
+            # waits for every child to be gone.
+            self.start_held_deletes(now)
         elif isinstance(req, Rekey):
             for child in self._select(req.peer, req.spi):
                 if child.initiator or req.spi is not None:
@@ -295,13 +301,11 @@ class Engine(Lifecycle):
 
     def next_action(self) -> Action | None:
         actions = self.actions
-        while not actions and (self.creates or self.deleting):
+        while not actions and self.creates:
             # The run of inputs is over: the negotiations it started go, one CREATE per peer
-            # (Initiator.start_create, RFC 4430 §4.2.6), and the pairs it rekeyed away, one
-            # DELETE per peer (Initiator.start_delete, §3.3, §6.4). Starting them may start
-            # others (a CREATE failing at once, keep_up).
+            # (Initiator.start_create, RFC 4430 §4.2.6). Starting them may start others (a
+            # CREATE failing at once, keep_up).
             self.start_waiting_creates()
-            self.start_waiting_deletes()
         return actions.popleft() if actions else None
 
     def next_timer(self) -> float | None:

@@ -126,6 +126,7 @@ class Lifecycle(Responder):
         for child in children:  # a removed peer's children are not saved (child_records)
             self.sadb.touch(child)
         self.start_delete(children, now)
+        self.start_held_deletes(now, state)  # held ones, if start_delete found none to take
         self.forget_if_done(state)
 
     def replace_peer(self, peer: PeerConfig, now: float) -> None:
