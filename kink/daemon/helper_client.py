@@ -96,10 +96,15 @@ class HelperClient:
         path: str,
         on_event: Callable[[Event], None],
         on_reconnect: Callable[[], Awaitable[None]],
+        on_delivered: Callable[[], None] = lambda: None,
     ) -> None:
         self.path = path
         self._on_event = on_event
         self._on_reconnect = on_reconnect
+        # Called once the outcomes and events that came in one wake-up of the reader (or that
+        # the connection's end failed) have all been delivered, in the same step: the daemon
+        # carries out what they led to then (Daemon._delivered), not a turn of the loop later.
+        self._on_delivered = on_delivered
         self._sock: socket.socket | None = None
         self._up = trio.Event()
         self._pending: dict[int, _Pending] = {}
@@ -185,6 +190,8 @@ class HelperClient:
         pending, self._pending = self._pending, {}
         for waiter in pending.values():
             waiter.done(HelperGone(waiter.op))
+        if pending:
+            self._on_delivered()
 
     async def _read(self, sock: socket.socket, scope: trio.CancelScope) -> None:
         buffer = bytearray(protocol.MAX_MESSAGE)
@@ -229,6 +236,8 @@ class HelperClient:
                     return True
         finally:
             self.arrived = None
+            if delivered:
+                self._on_delivered()
         return True
 
     def _deliver(self, msg: Reply | Event) -> None:
@@ -328,11 +337,31 @@ class HelperClient:
         wake=False: the caller calls flush() once it has queued what it has for now, and the
         writer task is not woken for the request (issue 9: when flush() sends it, that wake-up
         was a turn of the loop for nothing, one per exchange)."""
-        while self._sock is None:
-            if self._given_up:
-                done(HelperGone(op))
-                return
+        await self.ready()
+        self.submit_nowait(op, args, done, on_part, wake=wake)
+
+    async def ready(self) -> None:
+        """Return once the helper is up (submit_nowait() then queues), or once give_up() was
+        called (submit_nowait() then fails at once)."""
+        while self._sock is None and not self._given_up:
             await self._up.wait()
+
+    def submit_nowait(
+        self,
+        op: str,
+        args: dict[str, Any],
+        done: Done,
+        on_part: Part | None = None,
+        *,
+        wake: bool = True,
+    ) -> None:
+        """submit() without a wait, for a caller that saw the helper up (`connected`, or
+        ready() just returned): in the step of the task that holds the request (the daemon
+        carries an exchange's SA actions out in the step that delivered its datagram, issue 9).
+        While the helper is away, `done` gets HelperGone at once."""
+        if self._sock is None:
+            done(HelperGone(op))
+            return
         self._next_id = self._next_id % 0xFFFF_FFFF + 1
         req_id = self._next_id
         self._pending[req_id] = _Pending(op, done, on_part)

@@ -3,14 +3,16 @@
 Ownership: Daemon.run owns one nursery holding every task (helper connection, UDP receivers,
 control server, action executor, outbox, ticket fetches, TGT renewal, state writer, signals,
 watchdog); stopping is that nursery closing. The engine lives on the trio thread and is driven
-only here: inputs come from the tasks, and ONE executor task drains engine.next_action() and
-carries the actions out in order. SA actions are pipelined to the helper (issued in order, the
-next one without waiting for the last reply; each reply goes to engine.helper_result when it
-comes). The engine emits a datagram only once the SA actions it depends on are done (RFC 4430
-§3.2: the optimistic inbound SA is in place before CREATE is sent), so a datagram waits in the
-outbox only for the save of the state it commits us to, if any (write-ahead: _carry_out,
-kink.daemon.state_writer). Ticket fetches (blocking KDC calls) run as their own tasks and
-answer through engine.ticket_result.
+only here: inputs come from the tasks, and ONE run of engine.next_action()'s actions at a time
+carries them out in order: the executor task's, or, while it waits for inputs and the loop has
+nothing else to do, the step of the task that delivered the input (a datagram, a helper reply:
+_delivered), up to an action that must wait, which the executor takes over. SA actions are
+pipelined to the helper (issued in order, the next one without waiting for the last reply; each
+reply goes to engine.helper_result when it comes). The engine emits a datagram only once the SA
+actions it depends on are done (RFC 4430 §3.2: the optimistic inbound SA is in place before
+CREATE is sent), so a datagram waits in the outbox only for the save of the state it commits us
+to, if any (write-ahead: _carry_out, kink.daemon.state_writer). Ticket fetches (blocking KDC
+calls) run as their own tasks and answer through engine.ticket_result.
 """
 
 # Annotations stay strings: trio.TaskStatus only exists from trio 0.23 (Debian 12 has 0.22).
@@ -50,6 +52,7 @@ from kink.daemon.sa_report import child_entry
 from kink.daemon.state import (
     SaId,
     Saved,
+    SavedAnswer,
     SavedChild,
     SavedEntry,
     StateError,
@@ -83,6 +86,7 @@ from kink.engine.events import (
     Terminate,
     UpdateSa,
 )
+from kink.engine.lifecycle import RecordChanges
 from kink.engine.sadb import ChildState
 from kink.krb5.context import Context, kink_principal
 from kink.wire import MessageType
@@ -201,7 +205,7 @@ class Daemon:
             rcache_dir=settings.state_dir,
         )
         self.helper = HelperClient(
-            os.fspath(settings.helper_socket), self._helper_event, self._resync
+            os.fspath(settings.helper_socket), self._helper_event, self._resync, self._delivered
         )
         self.store = StateStore(settings.state_dir)
         self.writer = StateWriter(self._save, self._durable)
@@ -217,11 +221,19 @@ class Daemon:
         self._retired: dict[str, list[dict[str, Any]]] = {}
         self._bypass: list[dict[str, Any]] = []  # ICMPv6 neighbour discovery, installed
         self._wakeup = trio.Event()
+        # The executor waits for _wakeup (parked) with every action carried out and its timer
+        # set (_timer: its cancel scope); while it does, the inputs of a delivering task's step
+        # are carried out at its end by that task (_delivered); an action that must wait is
+        # left to it (_deferred), which takes that before asking the engine for more.
+        self._parked = False
+        self._timer: trio.CancelScope | None = None
+        self._inputs = False  # an input came while the executor was parked: _delivered's
+        self._deferred: Action | None = None
+        self._lines: list[tuple[int, str, tuple[object, ...]]] = []  # _line's, not yet written
         self._stop = trio.Event()
         self._children_changed = trio.Event()
         self._policy_checks: set[str] = set()  # respond-only peers that may have lost all SAs
         self._replaced: set[int] = set()  # children a rekey's up line said it replaces
-        self._idle_save = False  # _flush_changes' save: the loop was found idle
         self._answering = False  # a responder child installed in one go: its REPLY is next
         self._established = 0  # the state generation of the last child established
         self._started = 0.0
@@ -298,7 +310,7 @@ class Daemon:
                 settings.control_socket,
                 self._control_request,
             )
-            nursery.start_soon(self._transport.serve, self._datagram)
+            nursery.start_soon(self._transport.serve, self._datagram, self._delivered)
             nursery.start_soon(self._control.serve)
             nursery.start_soon(self.kerberos.keep_fresh)
             nursery.start_soon(self._execute)
@@ -398,7 +410,44 @@ class Daemon:
         assert self._transport is not None
         # The transport's clock read for this datagram (Transport.arrived): not another one.
         self.engine.datagram_received(data, peer, self._transport.arrived)
-        self._wake()
+        self._input()
+
+    def _input(self) -> None:
+        """An input of the transport or of the helper reader went to the engine: its actions
+        are carried out at the end of that task's step (_delivered) if the executor is parked,
+        else by the executor, woken."""
+        if self._parked:
+            self._inputs = True
+        else:
+            self._wake()
+
+    def _delivered(self) -> None:
+        """A turn of the transport's deliveries or a wake-up of the helper reader is over. Its
+        inputs' actions are carried out now, in this step, when the executor is parked (so no
+        other run of actions is under way: one at a time, in order, kink.engine.events) and no
+        other task is ready to run: a lone exchange's helper request leaves in the step that
+        delivered its CREATE, and its save and REPLY in the step that delivered the helper's
+        reply, each without the executor's turn of the loop (issue 9: a turn is an epoll_wait
+        and two clock reads, system calls each in user-mode Linux). Under load other tasks
+        are ready: the executor is woken and carries out the inputs of all of them in one run
+        (one helper message and one save for them all)."""
+        if not self._inputs:
+            return
+        self._inputs = False
+        if not self._parked or self._wakeup.is_set() or tasks_runnable():
+            self._wake()
+            return
+        self._parked = False  # inputs of this run's own steps wake the executor (_input)
+        try:
+            while (action := self.engine.next_action()) is not None:
+                if not self._carry_out_now(action):
+                    # The executor takes it first, and what follows it from the engine.
+                    self._deferred = action
+                    self._wake()
+                    break
+            self._ran()
+        finally:
+            self._parked = True
 
     async def _send(self, data: bytes, peer: Address) -> None:
         assert self._transport is not None
@@ -417,19 +466,16 @@ class Daemon:
             # deadline does not: the clock is read once per timer that fires, not per wake-up
             # (a system call in user-mode Linux, issue 9).
             with trio.CancelScope() as timer:
+                self._timer = timer
                 while True:
-                    while (action := engine.next_action()) is not None:
+                    while (action := self._next_action()) is not None:
                         await self._carry_out(action)
-                    # The helper requests of these actions go now if the helper has none in
-                    # hand, not at the helper client's writer task's next turn: a turn less
-                    # before their replies (HelperClient.flush).
-                    self.helper.flush()
-                    await self._flush_changes()
-                    if self._policy_checks:
-                        self._check_policies()
-                    deadline = engine.next_timer()
-                    timer.deadline = math.inf if deadline is None else deadline
-                    await self._wakeup.wait()
+                    self._ran()
+                    self._parked = True
+                    try:
+                        await self._wakeup.wait()
+                    finally:
+                        self._parked = False
                     self._wakeup = trio.Event()
                     timer.deadline = math.inf
                     if trio.current_effective_deadline() == -math.inf:
@@ -440,12 +486,34 @@ class Daemon:
             # The reading that expired the timer's deadline (loop_clock): not another one.
             engine.handle_timer(turn_time())
 
-    async def _flush_changes(self) -> None:
+    def _next_action(self) -> Action | None:
+        """The executor's next action: one a delivering step left to it first (_delivered)."""
+        action, self._deferred = self._deferred, None
+        return self.engine.next_action() if action is None else action
+
+    def _ran(self) -> None:
+        """The end of a run of the engine's actions, by the executor or a delivering step."""
+        # The helper requests of these actions go now if the helper has none in hand, not at
+        # the helper client's writer task's next turn: a turn less before their replies
+        # (HelperClient.flush).
+        self.helper.flush()
+        self._flush_changes()
+        self._write_lines()
+        if self._policy_checks:
+            self._check_policies()
+        if self._deferred is None and self._timer is not None:
+            # The executor's timer, for the engine's timers as they are now (set while it is
+            # parked, and by a delivering step as it waits: without a wake-up of it).
+            deadline = self.engine.next_timer()
+            self._timer.deadline = math.inf if deadline is None else deadline
+
+    def _flush_changes(self) -> None:
         """The state changes of a run of the engine's actions: saved now if a datagram waits
         for them, the write will be done inline (a small batch, WriteThread) and the loop has
-        nothing else to do, the datagram then leaving in this turn of the loop; else handed to
-        the writer task (StateWriter.flush). Under load another task is ready to run: the
-        write goes to the writer task and its thread, and batches what comes meanwhile."""
+        nothing else to do, the datagram then leaving in this step (StateWriter.save_inline);
+        else handed to the writer task (StateWriter.flush). Under load another task is ready to
+        run: the write goes to the writer task and its thread, and batches what comes
+        meanwhile."""
         writer = self.writer
         touched = self.engine.sadb.touched  # what the save will hold (Engine.record_changes)
         if (
@@ -455,30 +523,42 @@ class Daemon:
             and not self.store.wants_snapshot(self.engine.epoch)
             and not tasks_runnable()
         ):
-            self._idle_save = True  # found so: not asked again (_save)
-            try:
-                await writer.save_flushed()
-            finally:
-                self._idle_save = False
+            writer.save_inline(self._save_inline)
         else:
             writer.flush()
 
     async def _carry_out(self, action: Action) -> None:
+        if self._carry_out_now(action):
+            return
+        assert isinstance(action, AllocateSpi | InstallSa | UpdateSa | DeleteSa)
+        self._write_lines()  # not held while the action waits
+        if isinstance(action, InstallSa):
+            await self._responder_policies(action.spec.reqid)
+        if not self.helper.connected:
+            # Its submit waits for the helper: the changes noted so far are saved meanwhile
+            # (a datagram may wait for them, not for this action).
+            self.writer.flush()
+            await self.helper.ready()
+        self._sa_action(action)
+
+    def _carry_out_now(self, action: Action) -> bool:
+        """Carry out `action` in this step unless it must wait (False, nothing done): an SA
+        action while the helper is away, or the first install of a respond-only peer, whose
+        policies come first (_responder_policies)."""
         if isinstance(action, SendDatagram):
             self.outbox.post(action.data, action.peer, self._write_ahead(action.data, action.peer))
         elif isinstance(action, FetchTicket | FetchU2uTicket):
             assert self._nursery is not None
             self._nursery.start_soon(self._fetch, action)
         elif isinstance(action, AllocateSpi | InstallSa | UpdateSa | DeleteSa):
-            if not self.helper.connected:
-                # Its submit waits for the helper: the changes noted so far are saved
-                # meanwhile (a datagram may wait for them, not for this action).
-                self.writer.flush()
-            if isinstance(action, InstallSa):
-                await self._responder_policies(action.spec.reqid)
-            await self._sa_action(action)
+            if not self.helper.connected or (
+                isinstance(action, InstallSa) and self._unguarded(action.spec.reqid) is not None
+            ):
+                return False
+            self._sa_action(action)
         else:
             self._notice(action)
+        return True
 
     def _write_ahead(self, data: bytes, peer: Address) -> int:
         """The state generation a datagram we send must wait for (0: none), by issue 10's rule:
@@ -530,9 +610,10 @@ class Daemon:
             return self._established
         return 0
 
-    async def _sa_action(self, action: AllocateSpi | InstallSa | UpdateSa | DeleteSa) -> None:
-        """Issue the helper request(s) of an SA action; the reply goes to the engine when it
-        comes (a datagram that depends on it is emitted only after that: kink.engine.events)."""
+    def _sa_action(self, action: AllocateSpi | InstallSa | UpdateSa | DeleteSa) -> None:
+        """Issue the helper request(s) of an SA action (the helper up, or given up: then each
+        fails at once); the reply goes to the engine when it comes (a datagram that depends on
+        it is emitted only after that: kink.engine.events)."""
         token = action.token
 
         def finish(outcome: Outcome) -> None:
@@ -545,15 +626,15 @@ class Daemon:
             else:
                 result = HelperResult(token)
             self.engine.helper_result(result, self._helper_time())
-            self._wake()
+            self._input()
 
-        # Without waking the helper client's writer task: _execute flushes them.
-        submit = functools.partial(self.helper.submit, wake=False)
+        # Without waking the helper client's writer task: the run's end flushes them (_ran).
+        submit = functools.partial(self.helper.submit_nowait, wake=False)
         if isinstance(action, AllocateSpi):
-            await submit("alloc_spi", helper_args.alloc_spi(action, self.ranges), finish)
+            submit("alloc_spi", helper_args.alloc_spi(action, self.ranges), finish)
             return
         if isinstance(action, DeleteSa):
-            await submit("delete_sa", helper_args.delete_sa(action), finish)
+            submit("delete_sa", helper_args.delete_sa(action), finish)
             return
         spec = action.spec
         try:
@@ -568,12 +649,12 @@ class Daemon:
             # XFRM changes only lifetimes of a mature SA, never its keys: delete, add. The
             # add's outcome is the action's (the SA has the new keys or it does not).
             sa_id = helper_args.sa_id(spec.protocol, spec.spi, spec.dst)
-            await submit("delete_sa", sa_id, _ignore_outcome)
-            await submit("add_sa", args, finish)
+            submit("delete_sa", sa_id, _ignore_outcome)
+            submit("add_sa", args, finish)
         else:
             # New SAs are added (EEXIST if the SPI is taken: the engine draws another); only
             # the larval SA of an AllocateSpi is filled (XFRM UPDSA).
-            await submit("update_sa" if action.fills else "add_sa", args, finish)
+            submit("update_sa" if action.fills else "add_sa", args, finish)
         del args  # the request held copies of the keys; the spec's are zeroed here
         for key in (spec.enc_key, spec.auth_key):
             key[:] = bytes(len(key))
@@ -584,6 +665,19 @@ class Daemon:
         self._wake()
 
     # ---------------------------------------------------------------------------- notices
+
+    def _line(self, level: int, message: str, *args: object) -> None:
+        """A notice's log line, written at the end of the run of actions (_write_lines), once
+        the run's datagrams have left: in user-mode Linux a line is two system calls (a clock
+        read and a write), which came before a lone exchange's REPLY (issue 9). The lines keep
+        their order among themselves."""
+        if log.isEnabledFor(level):
+            self._lines.append((level, message, args))
+
+    def _write_lines(self) -> None:
+        lines, self._lines = self._lines, []
+        for level, message, args in lines:
+            log.log(level, message, *args)
 
     def _notice(self, notice: Action) -> None:
         # An event's data is made only while a kinkctl monitor listens: an SA up and one down
@@ -601,7 +695,7 @@ class Daemon:
             # them: the up line with the SPIs, the down line with the child's number. Made
             # only at a level that shows it: two per rekey on each side, 1,000s a second.
             if log.isEnabledFor(NOTICE):
-                log.log(
+                self._line(
                     NOTICE,
                     "%s: SA %d %s (%s): %s",
                     notice.peer,
@@ -637,7 +731,7 @@ class Daemon:
                 level = logging.INFO
             else:
                 level = NOTICE
-            log.log(level, "%s: SA %d down: %s", notice.peer, child, notice.reason)
+            self._line(level, "%s: SA %d down: %s", notice.peer, child, notice.reason)
             if publish is not None:
                 publish(
                     cp.EVENT_SA_DOWN,
@@ -646,18 +740,25 @@ class Daemon:
             self._sas_changed(lazily=True)
             self._maybe_remove_responder_policies(notice.peer)
         elif isinstance(notice, PeerEpochChanged):
-            log.log(NOTICE, "%s: epoch %#x -> %#x", notice.peer, notice.old, notice.new)
+            self._line(NOTICE, "%s: epoch %#x -> %#x", notice.peer, notice.old, notice.new)
             if publish is not None:
                 data = {"peer": notice.peer, "old": notice.old, "new": notice.new}
                 publish(cp.EVENT_PEER_EPOCH, data)
         elif isinstance(notice, PeerRemoved):
-            log.log(NOTICE, "%s: removed", notice.peer)
+            self._line(NOTICE, "%s: removed", notice.peer)
             assert self._nursery is not None
             self._nursery.start_soon(self._drop_retired, notice.peer)
             self._sas_changed(lazily=True)
         elif isinstance(notice, NegotiationFailed):
             code = f" ({notice.code})" if notice.code else ""
-            log.warning("%s: %s failed: %s%s", notice.peer, notice.command, notice.reason, code)
+            self._line(
+                logging.WARNING,
+                "%s: %s failed: %s%s",
+                notice.peer,
+                notice.command,
+                notice.reason,
+                code,
+            )
             if publish is not None:
                 publish(
                     cp.EVENT_NEGOTIATION_FAILED,
@@ -670,7 +771,9 @@ class Daemon:
                 )
             self._maybe_remove_responder_policies(notice.peer)
         elif isinstance(notice, Dropped):
-            log.debug("dropped a datagram from %s: %s", notice.peer[0], notice.cause)
+            self._line(
+                logging.DEBUG, "dropped a datagram from %s: %s", notice.peer[0], notice.cause
+            )
             if publish is not None:
                 publish(cp.EVENT_DROPPED, {"cause": notice.cause, "from": list(notice.peer)})
 
@@ -711,20 +814,34 @@ class Daemon:
                 lambda: self.store.snapshot(epoch, now, entries()), written=self.writer.written
             )
             return
+        write, size = self._batch(changes, answers, epoch, now)
+        # A batch of a few children is written on the trio thread when the loop is idle
+        # (WriteThread.run: a lone exchange's REPLY then waits for no thread hand-off).
+        await self._write_thread.run(write, size, written=self.writer.written)
+
+    def _save_inline(self) -> None:
+        """_flush_changes' save, on the trio thread (StateWriter.save_inline): what changed
+        since the last save appended to the journal (_flush_changes found that the store
+        wants no snapshot)."""
+        now = time.time()
+        answers = self.answers.take(now)
+        changes = self.engine.record_changes(turn_time(), also=answers)
+        write, _ = self._batch(changes, answers, self.engine.epoch, now)
+        write()
+
+    def _batch(
+        self, changes: RecordChanges, answers: dict[int, SavedAnswer], epoch: int, now: float
+    ) -> tuple[Callable[[], None], int]:
+        """The write of a journal batch of `changes` (StateStore.update), and its size in
+        children."""
         local = self.engine.config.address
         children = {}
         for child_id, record in changes.records.items():
             ids = _record_sas(local, self._peer_address(record.peer), record)
             children[child_id] = SavedChild(record, ids, answers.get(child_id))
         gone = changes.gone
-        # A batch of a few children is written on the trio thread when the loop is idle
-        # (WriteThread.run: a lone exchange's REPLY then waits for no thread hand-off).
-        await self._write_thread.run(
-            lambda: self.store.update(epoch, now, children, gone),
-            len(children) + len(gone),
-            idle=self._idle_save,
-            written=self.writer.written,
-        )
+        write = functools.partial(self.store.update, epoch, now, children, gone)
+        return write, len(children) + len(gone)
 
     def _durable(self, generation: int) -> None:
         """The state writer saved `generation`: the datagrams waiting for it leave."""
@@ -884,7 +1001,7 @@ class Daemon:
         kernel_event = helper_args.kernel_event(event, self.engine.policies)
         if kernel_event is not None:
             self.engine.kernel_event(kernel_event, self._helper_time())
-            self._wake()
+            self._input()
 
     def _helper_time(self) -> float:
         """The time of a helper reply or event: the clock read for the helper's message that
@@ -1017,10 +1134,18 @@ class Daemon:
         """A respond-only peer gets its policies with its first SA, before the SA is filled
         and before the reply that lets the initiator use it (RFC 4430 §3.2): the peer's
         traffic must never meet our SAs without our policies (it would go out in the clear)."""
+        peer = self._unguarded(reqid)
+        if peer is not None:
+            self.writer.flush()  # saved meanwhile: the install waits for the helper
+            await self._install_policies(peer)
+
+    def _unguarded(self, reqid: int) -> PeerConfig | None:
+        """The respond-only peer whose SA of `reqid` would be its first without its policies
+        (_responder_policies); None if it has them, or if it is not such a peer."""
         owner = self.engine.policies.get(reqid)  # by reqid: not a walk of every peer's
         if owner is not None and owner[0].config.name not in self._policies:
-            self.writer.flush()  # saved meanwhile: the install waits for the helper
-            await self._install_policies(owner[0].config)
+            return owner[0].config
+        return None
 
     async def _remove_policies(self, name: str, *, retired: bool = False) -> None:
         """Remove the policies of `name` (retired: those of a peer removed by a reload, but

@@ -44,7 +44,7 @@ class StateWriter:
     Why changed() does not wake the writer task itself: the daemon notes its changes while it
     carries out a run of the engine's actions and flushes at the end of the run. When a
     datagram waits for them and the loop has nothing else to do, the daemon saves them then
-    and there (save_now, inline: WriteThread) instead of flushing: a REPLY of a lone exchange
+    and there (save_inline, on the trio thread) instead of flushing: a REPLY of a lone exchange
     then leaves in that turn of the loop, not one turn later, when a woken writer task would
     have run (issue 9: a turn is an epoll_wait and two clock reads, system calls each in
     user-mode Linux). A woken writer task would also have been a task ready to run, which
@@ -92,15 +92,24 @@ class StateWriter:
             self._pending.set()
         self._flushed = (self.generation, self._lazy)
 
-    async def save_flushed(self) -> None:
-        """Save the changes noted so far now, in the caller's task, instead of flush(); a write
-        that fails is logged and left to the writer task (flush()), which retries it as its
-        own (a datagram waiting for it stays held meanwhile)."""
+    def save_inline(self, write: Callable[[], None]) -> None:
+        """Save the changes noted so far now with `write` (reads the current state and writes
+        it, fsynced, on the trio thread: a small batch while the loop is idle), in the caller's
+        step, instead of flush(); only while no write runs (waited_for). Without a wait, the
+        daemon saves in the step that carried out the actions whose datagram waits for it (a
+        REPLY leaves in the step that got the helper's reply, issue 9). A write that fails is
+        logged and left to the writer task (flush()), which retries it as its own (a datagram
+        waiting for it stays held meanwhile)."""
+        assert not self._lock.locked(), "a write is running"
+        generation, lazy = self.generation, self._lazy
         try:
-            await self.save_now()
+            write()
         except OSError as exc:
             log.error("cannot save the state file: %s", exc)
             self.flush()
+            return
+        self._saving = generation
+        self._saved(lazy)
 
     async def run(self) -> None:
         """Save whenever something changed since the last write began (one write at a time)."""
@@ -136,12 +145,16 @@ class StateWriter:
             generation, lazy = self.generation, self._lazy
             self._saving = generation
             await self._save()
-            self.written()  # if the save did not say so itself
-            self._lazy_saved = max(self._lazy_saved, lazy)
-            flushed = self._flushed  # saved: no need to hand them to the writer task
-            self._flushed = (max(flushed[0], generation), max(flushed[1], lazy))
+            self._saved(lazy)
         finally:
             self._lock.release()
+
+    def _saved(self, lazy: int) -> None:
+        """The write of generation self._saving and `lazy` lazy changes ended well."""
+        self.written()  # if the save did not say so itself
+        self._lazy_saved = max(self._lazy_saved, lazy)
+        flushed = self._flushed  # saved: no need to hand them to the writer task
+        self._flushed = (max(flushed[0], self._saving), max(flushed[1], lazy))
 
     def written(self) -> None:
         """The write of the save running (save_now) is durable: the datagrams that wait for
@@ -193,18 +206,17 @@ class WriteThread:
         write: Callable[[], None],
         children: int | None = None,
         *,
-        idle: bool = False,
         written: Callable[[], None] | None = None,
     ) -> None:
         """write(), which saves `children` children (None: any number, a snapshot), in the
-        thread, or inline when it is small and the loop idle (`idle`: the caller found it so
-        in this step of its task; else trio is asked: loop_clock.tasks_runnable, without the clock
-        read of trio's statistics); returns once it returned (or raises what it raised). Not
+        thread, or inline when it is small and the loop idle (loop_clock.tasks_runnable,
+        without the clock read of trio's statistics); returns once it returned (or raises
+        what it raised). Not
         cancellable: a write once begun is waited for, as a datagram may wait for it.
         `written`: called on the trio thread once write() has returned, as soon as the loop
         learns it (in the same turn, before this task runs again: StateWriter.written); not
         if write() raised."""
-        if children is not None and children <= INLINE_CHILDREN and (idle or not tasks_runnable()):
+        if children is not None and children <= INLINE_CHILDREN and not tasks_runnable():
             write()
             if written is not None:
                 written()

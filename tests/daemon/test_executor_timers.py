@@ -39,8 +39,12 @@ def _daemon(engine: _Engine, carried: list[Action]) -> Daemon:
     daemon.helper = SimpleNamespace(flush=lambda: None)  # type: ignore[assignment]
     daemon._policy_checks = set()
     daemon._wakeup = trio.Event()
+    daemon._parked = False
+    daemon._timer = None
+    daemon._deferred = None
+    daemon._lines = []
 
-    async def flush_changes() -> None:
+    def flush_changes() -> None:
         pass
 
     async def carry_out(action: Action) -> None:

@@ -2,7 +2,7 @@
 done (a snapshot's children, MBs with 100,000s of them, go as soon as it returns, not when the
 idle thread ends or the next write comes); a small write is done inline only while the loop is
 idle; saves asked for at once run one after the other; changes are saved once flushed, or at
-once by save_flushed, whose failure the writer task takes over (issue 9)."""
+once by save_inline, whose failure the writer task takes over (issue 9)."""
 
 import gc
 import threading
@@ -60,11 +60,6 @@ async def test_a_small_write_is_done_inline_only_while_the_loop_is_idle() -> Non
         nursery.start_soon(trio.sleep, 0)  # ready to run while the write is asked for
         await writer.run(write, 1)
     assert ran[2:] == ["kinkd-state"] * 3
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(trio.sleep, 0)
-        await writer.run(write, 1, idle=True)  # the caller's word: not asked again
-        await writer.run(write, state_writer.INLINE_CHILDREN + 1, idle=True)
-    assert ran[5:] == [threading.current_thread().name, "kinkd-state"]
 
     def fail() -> None:
         raise OSError(28, "No space left on device")
@@ -99,16 +94,20 @@ async def test_saves_asked_for_at_once_run_one_after_the_other() -> None:
 
 
 @pytest.mark.trio
-async def test_changes_are_saved_once_flushed_or_at_once_by_save_flushed() -> None:
-    # flush() hands the changes to the writer task; save_flushed() saves them in the caller's
-    # task, before any checkpoint (the daemon, after a run of actions: a REPLY leaves in that
-    # turn), and the writer task is not woken for them afterwards.
+async def test_changes_are_saved_once_flushed_or_at_once_by_save_inline() -> None:
+    # flush() hands the changes to the writer task; save_inline() saves them in the caller's
+    # step, without a wait (the daemon, after a run of actions: a REPLY leaves in that step),
+    # and the writer task is not woken for them afterwards.
     saved_by: list[trio.lowlevel.Task] = []
+    made_durable: list[int] = []
 
     async def save() -> None:
         saved_by.append(trio.lowlevel.current_task())
 
-    writer = StateWriter(save, lambda generation: None)
+    def write() -> None:
+        saved_by.append(trio.lowlevel.current_task())
+
+    writer = StateWriter(save, made_durable.append)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(writer.run)
         await trio.testing.wait_all_tasks_blocked()
@@ -122,8 +121,9 @@ async def test_changes_are_saved_once_flushed_or_at_once_by_save_flushed() -> No
         assert writer.durable == 1 and not writer.waited_for
         writer.changed()
         writer.changed_lazily()
-        await writer.save_flushed()
+        writer.save_inline(write)
         assert saved_by[1:] == [trio.lowlevel.current_task()] and writer.durable == 2
+        assert made_durable == [1, 2]  # the datagrams held for it go at once
         writer.flush()  # nothing left to hand over
         await trio.testing.wait_all_tasks_blocked()
         assert len(saved_by) == 2
@@ -131,22 +131,23 @@ async def test_changes_are_saved_once_flushed_or_at_once_by_save_flushed() -> No
 
 
 @pytest.mark.trio
-async def test_a_failed_save_flushed_is_left_to_the_writer_task(
+async def test_a_failed_save_inline_is_left_to_the_writer_task(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     failures = [OSError(28, "No space left on device")]
     saved: list[int] = []
 
     async def save() -> None:
-        if failures:
-            raise failures.pop()
         saved.append(writer.generation)
+
+    def write() -> None:
+        raise failures.pop()
 
     writer = StateWriter(save, lambda generation: None)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(writer.run)
         writer.changed()
-        await writer.save_flushed()  # fails: no exception here, the writer task retries
+        writer.save_inline(write)  # fails: no exception here, the writer task retries
         assert writer.durable == 0 and saved == []
         assert "cannot save the state file: [Errno 28] No space left on device" in caplog.text
         await trio.testing.wait_all_tasks_blocked()
