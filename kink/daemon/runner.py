@@ -354,6 +354,11 @@ class Daemon:
         self.helper.give_up()
         self.notifier.stopping()
         log.log(NOTICE, "stopping")
+        # The DELETEs of pairs rekeyed away are held for a moment (kink.engine.initiator
+        # DELETE_HOLD): they leave now, as a DELETE already started would (RFC 4430 §3.6), so
+        # that the peer does not keep those pairs until they expire.
+        self.engine.start_held_deletes(trio.current_time())
+        self._wake()
         if self.config.daemon.delete_on_stop:
             self.engine.request(Terminate(), trio.current_time())
             self._wake()
