@@ -58,7 +58,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import emit, rounds
-from kink.daemon.runner import GC_YOUNG_THRESHOLD
+from kink.daemon.runner import GC_MIDDLE_THRESHOLD, GC_OLD_THRESHOLD, GC_YOUNG_THRESHOLD
 from kink.engine import (
     Engine,
     EngineConfig,
@@ -512,10 +512,11 @@ def _batches(batch: Callable[[], None], size: int) -> tuple[float, float, float,
 @contextlib.contextmanager
 def _kinkd_gc() -> Iterator[None]:
     """The cycle collector as kinkd runs it (kink.daemon.runner: what start-up made frozen,
-    young threshold GC_YOUNG_THRESHOLD), the interpreter's defaults again afterwards."""
+    thresholds GC_YOUNG_THRESHOLD, GC_MIDDLE_THRESHOLD, GC_OLD_THRESHOLD), the interpreter's
+    defaults again afterwards."""
     threshold = gc.get_threshold()
     gc.freeze()
-    gc.set_threshold(GC_YOUNG_THRESHOLD)
+    gc.set_threshold(GC_YOUNG_THRESHOLD, GC_MIDDLE_THRESHOLD, GC_OLD_THRESHOLD)
     try:
         yield
     finally:

@@ -5,7 +5,10 @@ followed by the DELETE of the old pair), triggered as soft expires by host a's h
 
 Figures: completed exchanges per second, latency (trigger -> outbound SA installed) p50/p99, CPU
 of both daemons and both helpers per exchange (in all and by process), and the helper requests
-per exchange on each side with the messages (batches, kink_privsep.protocol) they came in.
+per exchange on each side with the messages (batches, kink_privsep.protocol) they came in, and
+what sets the p99: in how many TAIL_WINDOW stretches of the load the slowest 1% of the exchanges
+were triggered (a few: a stall, one process standing still while what came meanwhile waited;
+many: queueing).
 Targets (issue 9): >= 1,500/s completed, p99 <= 20 ms at 1,000/s offered.
 
 With 64 SA pairs, at most 64 rekeys can be in flight (one per pair, the harness only expires
@@ -24,6 +27,7 @@ from bench.harness import POLICIES, Host, cpu_seconds, hosts, percentile, proces
 LOADS = (100, 300, 1000, 1500)  # offered exchanges per second
 CAPACITY_PAIRS = 256  # SA pairs of the capacity run (max_outstanding as many)
 CAPACITY_LOADS = (1000, 1500, 2000)
+TAIL_WINDOW = 0.05  # seconds: the stretches of a load its slowest exchanges are placed in
 
 
 def run(
@@ -76,6 +80,7 @@ def run(
                 elapsed_s=round(r["elapsed"], 3),
                 p50_ms=round(percentile(lat, 50) * 1e3, 2),
                 p99_ms=round(percentile(lat, 99) * 1e3, 2),
+                slowest_1pct_in_50ms_windows=_tail_windows(lat, r["began"]),
                 cpu_ms_per_exchange=round(sum(by_process.values()) * 1e3, 2),
                 cpu_ms_per_exchange_by_process={
                     k: round(v * 1e3, 3) for k, v in by_process.items()
@@ -98,6 +103,15 @@ def run(
 
 
 TRIGGERS = ("helper_a_process", "helper_b_process")
+
+
+def _tail_windows(latencies: list[float], began: list[float]) -> int:
+    """In how many TAIL_WINDOW stretches of the load the slowest 1% of the exchanges were
+    triggered (`began`: seconds into it). A stall of 20+ ms anywhere (a collector pass, a
+    snapshot of the state file, a long helper turn) delays what was triggered during it: a
+    p99 it sets comes from one or two stretches; queueing spreads the slowest over many."""
+    slowest = sorted(zip(latencies, began, strict=True), reverse=True)[: max(1, len(began) // 100)]
+    return len({int(at / TAIL_WINDOW) for _, at in slowest})
 
 
 def _named_threads(a: Host, b: Host) -> list[tuple[str, int, int | None]]:

@@ -98,6 +98,7 @@ class TimingBackend(RecordingBackend):
         self.local = local
         self.started: dict[int, float] = {}  # reqid -> when its exchange was triggered
         self.latencies: list[float] = []
+        self.began: list[float] = []  # when each of those exchanges was triggered
         self.completed = 0
         self.inbound: dict[int, SaId] = {}  # reqid -> its newest inbound SA
         self.done = threading.Condition()
@@ -114,6 +115,7 @@ class TimingBackend(RecordingBackend):
             began = self.started.pop(sa.reqid, None)
             if began is not None:
                 self.latencies.append(now - began)
+                self.began.append(began)
             self.completed += 1
             self.done.notify_all()
 
@@ -135,7 +137,8 @@ class Trigger:
     {"op": "load", "rate": r, "seconds": s}
         soft-expire an idle SA r times a second for s seconds (each makes the initiator
         rekey it: a CREATE exchange), then wait for them -> {"offered", "completed",
-        "latencies", "elapsed"}
+        "latencies", "began" (when each of those was triggered, seconds into the load),
+        "elapsed"}
     {"op": "storm"}                     soft-expire every SA at once -> like load
     {"op": "sas"}                       -> {"mature": SAs with keys}
     {"op": "requests"}                  -> {"requests", "messages"}: what the helper took so far
@@ -189,7 +192,7 @@ class Trigger:
     def _load(self, rate: float | None, seconds: float) -> dict[str, Any]:
         b = self.backend
         with b.done:
-            b.latencies = []
+            b.latencies, b.began = [], []
             base = b.completed
             idle = sorted(b.inbound)
         start = time.monotonic()
@@ -202,11 +205,13 @@ class Trigger:
             b.done.wait_for(lambda: b.completed - base >= offered, timeout=timeout)
             completed = b.completed - base
             latencies = list(b.latencies)
+            began = [t - start for t in b.began]
             b.started.clear()
         return {
             "offered": offered,
             "completed": completed,
             "latencies": latencies,
+            "began": began,
             "elapsed": time.monotonic() - start,
         }
 

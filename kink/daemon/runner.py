@@ -109,8 +109,24 @@ TRAFFIC_POLL_COST = 20
 # exchanges/s offered: 0 to 9 objects collected in 3,000 exchanges) and went over what lives
 # on (the engine's reply cache, the children's records) again and again: 17.5 us of CPU per
 # exchange on the initiator and 56.5 on the responder (gc.callbacks, thread CPU time). At
-# 10,000: 0 and 26 us. The older generations keep their default ratios (10, 10).
-GC_YOUNG_THRESHOLD = 10_000
+# 10,000: 0 and 26 us.
+GC_YOUNG_THRESHOLD = 5_000
+# Young passes between two passes over the middle generation: none. What a young pass leaves
+# goes through a middle pass at the next one, so no pass goes over more than two young passes'
+# survivors. With the default (10) the middle generation gathered ten of them: under load the
+# responder keeps each exchange's decoded command, REPLY and timers for seconds (the reply
+# cache that answers a retransmission, RFC 4430 §9), ~100,000 objects that lived through a
+# young pass (gc.get_objects at the middle pass: Answer, IdPayload, Timer, ...), and the pass
+# over them took 59-64 ms of CPU every ~6 s at 1,000 exchanges/s (gc.callbacks, thread CPU):
+# the loop stood still and the exchanges of those 60 ms (1-2% of them, so the p99) waited.
+# Now each pass takes at most ~9 ms, ~13 us of CPU per exchange in all (16 before). (5,000
+# young: the young passes at 10,000 took 3-15 ms each.)
+GC_MIDDLE_THRESHOLD = 0
+# Middle passes between two full passes (the default is 10): at a middle pass every other
+# young pass (~0.5 s at 1,000/s), 10 would be a full pass over every object that lives on
+# (100,000s, 60+ ms) every ~5 s; with 100, one in ~50 s at most under that load (24 middle
+# passes in 12 s; none in those runs: CPython also waits for a quarter more old objects).
+GC_OLD_THRESHOLD = 100
 _HELPER_ERRNO = {hp.ERR_EXISTS: EEXIST, hp.ERR_NOT_FOUND: "ENOENT"}
 _POLICY_ACTIONS = (StartAction.TRAP, StartAction.START)
 # A KINK header's first octet is its Type (RFC 4430 §4).
@@ -328,7 +344,7 @@ class Daemon:
             # over all of it again and again. The price: such an object that a reload drops
             # is freed by reference counting only (never if it is part of a cycle).
             gc.freeze()
-            gc.set_threshold(GC_YOUNG_THRESHOLD)
+            gc.set_threshold(GC_YOUNG_THRESHOLD, GC_MIDDLE_THRESHOLD, GC_OLD_THRESHOLD)
             _give_back_free_memory()
             self.notifier.ready(f"epoch {epoch:#010x}, {len(self.engine.peers)} peers")
             ready.set()

@@ -80,7 +80,14 @@ _READABLE = (2, 3, 4, 5, 6)
 # (about 1 of a child entry's 12-15 us; the write thread encodes 1,000s a second, issue 9).
 _encode = json.JSONEncoder(separators=(",", ":")).encode
 COMPACT_FACTOR = 2  # a snapshot once the batches appended pass this times the last snapshot
-COMPACT_MIN = 1 << 20  # ... and this many bytes
+# ... and this many bytes. A snapshot holds up every save behind it (one write at a time): ~10
+# ms (a new file, its fsync, the rename and the directory's fsync) that the REPLYs waiting for
+# those saves wait too. At 1 MiB, a responder with 64 SA pairs at 1,000 rekeys/s (~1.3 KB of
+# batches a rekey) wrote 3-4 in a 3 s bench_exchange run, and in 2 runs of 6 a snapshot held
+# up 5 and 16 of the 30 slowest rekeys (issue 9); at 4 MiB it is one every ~3 s, and a restart
+# reads at most 4 MiB of batches on top of the last snapshot (~0.1 s with 64 children; a larger
+# state's snapshot sets the limit, COMPACT_FACTOR, as before).
+COMPACT_MIN = 4 << 20
 WRITE_BUFFER = 1 << 16  # bytes of a snapshot written at a time
 
 SaId = tuple[str, int, str]  # ("esp" | "ah", spi, destination address): an SA in the kernel
