@@ -15,33 +15,14 @@ import pytest
 import trio
 import trio.testing
 
-from kink.daemon.runner import Daemon
 from kink.engine import StartAction
-from kink.engine.events import Action, Rekey
+from kink.engine.events import Rekey
 from kink.wire.constants import MessageType
+from tests.daemon.bare_executor import FakeEngine, bare_daemon
 from tests.daemon.conftest import HostsFactory
 from tests.daemon.harness import wait_for_a_pair
 
 pytestmark = pytest.mark.trio
-
-
-class _Engine:
-    """What a run of actions asks of the engine: actions, the next timer, the timers run."""
-
-    def __init__(self) -> None:
-        self.actions: list[Any] = []  # stand-ins with a name
-        self.deadline: float | None = None
-        self.handled: list[float] = []
-
-    def next_action(self) -> Action | None:
-        return self.actions.pop(0) if self.actions else None
-
-    def next_timer(self) -> float | None:
-        return self.deadline
-
-    def handle_timer(self, now: float) -> None:
-        self.handled.append(now)
-        self.deadline = None
 
 
 def _action(name: str) -> Any:
@@ -53,19 +34,10 @@ class _Runs:
     task) for each action carried out; the action named "slow" waits until `gate` is set."""
 
     def __init__(self) -> None:
-        self.engine = _Engine()
+        self.engine = FakeEngine()
         self.carried: list[tuple[str, trio.lowlevel.Task]] = []
         self.gate = trio.Event()
-        daemon = self.daemon = Daemon.__new__(Daemon)
-        daemon._engine = self.engine  # type: ignore[assignment]
-        daemon.helper = SimpleNamespace(flush=lambda: None)  # type: ignore[assignment]
-        daemon._policy_checks = set()
-        daemon._wakeup = trio.Event()
-        daemon._parked = False
-        daemon._timer = None
-        daemon._inputs = False
-        daemon._deferred = None
-        daemon._lines = []
+        daemon = self.daemon = bare_daemon(self.engine)
 
         def carry_out_now(action: Any) -> bool:
             if action.name == "slow":
@@ -78,7 +50,6 @@ class _Runs:
                 await self.gate.wait()
                 self.carried.append((action.name, trio.lowlevel.current_task()))
 
-        daemon._flush_changes = lambda: None  # type: ignore[method-assign]
         daemon._carry_out_now = carry_out_now  # type: ignore[method-assign]
         daemon._carry_out = carry_out  # type: ignore[method-assign]
 

@@ -11,54 +11,23 @@ import trio.testing
 
 from kink.daemon.runner import Daemon
 from kink.engine.events import Action
+from tests.daemon.bare_executor import FakeEngine, bare_daemon
 
 
-class _Engine:
-    """What the executor asks of the engine: actions, the next timer, the timers run."""
-
-    def __init__(self, deadline: float | None) -> None:
-        self.deadline = deadline
-        self.handled: list[float] = []
-        self.actions: list[Action] = []
-
-    def next_action(self) -> Action | None:
-        return self.actions.pop(0) if self.actions else None
-
-    def next_timer(self) -> float | None:
-        return self.deadline
-
-    def handle_timer(self, now: float) -> None:
-        self.handled.append(now)
-        if self.deadline is not None and now >= self.deadline:
-            self.deadline = None
-
-
-def _daemon(engine: _Engine, carried: list[Action]) -> Daemon:
-    daemon = Daemon.__new__(Daemon)  # only what _execute uses
-    daemon._engine = engine  # type: ignore[assignment]
-    daemon.helper = SimpleNamespace(flush=lambda: None)  # type: ignore[assignment]
-    daemon._policy_checks = set()
-    daemon._wakeup = trio.Event()
-    daemon._parked = False
-    daemon._timer = None
-    daemon._deferred = None
-    daemon._lines = []
-
-    def flush_changes() -> None:
-        pass
+def _daemon(engine: FakeEngine, carried: list[Action]) -> Daemon:
+    daemon = bare_daemon(engine)
 
     async def carry_out(action: Action) -> None:
         await trio.sleep(5)  # longer than the timer's wait: never cut short
         carried.append(action)
 
-    daemon._flush_changes = flush_changes  # type: ignore[method-assign]
     daemon._carry_out = carry_out  # type: ignore[method-assign]
     return daemon
 
 
 @pytest.mark.trio
 async def test_a_timer_fires_once_when_due(autojump_clock: trio.testing.MockClock) -> None:
-    engine = _Engine(trio.current_time() + 1.0)
+    engine = FakeEngine(trio.current_time() + 1.0)
     due = engine.deadline
     daemon = _daemon(engine, [])
     async with trio.open_nursery() as nursery:
@@ -73,7 +42,7 @@ async def test_a_timer_due_as_an_input_wakes_the_executor_fires_and_cuts_nothing
     mock_clock: trio.testing.MockClock,
 ) -> None:
     start = trio.current_time()
-    engine = _Engine(start + 1.0)
+    engine = FakeEngine(start + 1.0)
     carried: list[Action] = []
     daemon = _daemon(engine, carried)
     action: Action = SimpleNamespace()  # type: ignore[assignment]
