@@ -60,7 +60,7 @@ from kink.daemon.state import (
     choose_epoch,
     unaccounted,
 )
-from kink.daemon.state_writer import INLINE_CHILDREN, StateWriter, WriteThread
+from kink.daemon.state_writer import StateWriter, WriteThread, writes_inline
 from kink.daemon.transport import Transport
 from kink.engine import ChildRecord, ConfigChangeError, Engine, PeerConfig, StartAction
 from kink.engine.events import (
@@ -530,7 +530,7 @@ class Daemon:
 
     def _flush_changes(self) -> None:
         """The state changes of a run of the engine's actions: saved now if a datagram waits
-        for them, the write will be done inline (a small batch, WriteThread) and the loop has
+        for them, the write will be done inline (a small batch, writes_inline) and the loop has
         nothing else to do, the datagram then leaving in this step (StateWriter.save_inline);
         else handed to the writer task (StateWriter.flush). Under load another task is ready to
         run: the write goes to the writer task and its thread, and batches what comes
@@ -540,9 +540,8 @@ class Daemon:
         if (
             writer.waited_for
             and touched is not None
-            and len(touched) <= INLINE_CHILDREN
             and not self.store.wants_snapshot(self.engine.epoch)
-            and not tasks_runnable()
+            and writes_inline(len(touched))
         ):
             writer.save_inline(self._save_inline)
         else:

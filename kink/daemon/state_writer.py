@@ -35,6 +35,14 @@ WRITE_THREAD_IDLE = 10.0  # seconds the write thread waits for work before it en
 INLINE_CHILDREN = 16
 
 
+def writes_inline(children: int | None) -> bool:
+    """Whether a write of `children` children (None: any number, a snapshot) is done on the
+    trio thread: a small batch while no other task is ready to run in this turn of the loop
+    (loop_clock.tasks_runnable, without the clock read of trio's statistics). The one rule of
+    WriteThread.run and of the daemon's save in the step that carried out the actions."""
+    return children is not None and children <= INLINE_CHILDREN and not tasks_runnable()
+
+
 class StateWriter:
     """StateWriter(save, on_durable); run() as a task; changed() after every change that a
     datagram may have to wait for, changed_lazily() after the others; flush() once the changes
@@ -209,14 +217,13 @@ class WriteThread:
         written: Callable[[], None] | None = None,
     ) -> None:
         """write(), which saves `children` children (None: any number, a snapshot), in the
-        thread, or inline when it is small and the loop idle (loop_clock.tasks_runnable,
-        without the clock read of trio's statistics); returns once it returned (or raises
-        what it raised). Not
-        cancellable: a write once begun is waited for, as a datagram may wait for it.
+        thread, or inline when it is small and the loop idle (writes_inline); returns once it
+        returned (or raises what it raised). Not cancellable: a write once begun is waited
+        for, as a datagram may wait for it.
         `written`: called on the trio thread once write() has returned, as soon as the loop
         learns it (in the same turn, before this task runs again: StateWriter.written); not
         if write() raised."""
-        if children is not None and children <= INLINE_CHILDREN and not tasks_runnable():
+        if writes_inline(children):
             write()
             if written is not None:
                 written()

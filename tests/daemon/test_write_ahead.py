@@ -10,7 +10,7 @@ import pytest
 import trio
 import trio.testing
 
-from kink.daemon import runner, state_writer
+from kink.daemon import state_writer
 from kink.daemon.outbox import Outbox
 from kink.daemon.runner import Daemon
 from kink.daemon.state_writer import StateWriter
@@ -302,7 +302,6 @@ async def test_a_reply_leaves_as_the_loop_learns_that_its_write_in_the_thread_en
     that learns the write ended (StateWriter.written), not once the save's task runs again, a
     turn later (issue 9)."""
     # Every write in the thread: none inline, by the daemon's step or by the writer task.
-    monkeypatch.setattr(runner, "INLINE_CHILDREN", -1)
     monkeypatch.setattr(state_writer, "INLINE_CHILDREN", -1)
     hosts = make_hosts(a={"b": StartAction.START}, b={"a": StartAction.NONE})
     a, b = hosts["a"], hosts["b"]
