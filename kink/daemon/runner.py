@@ -52,7 +52,6 @@ from kink.daemon.sa_report import child_entry
 from kink.daemon.state import (
     SaId,
     Saved,
-    SavedAnswer,
     SavedChild,
     SavedEntry,
     StateError,
@@ -86,7 +85,6 @@ from kink.engine.events import (
     Terminate,
     UpdateSa,
 )
-from kink.engine.lifecycle import RecordChanges
 from kink.engine.sadb import ChildState
 from kink.krb5.context import Context, kink_principal
 from kink.wire import MessageType
@@ -813,54 +811,51 @@ class Daemon:
         write thread, or inline if few (StateStore.update: a batch appended to the journal); or
         every child when the store wants a snapshot (StateStore.snapshot: the first save, among
         others), always in the write thread."""
+        epoch = self.engine.epoch
+        if not self.store.wants_snapshot(epoch):
+            write, size = self._batch()
+            # A batch of a few children is written on the trio thread when the loop is idle
+            # (WriteThread.run: a lone exchange's REPLY then waits for no thread hand-off).
+            await self._write_thread.run(write, size, written=self.writer.written)
+            return
         now = time.time()
         answers = self.answers.take(now)
-        epoch = self.engine.epoch
-        whole = self.store.wants_snapshot(epoch)
-        also: Iterable[int] = list(self.engine.sadb.children) if whole else answers
-        changes = self.engine.record_changes(turn_time(), also=also)
-        if whole:
-            # Each child's SavedChild is made as the write thread encodes it, from the
-            # records and the peers' addresses taken here: not 100,000s of them at once.
-            addresses = {name: peer.config.address for name, peer in self.engine.peers.items()}
-            local, records = self.engine.config.address, changes.records
+        changes = self.engine.record_changes(turn_time(), also=list(self.engine.sadb.children))
+        # Each child's SavedChild is made as the write thread encodes it, from the records
+        # and the peers' addresses taken here: not 100,000s of them at once.
+        addresses = {name: peer.config.address for name, peer in self.engine.peers.items()}
+        local, records = self.engine.config.address, changes.records
 
-            def entries() -> Iterator[tuple[int, SavedChild]]:
-                for child_id, record in records.items():
-                    ids = _record_sas(local, addresses.get(record.peer), record)
-                    yield child_id, SavedChild(record, ids, answers.get(child_id))
+        def entries() -> Iterator[tuple[int, SavedChild]]:
+            for child_id, record in records.items():
+                ids = _record_sas(local, addresses.get(record.peer), record)
+                yield child_id, SavedChild(record, ids, answers.get(child_id))
 
-            await self._write_thread.run(
-                lambda: self.store.snapshot(epoch, now, entries()), written=self.writer.written
-            )
-            return
-        write, size = self._batch(changes, answers, epoch, now)
-        # A batch of a few children is written on the trio thread when the loop is idle
-        # (WriteThread.run: a lone exchange's REPLY then waits for no thread hand-off).
-        await self._write_thread.run(write, size, written=self.writer.written)
+        await self._write_thread.run(
+            lambda: self.store.snapshot(epoch, now, entries()), written=self.writer.written
+        )
 
     def _save_inline(self) -> None:
         """_flush_changes' save, on the trio thread (StateWriter.save_inline): what changed
         since the last save appended to the journal (_flush_changes found that the store
         wants no snapshot)."""
+        write, _ = self._batch()
+        write()
+
+    def _batch(self) -> tuple[Callable[[], None], int]:
+        """The write of a journal batch (StateStore.update) of what changed in the engine's
+        children since the last save (Engine.record_changes) with the REPLYs kept for them
+        (answers.py), and its size in children."""
         now = time.time()
         answers = self.answers.take(now)
         changes = self.engine.record_changes(turn_time(), also=answers)
-        write, _ = self._batch(changes, answers, self.engine.epoch, now)
-        write()
-
-    def _batch(
-        self, changes: RecordChanges, answers: dict[int, SavedAnswer], epoch: int, now: float
-    ) -> tuple[Callable[[], None], int]:
-        """The write of a journal batch of `changes` (StateStore.update), and its size in
-        children."""
         local = self.engine.config.address
         children = {}
         for child_id, record in changes.records.items():
             ids = _record_sas(local, self._peer_address(record.peer), record)
             children[child_id] = SavedChild(record, ids, answers.get(child_id))
         gone = changes.gone
-        write = functools.partial(self.store.update, epoch, now, children, gone)
+        write = functools.partial(self.store.update, self.engine.epoch, now, children, gone)
         return write, len(children) + len(gone)
 
     def _durable(self, generation: int) -> None:
