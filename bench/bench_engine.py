@@ -41,9 +41,10 @@ other engine, so that the figure is the engines' cost and not a simulator's. It 
 step on its own: the initiator up to its CREATE, the responder up to its REPLY, the initiator
 until its outbound SA is in, and the local teardown that makes the next round possible.
 
-The cycle collector runs as in kinkd (kink.daemon.runner: start-up frozen, young threshold
-GC_YOUNG_THRESHOLD), since that is the process the engine runs in; the figure with the
-interpreter's default collector is printed beside it (engine_create_exchanges.default_gc).
+The cycle collector runs as in kinkd (kink.daemon.runner: start-up frozen, thresholds
+GC_YOUNG_THRESHOLD, GC_MIDDLE_THRESHOLD, GC_OLD_THRESHOLD), since that is the process the engine
+runs in; the figure with the interpreter's default collector is printed beside it
+(engine_create_exchanges.default_gc).
 """
 
 import contextlib
@@ -223,7 +224,7 @@ def main() -> None:
             return rates, total, cpu
 
         # First with the cycle collector at the interpreter's defaults, then as kinkd runs it
-        # (kink.daemon.runner: what start-up made frozen, young threshold GC_YOUNG_THRESHOLD);
+        # (kink.daemon.runner: what start-up made frozen, its thresholds: _kinkd_gc);
         # the second is the figure, the engine's cost in the process that runs it.
         default_rates, _, _ = timed()
         spent.update(dict.fromkeys(PHASES, 0.0))
@@ -244,7 +245,7 @@ def main() -> None:
             enctype=ticket.session_key.enctype if ticket else None,
             handshake="2-way",
             transform="esp aes128-cbc hmac-sha1",
-            gc=f"kinkd's (start-up frozen, young threshold {GC_YOUNG_THRESHOLD})",
+            gc=_KINKD_GC,
         )
         emit(
             "engine_create_exchanges.default_gc",
@@ -336,7 +337,7 @@ def _rekeys(a: Side, b: Side, acquire: Acquire) -> None:
         rounds=ROUNDS,
         rekeys=total,
         what="CREATE + REPLY, DELETE of the old pair + REPLY, grace timers; both engines",
-        gc=f"kinkd's (start-up frozen, young threshold {GC_YOUNG_THRESHOLD})",
+        gc=_KINKD_GC,
     )
     for phase in REKEY_PHASES:
         emit(f"engine_rekeys.{phase}", spent[phase] / total * 1e6, "us/rekey")
@@ -453,7 +454,7 @@ def _batched_rekeys(sides: tuple[Side, Side], *, apart: bool = False) -> None:
         what=f"{BATCH} pairs rekeyed in "
         + ("a run of inputs each, within one DELETE_HOLD" if apart else "one run of inputs")
         + "; both engines",
-        gc=f"kinkd's (start-up frozen, young threshold {GC_YOUNG_THRESHOLD})",
+        gc=_KINKD_GC,
     )
 
 
@@ -494,7 +495,7 @@ def _acquire_burst(sides: tuple[Side, Side]) -> None:
         pairs=made,
         datagrams_per_pair=round(datagrams / made, 3),
         what=f"{BURST} ACQUIREs of one peer in one run of inputs; both engines",
-        gc=f"kinkd's (start-up frozen, young threshold {GC_YOUNG_THRESHOLD})",
+        gc=_KINKD_GC,
     )
 
 
@@ -507,6 +508,13 @@ def _batches(batch: Callable[[], None], size: int) -> tuple[float, float, float,
         rates, total = rounds(batch, ROUNDS, ROUND_SECONDS, 1)
         cpu = time.thread_time() - cpu
     return statistics.median(rates) * size, cpu, max(rates) * size, total * size
+
+
+# The figures' note of the collector they ran with (_kinkd_gc).
+_KINKD_GC = (
+    "kinkd's (start-up frozen, thresholds "
+    f"{GC_YOUNG_THRESHOLD}, {GC_MIDDLE_THRESHOLD}, {GC_OLD_THRESHOLD})"
+)
 
 
 @contextlib.contextmanager
