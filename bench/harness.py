@@ -321,7 +321,7 @@ principal = "{principal}"
 krb5_config = "{d}/krb5.conf"
 log_level = "info"
 max_outstanding = {max_outstanding}
-
+{_dpd_delay()}
 [defaults]
 port = {port}
 [[defaults.proposals]]
@@ -331,6 +331,13 @@ key_length = 128
 integrity = "sha1"
 
 {peers}"""
+
+
+def _dpd_delay() -> str:
+    """BENCH_DPD_DELAY=seconds: kinkd's dpd_delay, whose third (0.5 s at least) is how often it
+    reads the kernel's SA counters (kink.daemon.traffic): a poll inside each run of a load."""
+    delay = os.environ.get("BENCH_DPD_DELAY")
+    return "" if delay is None else f"dpd_delay = {float(delay)}\n"
 
 
 def _strings(items: list[str]) -> str:

@@ -51,6 +51,10 @@ class Backend(Protocol):
 
     def delete_sa(self, sa_id: SaId) -> None: ...
 
+    def sa_bytes(self, sa_id: SaId) -> int:
+        """The SA's byte counter (struct xfrm_lifetime_cur's bytes), nothing else of it."""
+        ...
+
     def dump_sas(self) -> list[SaInfo]: ...
 
     def add_policy(self, policy: PolicySpec, *, update: bool) -> None: ...
@@ -113,6 +117,11 @@ class XfrmBackend:
 
     def delete_sa(self, sa_id: SaId) -> None:
         self._req.request(xfrm.encode_sa_id(xfrm.XFRM_MSG_DELSA, sa_id))
+
+    def sa_bytes(self, sa_id: SaId) -> int:
+        # XFRM_MSG_GETAE, not GETSA: the reply holds the counters alone (no keys, selector or
+        # algorithms to build, copy and zero) and is read with no parse of the SA's fields.
+        return self._req.request(xfrm.encode_getae(sa_id), xfrm.decode_ae_bytes)[0]
 
     def dump_sas(self) -> list[SaInfo]:
         return self._req.request(xfrm.encode_dump(xfrm.XFRM_MSG_GETSA), xfrm.decode_sa)

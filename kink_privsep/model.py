@@ -348,7 +348,25 @@ class Flush:
     policies: bool
 
 
-Command = Hello | SpiRequest | AddSa | GetSa | DeleteSa | AddPolicy | DeletePolicy | Dump | Flush
+@dataclass
+class ReadBytes:
+    """The byte counters of these SAs (protocol.py `counters`)."""
+
+    ids: list[SaId]
+
+
+Command = (
+    Hello
+    | SpiRequest
+    | AddSa
+    | GetSa
+    | DeleteSa
+    | AddPolicy
+    | DeletePolicy
+    | Dump
+    | Flush
+    | ReadBytes
+)
 
 
 def mark_to_wire(mark: Mark) -> dict[str, int]:

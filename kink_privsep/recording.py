@@ -124,6 +124,13 @@ class RecordingBackend:
             if self._sas.pop(sa_id, None) is None:
                 raise KernelError(errno.ESRCH)
 
+    def sa_bytes(self, sa_id: SaId) -> int:
+        with self._lock:
+            self.calls.append("sa_bytes")
+            if sa_id not in self._sas:
+                raise KernelError(errno.ESRCH)
+            return self._sas[sa_id].counters.bytes
+
     def dump_sas(self) -> list[SaInfo]:
         with self._lock:
             self.calls.append("dump_sas")
@@ -188,6 +195,14 @@ class RecordingBackend:
             dst = t.dst or sel.dst.network_address
             self._emit(Acquire(self._next_seq, t.proto, src, dst, policy))
             return self._next_seq
+
+    def kernel_traffic(self, sa_id: SaId, octets: int) -> None:
+        """A packet of `octets` bytes went through the SA (its counters grow; no event)."""
+        with self._lock:
+            info = self._sas[sa_id]
+            c = info.counters
+            counters = c._replace(bytes=c.bytes + octets, packets=c.packets + 1)
+            self._sas[sa_id] = info._replace(counters=counters)
 
     def kernel_lose_events(self) -> None:
         with self._lock:

@@ -44,6 +44,7 @@ from kink_privsep.model import (
     PolicyExpired,
     PolicyId,
     PolicyInfo,
+    ReadBytes,
     SaChanged,
     SaId,
     SaInfo,
@@ -205,6 +206,8 @@ class Service:
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("delete_policy dir=%d %s", cmd.id.dir, _selector_text(cmd.id))
             return [{}]
+        if isinstance(cmd, ReadBytes):
+            return [{"bytes": [self._bytes(sa_id) for sa_id in cmd.ids]}]
         if isinstance(cmd, Dump):
             return list(self._dump(cmd))
         return [self._flush(cmd)]
@@ -221,6 +224,7 @@ class Service:
             "owned_sas": len(self._sas),
             "owned_policies": len(self._policies),
             "max_batch": p.MAX_BATCH,
+            "max_counters": p.MAX_COUNTERS,
         }
 
     def _check_seq(self, seq: int) -> None:
@@ -249,6 +253,19 @@ class Service:
         if not self.owns_sa(sa):
             raise Refusal(p.ERR_NOT_OWNED, f"SA spi={sa_id.spi:#x} has reqid {sa.reqid}")
         return sa
+
+    def _bytes(self, sa_id: SaId) -> int | None:
+        """The byte counter of one of kink's SAs; None for one gone or not kink's. Only an SA
+        of the owned set is asked of the kernel: no other's counter is ever shown (nor its
+        existence), and the kernel is spared a lookup of an SA that kink does not hold."""
+        if sa_id not in self._sas:
+            return None
+        try:
+            return self.backend.sa_bytes(sa_id)
+        except KernelError as e:
+            if e.not_found:  # expired or deleted since, its event not yet read
+                return None
+            raise
 
     def _check_owned_policy(self, pid: PolicyId, missing_ok: bool = False) -> bool:
         """True if kink owns the policy; False if it does not exist and missing_ok; else a

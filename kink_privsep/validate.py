@@ -37,6 +37,7 @@ from kink_privsep.model import (
     Mark,
     PolicyId,
     PolicySpec,
+    ReadBytes,
     SaId,
     SaSpec,
     Selector,
@@ -63,14 +64,20 @@ def command(op: str, args: dict[str, Any], config: Config) -> Command:
     if op in ("add_sa", "update_sa"):
         return AddSa(_sa(a, config, op), update=op == "update_sa")
     if op in ("get_sa", "delete_sa"):
-        sa_id = SaId(a["dst"], a["spi"], PROTOS[a["proto"]], _mark(a))
+        sa_id = _sa_id(a)
         return GetSa(sa_id) if op == "get_sa" else DeleteSa(sa_id)
     if op in ("add_policy", "update_policy"):
         return AddPolicy(_policy(a, config, op), update=op == "update_policy")
     if op == "delete_policy":
         return DeletePolicy(_policy_id(a, op))
+    if op == "counters":
+        return ReadBytes([_sa_id(sa) for sa in a["sas"]])
     sas, policies = a["what"] in ("all", "sa"), a["what"] in ("all", "policy")
     return Dump(sas, policies) if op == "dump" else Flush(sas, policies)
+
+
+def _sa_id(a: dict[str, Any]) -> SaId:
+    return SaId(a["dst"], a["spi"], PROTOS[a["proto"]], _mark(a))
 
 
 def _mark(a: dict[str, Any]) -> Mark | None:

@@ -67,6 +67,8 @@ XFRM_MSG_UPDSA = 0x1A
 XFRM_MSG_POLEXPIRE = 0x1B
 XFRM_MSG_FLUSHSA = 0x1C
 XFRM_MSG_FLUSHPOLICY = 0x1D
+XFRM_MSG_NEWAE = 0x1E
+XFRM_MSG_GETAE = 0x1F
 # What the SA and POLICY groups multicast for a change made through netlink.
 CHANGE_MESSAGES = frozenset(
     {
@@ -84,6 +86,7 @@ XFRMA_ENCAP = 4
 XFRMA_TMPL = 5
 XFRMA_SA = 6
 XFRMA_POLICY = 7
+XFRMA_LTIME_VAL = 9
 XFRMA_REPLAY_VAL = 10
 XFRMA_LASTUSED = 15
 XFRMA_ALG_AEAD = 18
@@ -211,6 +214,11 @@ USERSA_ID = Layout(
     [("daddr", ADDR), ("spi", "I"), ("family", "H"), ("proto", "B")],
     "I",
 )
+AEVENT_ID = Layout(
+    "struct xfrm_aevent_id",
+    [("sa_id", USERSA_ID), ("saddr", ADDR), ("flags", "I"), ("reqid", "I")],
+    "I",
+)
 USERSPI_INFO = Layout(
     "struct xfrm_userspi_info", [("info", USERSA_INFO), ("min", "I"), ("max", "I")], "Q"
 )
@@ -294,6 +302,7 @@ LAYOUTS = (
     STATS,
     USERSA_INFO,
     USERSA_ID,
+    AEVENT_ID,
     USERSPI_INFO,
     USERPOLICY_INFO,
     USERPOLICY_ID,
@@ -440,6 +449,15 @@ def encode_sa_id(kind: int, sa_id: SaId) -> bytearray:
     return message(kind, flags, [body, *_mark(sa_id.mark)])
 
 
+def encode_getae(sa_id: SaId) -> bytearray:
+    """XFRM_MSG_GETAE: the SA's counters (one XFRM_MSG_NEWAE reply). The kernel finds the SA by
+    sa_id and its mark alone; saddr, flags and reqid are left 0."""
+    body = AEVENT_ID.struct.pack(
+        _addr(sa_id.dst), socket.htonl(sa_id.spi), family(sa_id.dst), sa_id.proto, _ZERO_ADDR, 0, 0
+    )
+    return message(XFRM_MSG_GETAE, NLM_F_REQUEST, [body, *_mark(sa_id.mark)])
+
+
 def encode_dump(kind: int) -> bytearray:
     """XFRM_MSG_GETSA or XFRM_MSG_GETPOLICY for every object of the netns."""
     return message(kind, NLM_F_REQUEST | NLM_F_DUMP, [])
@@ -497,6 +515,7 @@ def encode_policy_id(kind: int, pid: PolicyId) -> bytearray:
 # -- decoders ------------------------------------------------------------------------------
 
 _EXPIRE_HARD = USER_EXPIRE.offsets["hard"]
+_CUR_BYTES = struct.Struct("@Q")  # struct xfrm_lifetime_cur's bytes
 _KERNEL_ENC_NAMES = {v: k for k, v in KERNEL_ENC.items()}
 _KERNEL_AUTH_NAMES = {v: k for k, v in KERNEL_AUTH.items()}
 
@@ -659,6 +678,18 @@ def decode_sa(kind: int, pid: int, body: memoryview) -> SaInfo:
     if kind != XFRM_MSG_NEWSA:
         raise KernelError(errno.EBADMSG, f"expected XFRM_MSG_NEWSA, got {kind}")
     return _decode_sa(USERSA_INFO.unpack(body), "", attributes(body, USERSA_INFO.size))
+
+
+def decode_ae_bytes(kind: int, pid: int, body: memoryview) -> int:
+    """The byte counter of a NEWAE message (the reply to GETAE): XFRMA_LTIME_VAL's bytes."""
+    if kind != XFRM_MSG_NEWAE:
+        raise KernelError(errno.EBADMSG, f"expected XFRM_MSG_NEWAE, got {kind}")
+    if len(body) < AEVENT_ID.size:
+        raise KernelError(errno.EBADMSG, f"truncated {AEVENT_ID.c_type}")
+    current = attributes(body, AEVENT_ID.size).get(XFRMA_LTIME_VAL)
+    if current is None or len(current) < LIFETIME_CUR.size:
+        raise KernelError(errno.EBADMSG, "NEWAE without its struct xfrm_lifetime_cur")
+    return int(_CUR_BYTES.unpack_from(current, LIFETIME_CUR.offsets["bytes"])[0])
 
 
 def decode_policy(kind: int, pid: int, body: memoryview) -> PolicyInfo:

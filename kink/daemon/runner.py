@@ -37,7 +37,7 @@ from typing import Any
 import trio
 
 from kink.daemon import control_protocol as cp
-from kink.daemon import helper_args
+from kink.daemon import helper_args, traffic
 from kink.daemon.answers import Answers, asks_ack
 from kink.daemon.config import ConfigError, KinkConfig, load
 from kink.daemon.control import ControlServer, bind
@@ -85,7 +85,6 @@ from kink.engine.events import (
     Terminate,
     UpdateSa,
 )
-from kink.engine.sadb import ChildState
 from kink.krb5.context import Context, kink_principal
 from kink.wire import MessageType
 from kink_privsep import protocol as hp
@@ -94,13 +93,6 @@ log = logging.getLogger("kinkd")
 
 VERSION = "0.1.0"
 STOP_DELETE_TIMEOUT = 10.0  # delete_on_stop: how long DELETE exchanges may take at SIGTERM
-# How often the kernel's SA counters are read for dead peer detection: a third of dpd_delay,
-# within these bounds (a dump per poll; DPD fires between dpd_delay and dpd_delay + poll).
-TRAFFIC_POLL_MIN = 0.5
-TRAFFIC_POLL_MAX = 10.0
-# ... but a poll takes at most 1/TRAFFIC_POLL_COST of the time: with 100,000 SA pairs a dump
-# of every SA is over a second of the daemon's time, 15% of it at one poll in 10 s.
-TRAFFIC_POLL_COST = 20
 # Allocations between two passes of the cycle collector over the young objects (the stdlib's
 # default is 700). Under load kinkd allocates thousands of containers per exchange, nearly all
 # freed by reference counting; a pass every 700 found nothing to free (bench_exchange at 1,000
@@ -330,7 +322,7 @@ class Daemon:
             nursery.start_soon(self._execute)
             nursery.start_soon(self.outbox.run)
             nursery.start_soon(self.writer.run)
-            nursery.start_soon(self._watch_traffic)
+            nursery.start_soon(traffic.watch, self.engine, self.helper, self._wake)
             if self.notifier.watchdog_interval is not None:
                 nursery.start_soon(self._watchdog, self.notifier.watchdog_interval)
             self.engine.start(trio.current_time())
@@ -1024,49 +1016,6 @@ class Daemon:
         helper gone, a request refused before it was sent)."""
         now = self.helper.arrived
         return trio.current_time() if now is None else now
-
-    async def _watch_traffic(self) -> None:
-        """Feed the engine the kernel's byte counters of its SAs: RFC 4430 §3.7 dead peer
-        detection starts from outbound traffic that gets nothing back (engine.sa_activity)."""
-        delay = self.config.engine.dpd_delay / 3
-        interval = min(max(delay, TRAFFIC_POLL_MIN), TRAFFIC_POLL_MAX)
-        pause = interval
-        while True:
-            await trio.sleep(pause)
-            began = time.perf_counter()
-            await self._poll_traffic()
-            pause = max(interval, TRAFFIC_POLL_COST * (time.perf_counter() - began))
-
-    async def _poll_traffic(self) -> None:
-        # The engine's SA database, not snapshot(): not a view made of every child per poll
-        # (issue 9: 10,000s of children).
-        if not self.engine.sadb.children:
-            return
-        octets: dict[SaId, int] = {}
-
-        def part(result: dict[str, Any]) -> None:
-            for sa in result.get("sas", ()):
-                if "counters" in sa:
-                    octets[_sa_id(sa)] = int(sa["counters"]["bytes"])
-
-        try:
-            await self.helper.call("dump", {"what": "sa"}, part)
-        except (HelperError, HelperGone):
-            return  # the helper's return triggers a resync; counters can wait
-        local = self.engine.config.address
-        now = trio.current_time()
-        installed = [
-            c for c in self.engine.sadb.children.values() if c.state is ChildState.INSTALLED
-        ]
-        for child in installed:  # sa_activity may change the engine's children
-            remote = child.peer.config.address
-            for pair in child.sas:
-                name = helper_args.PROTOCOL_NAMES[pair.protocol]
-                got = octets.get((name, pair.inbound_spi, local))
-                sent = octets.get((name, pair.outbound_spi, remote))
-                if got is not None and sent is not None:
-                    self.engine.sa_activity(pair.protocol, pair.inbound_spi, got, sent, now)
-        self._wake()
 
     async def _kernel_sas(self) -> dict[SaId, int]:
         """The SAs the helper shows us (kink's own), with their reqids."""

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from bench import bench_exchange, bench_flood, bench_scale, bench_storm
+from bench import bench_exchange, bench_flood, bench_scale, bench_storm, bench_traffic
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="kinkd drops from root to nobody")
 
@@ -16,6 +16,7 @@ TINY: dict[str, Callable[[], None]] = {
     "storm": lambda: bench_storm.run(rounds=1),
     "scale": lambda: bench_scale.run(peers=4),
     "flood": lambda: bench_flood.run(count=200),
+    "traffic": lambda: bench_traffic.run((("tiny", 4, 4),), (("tiny", 4, 4),)),
 }
 
 

@@ -178,6 +178,22 @@ def test_foreign_sas_are_never_touched(client: Client, netns: str) -> None:
     assert "spi 0x00006000 reqid 3" in ip(netns, "xfrm", "state", "list")
 
 
+def test_counters_of_kinks_own_sas_only(client: Client, netns: str) -> None:
+    # XFRM_MSG_GETAE on the running kernel: larval SAs (no ESP here) have counters too.
+    request = {"proto": "esp", "src": "192.0.2.1", "dst": "192.0.2.2", "reqid": REQID}
+    spi = client.call("alloc_spi", request | {"spi_min": 0x5000, "spi_max": 0x5FFF})["spi"]
+    flow = ["src", "192.0.2.1", "dst", "192.0.2.2", "proto", "esp"]
+    ip(netns, "xfrm", "state", "allocspi", *flow, "reqid", "3", "min", "0x6000", "max", "0x6000")
+    ours, foreign, gone = (
+        {"proto": "esp", "dst": "192.0.2.2", "spi": s} for s in (spi, 0x6000, 0x7000)
+    )
+    assert client.call("counters", {"sas": [ours, foreign, gone, ours]}) == {
+        "bytes": [0, None, None, 0]
+    }
+    ip(netns, "xfrm", "state", "delete", "src", "192.0.2.1", *flow[2:], "spi", str(spi))
+    assert client.call("counters", {"sas": [ours]}) == {"bytes": [None]}  # gone from the kernel
+
+
 def test_deletion_by_someone_else_is_an_event(client: Client, netns: str) -> None:
     other = POLICY | {"selector": SELECTOR | {"dport": 5001}}
     client.call("add_policy", POLICY)

@@ -49,6 +49,9 @@ POLICY: dict[str, Any] = {
 }
 
 
+SA_ID: dict[str, Any] = {"proto": "esp", "dst": "192.0.2.2", "spi": 0x1000}
+
+
 def _with(base: dict[str, Any], **changes: Any) -> dict[str, Any]:
     out = {**base, **changes}
     return {k: v for k, v in out.items() if v is not DROP}
@@ -65,6 +68,8 @@ GOOD = [
     ("alloc_spi", SPI_REQUEST),
     ("add_policy", POLICY),
     ("add_policy", _with(POLICY, action="block", templates=[])),
+    ("counters", {"sas": [SA_ID, _with(SA_ID, dst="2001:db8::2", mark={"value": 1})]}),
+    ("counters", {"sas": [SA_ID] * protocol.MAX_COUNTERS}),
 ]
 
 # (op, args, error code)
@@ -172,6 +177,17 @@ BAD: list[tuple[str, Any, str]] = [
     ("dump", {"what": "everything"}, "invalid"),
     ("flush", {"what": None}, "invalid"),
     ("hello", {"x": 1}, "invalid"),
+    ("counters", {}, "invalid"),
+    ("counters", {"sas": SA_ID}, "invalid"),
+    ("counters", {"sas": [SA_ID] * (protocol.MAX_COUNTERS + 1)}, "invalid"),
+    ("counters", {"sas": [SA_ID], "what": "sa"}, "invalid"),
+    ("counters", {"sas": [_with(SA_ID, spi=DROP)]}, "invalid"),
+    ("counters", {"sas": [_with(SA_ID, spi=255)]}, "invalid"),
+    ("counters", {"sas": [_with(SA_ID, spi=2**32)]}, "invalid"),
+    ("counters", {"sas": [_with(SA_ID, proto="ipcomp")]}, "invalid"),
+    ("counters", {"sas": [_with(SA_ID, dst="192.0.2.0/24")]}, "invalid"),
+    ("counters", {"sas": [_with(SA_ID, src="192.0.2.1")]}, "invalid"),
+    ("counters", {"sas": [[50, "192.0.2.2", 0x1000]]}, "invalid"),
 ]
 
 

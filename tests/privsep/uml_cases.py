@@ -234,13 +234,17 @@ def test_traffic_and_counters(client: Client, alg: Alg, family: int, mode: str) 
     _peer_side(alg, family, mode, k_out, k_in)
     udp_echo(family)
     local, remote = ADDR[family]
-    out_sa = client.call("get_sa", {"proto": alg.proto, "dst": remote, "spi": 0x2001})["sa"]
-    in_sa = client.call("get_sa", {"proto": alg.proto, "dst": local, "spi": 0x2002})["sa"]
+    out_id = {"proto": alg.proto, "dst": remote, "spi": 0x2001}
+    in_id = {"proto": alg.proto, "dst": local, "spi": 0x2002}
+    out_sa, in_sa = (client.call("get_sa", sa_id)["sa"] for sa_id in (out_id, in_id))
     for sa in (out_sa, in_sa):
         c = sa["counters"]
         assert c["packets"] == 3 and c["bytes"] >= 3 * 108, sa  # UDP header + 100 bytes
         assert c["use_time"] > 0 and c["replay_errors"] == c["integrity_errors"] == 0
     assert out_sa["counters"]["oseq"] == 3 and in_sa["counters"]["seq"] == 3
+    # XFRM_MSG_GETAE reads the same byte counters (kinkd's traffic poll, RFC 4430 §3.7).
+    octets = [sa["counters"]["bytes"] for sa in (out_sa, in_sa)]
+    assert client.call("counters", {"sas": [out_id, in_id]}) == {"bytes": octets}
 
 
 def test_allocspi_then_update_fills_it(client: Client) -> None:
