@@ -248,7 +248,8 @@ class Responder(Initiator):
             return
         u2u_lost = exc.code in (KRB_AP_ERR_BAD_INTEGRITY, KRB_AP_ERR_NO_TGT)
         # §3.7.1: a user-to-user ticket under a TGT we no longer have: our current TGT.
-        if exc.user_to_user and u2u_lost and peer.config.give_tgt:
+        # user_to_user parses the AP-REQ again: asked last (issue 9, every forged ticket).
+        if u2u_lost and peer.config.give_tgt and exc.user_to_user:
             try:
                 tgt = self.kerberos.our_tgt()
             except KerberosError:

@@ -32,7 +32,9 @@ typedef struct _profile_t *profile_t;
 typedef struct _krb5_get_init_creds_opt krb5_get_init_creds_opt;
 
 typedef struct _krb5_data { unsigned int length; char *data; ...; } krb5_data;
-typedef struct krb5_principal_data { ...; } krb5_principal_data;
+typedef struct krb5_principal_data {
+    krb5_int32 type; ...;
+} krb5_principal_data;
 typedef krb5_principal_data *krb5_principal;
 typedef const krb5_principal_data *krb5_const_principal;
 typedef struct _krb5_keyblock {
@@ -70,6 +72,7 @@ typedef struct krb5_keytab_entry_st {
     krb5_principal principal; krb5_kvno vno; krb5_keyblock key; ...;
 } krb5_keytab_entry;
 typedef void *krb5_kt_cursor;
+typedef struct krb5_key_st *krb5_key;
 
 #define AP_OPTS_USE_SESSION_KEY ...
 #define AP_OPTS_MUTUAL_REQUIRED ...
@@ -77,6 +80,7 @@ typedef void *krb5_kt_cursor;
 #define KRB5_GC_NO_STORE ...
 #define KRB5_AUTH_CONTEXT_DO_TIME ...
 #define KRB5_KEYUSAGE_AP_REQ_AUTH ...
+#define KRB5_NT_SRV_HST ...
 
 long profile_init_path(const char *filepath, profile_t *ret_profile);
 void profile_abandon(profile_t profile);
@@ -185,6 +189,15 @@ krb5_error_code krb5_c_decrypt(krb5_context context, const krb5_keyblock *key,
                                krb5_keyusage usage, const krb5_data *cipher_state,
                                const krb5_enc_data *input, krb5_data *output);
 void krb5_free_data_contents(krb5_context context, krb5_data *val);
+krb5_error_code krb5_c_enctype_compare(krb5_context context, krb5_enctype e1, krb5_enctype e2,
+                                       krb5_boolean *similar);
+krb5_error_code krb5_k_create_key(krb5_context context, const krb5_keyblock *key_data,
+                                  krb5_key *out);
+void krb5_k_free_key(krb5_context context, krb5_key key);
+struct kink_service_key { krb5_kvno kvno; krb5_enctype enctype; krb5_key key; };
+krb5_error_code kink_check_ticket(krb5_context context, krb5_const_principal server,
+                                  const struct kink_service_key *keys, int nkeys,
+                                  const char *data, unsigned int offset, unsigned int length);
 """
 
 
@@ -223,6 +236,15 @@ krb5_error_code krb5_set_debugging_time(krb5_context, krb5_timestamp, krb5_int32
 # kink_mk_req: krb5_mk_req_extended (in_data NULL: no checksum) with the context's clock read
 #   once, by krb5_us_timeofday, and held there for the call: it would read it twice more (the
 #   ticket's validity check and the authenticator's ctime), a time() each.
+# kink_check_ticket: what krb5_rd_req does first with a ticket under a keytab key (MIT 1.20
+#   rd_req_dec.c try_one_princ), with a krb5_key whose derived keys libkrb5 made at its first
+#   use and keeps (RFC 3961 §5.3) instead of a keyblock they are derived from anew: decode the
+#   Ticket at octets [offset, offset + length) of `data` (libkrb5's own decoder), take the key
+#   of its kvno and enctype from `keys` (kink.krb5._lib.TicketKeys), and only when the ticket
+#   names `server` (krb5_principal_compare) decrypt its enc-part (key usage 2, RFC 4120
+#   §7.5.1). The result is krb5_k_decrypt's code (KRB5KRB_AP_ERR_BAD_INTEGRITY: forged), or
+#   the decoder's, or KRB5_KT_NOTFOUND when it did not decrypt. The plaintext (the ticket's
+#   session key among it) is wiped and freed before it returns.
 _AP = """
 static krb5_error_code kink_rd_req(krb5_context context, krb5_auth_context auth_context,
                                    krb5_int32 flags, const krb5_enctype *permitted,
@@ -265,13 +287,58 @@ static krb5_error_code kink_mk_req(krb5_context context, krb5_auth_context *auth
     krb5_set_time_offsets(context, offset, offset_usec);
     return code;
 }
+
+struct kink_service_key { krb5_kvno kvno; krb5_enctype enctype; krb5_key key; };
+
+static krb5_error_code kink_check_ticket(krb5_context context, krb5_const_principal server,
+                                         const struct kink_service_key *keys, int nkeys,
+                                         const char *data, unsigned int offset,
+                                         unsigned int length)
+{
+    krb5_data in;
+    krb5_data out;
+    krb5_ticket *ticket = NULL;
+    krb5_error_code code;
+    krb5_kvno kvno;
+    int i;
+
+    in.magic = 0;
+    in.length = length;
+    in.data = (char *)data + offset;
+    code = krb5_decode_ticket(&in, &ticket);
+    if (code != 0)
+        return code;
+    kvno = ticket->enc_part.kvno;
+    code = KRB5_KT_NOTFOUND;
+    for (i = 0; i < nkeys; i++) {
+        if (keys[i].kvno == kvno && keys[i].enctype == ticket->enc_part.enctype)
+            break;
+    }
+    if (i < nkeys && kvno != 0 && krb5_principal_compare(context, server, ticket->server)) {
+        out.magic = 0;
+        out.length = ticket->enc_part.ciphertext.length;
+        out.data = malloc(out.length ? out.length : 1);
+        if (out.data == NULL) {
+            code = ENOMEM;
+        } else {
+            code = krb5_k_decrypt(context, keys[i].key, KRB5_KEYUSAGE_KDC_REP_TICKET, NULL,
+                                  &ticket->enc_part, &out);
+            explicit_bzero(out.data, ticket->enc_part.ciphertext.length);
+            free(out.data);
+        }
+    }
+    krb5_free_ticket(context, ticket);
+    return code;
+}
 """
 
 ffibuilder = FFI()
 ffibuilder.cdef(CDEF)
 ffibuilder.set_source(
     "kink.krb5._krb5",
-    "#include <krb5.h>\n#include <profile.h>\n" + _PRIVATE + _AP,
+    "".join(f"#include <{h}>\n" for h in ("errno.h", "stdlib.h", "string.h", "krb5.h", "profile.h"))
+    + _PRIVATE
+    + _AP,
     extra_compile_args=_krb5_config("--cflags"),
     extra_link_args=_krb5_config("--libs"),
 )

@@ -29,6 +29,7 @@ _c: Any = _krb5.lib
 AP_OPTS_USE_SESSION_KEY: int = _c.AP_OPTS_USE_SESSION_KEY
 AP_OPTS_MUTUAL_REQUIRED: int = _c.AP_OPTS_MUTUAL_REQUIRED
 KEYUSAGE_AP_REQ_AUTH: int = _c.KRB5_KEYUSAGE_AP_REQ_AUTH
+NT_SRV_HST: int = _c.KRB5_NT_SRV_HST
 
 # The functions of the AP exchange (every CREATE and DELETE, and every forged request) and of
 # its errors, bound once: each `_c.name` is a lookup in the cffi library object, ~350
@@ -50,6 +51,7 @@ _free_ap_rep_enc_part: Any = _c.krb5_free_ap_rep_enc_part
 _principal_compare: Any = _c.krb5_principal_compare
 _auth_con_setuseruserkey: Any = _c.krb5_auth_con_setuseruserkey
 _mk_rep: Any = _c.krb5_mk_rep
+_check_ticket: Any = _c.kink_check_ticket
 
 _memory_keytab_ids = itertools.count()
 _DEFAULT_CLOCK_SKEW = 300  # seconds, MIT's DEFAULT_CLOCKSKEW
@@ -134,6 +136,17 @@ class Principal:
 class Keytab:
     name: str
     _ptr: Any = field(repr=False)
+
+
+@dataclass(frozen=True, eq=False)
+class TicketKeys:
+    """Keytab keys of one principal for RawContext.check_ticket: a C array of (kvno, enctype,
+    krb5_key). libkrb5 makes each key's derived keys at its first decryption and keeps them
+    (RFC 3961 §5.3); the keys are freed (and wiped by libkrb5) with this handle."""
+
+    count: int
+    _array: Any = field(repr=False)
+    _keys: tuple[Any, ...] = field(repr=False)  # owners of the krb5_keys in _array
 
 
 @dataclass(frozen=True, eq=False)
@@ -399,6 +412,83 @@ class RawContext:
         finally:
             _c.krb5_kt_end_seq_get(self._ctx, source._ptr, cursor)
         return copy
+
+    def principal_type(self, principal: Principal) -> int:
+        """A parsed principal's name-type (RFC 4120 §6.2) as libkrb5 holds it."""
+        return int(principal._ptr.type)
+
+    def permitted_enctypes(self) -> frozenset[int] | None:
+        """[libdefaults] permitted_enctypes as read when this context was made (None if it
+        could not be read)."""
+        permitted = self._permitted_enctypes
+        return None if permitted is None else frozenset(_enctypes(permitted))
+
+    def ticket_keys(
+        self, keytab: Keytab, principal: Principal, enctypes: frozenset[int]
+    ) -> TicketKeys:
+        """The keys krb5_kt_get_entry(keytab, principal, kvno, enctype) returns, by (kvno,
+        enctype), for the enctypes given, wherever there is no doubt which: an entry of
+        `principal` that no other entry of its kvno shares a similar enctype with
+        (krb5_c_enctype_compare: the MEMORY keytab's lookup takes the first similar one, MIT
+        1.20 kt_memory.c); none at all if an entry has kvno 0 (that lookup takes it for any
+        kvno). Enctypes libkrb5 cannot make a key for are left out."""
+        ctx = self._ctx
+        entries: list[tuple[int, int, Any]] = []
+        cursor = _ffi.new("krb5_kt_cursor *")
+        entry = _ffi.new("krb5_keytab_entry *")
+        key_out = _ffi.new("krb5_key *")
+        self._check(_c.krb5_kt_start_seq_get(ctx, keytab._ptr, cursor))
+        try:
+            while True:
+                code = _c.krb5_kt_next_entry(ctx, keytab._ptr, entry, cursor)
+                if code == _c.KRB5_KT_END:
+                    break
+                self._check(code)
+                try:
+                    if not _principal_compare(ctx, principal._ptr, entry.principal):
+                        continue
+                    key = None
+                    if not _c.krb5_k_create_key(ctx, _ffi.addressof(entry, "key"), key_out):
+                        key = _ffi.gc(key_out[0], lambda p: _c.krb5_k_free_key(ctx, p))
+                    entries.append((int(entry.vno), int(entry.key.enctype), key))
+                finally:
+                    _c.krb5_free_keytab_entry_contents(ctx, entry)
+        finally:
+            _c.krb5_kt_end_seq_get(ctx, keytab._ptr, cursor)
+        similar = _ffi.new("krb5_boolean *")
+
+        def alike(a: int, b: int) -> bool:
+            return not _c.krb5_c_enctype_compare(ctx, a, b, similar) and bool(similar[0])
+
+        chosen = [
+            (vno, enctype, key)
+            for vno, enctype, key in entries
+            if key is not None
+            and enctype in enctypes
+            and sum(1 for v, e, _ in entries if v == vno and alike(enctype, e)) == 1
+        ]
+        if any(vno == 0 for vno, _, _ in entries):
+            chosen = []
+        array = _ffi.new("struct kink_service_key[]", max(len(chosen), 1))
+        for i, (vno, enctype, key) in enumerate(chosen):
+            array[i].kvno = vno
+            array[i].enctype = enctype
+            array[i].key = key
+        return TicketKeys(len(chosen), array, tuple(key for _, _, key in chosen))
+
+    def check_ticket(
+        self, keys: TicketKeys, server: Principal, data: bytes, start: int, stop: int
+    ) -> int:
+        """Decrypt the Ticket at data[start:stop] with the key of `keys` for its kvno and
+        enctype if it names `server` (kink_check_ticket in kink/krb5/_build.py): 0 if it
+        decrypted, KRB5KRB_AP_ERR_BAD_INTEGRITY if it failed its integrity check, another
+        libkrb5 code if it was not tried (no such key, another name, not a Ticket) or failed
+        otherwise. The ticket's plaintext never reaches Python."""
+        return int(
+            _check_ticket(
+                self._ctx, server._ptr, keys._array, keys.count, data, start, stop - start
+            )
+        )
 
     def ccache(self, name: str) -> CCache:
         """Resolve a private credential cache; one handle per name, or the first destroys it."""

@@ -24,6 +24,7 @@ from kink.krb5.errors import (
     Krb5Error,
 )
 from kink.krb5.session_key import SessionKey
+from kink.krb5.ticket_check import TicketCheck
 
 # rd_req failures that still let the responder prove it read the AP-REQ (RFC 4430 §3.5).
 _TIME_ERRORS = frozenset({KRB_AP_ERR_SKEW, KRB_AP_ERR_TKT_EXPIRED, KRB_AP_ERR_TKT_NYV})
@@ -105,6 +106,8 @@ class Acceptor:
         self._keytab_stamp: tuple[int, int, int, int] | None = None
         self._keytab_checked = -1  # the second (Acceptor time) of the last stat of the file
         self._keytab: _lib.Keytab | None = None
+        # The keys of the keytab copy, to refuse a forged ticket without rd_req (issue 9).
+        self._ticket_check: TicketCheck | None = None
         if keytab is not None:
             self._load_keytab(keytab, None)
         self._credentials = credentials
@@ -124,6 +127,7 @@ class Acceptor:
         """
         path = self._keytab_path
         if path is None:
+            # Not copied: its keys may change under us, so no TicketCheck either.
             if self._keytab is None:
                 self._keytab = self._raw.keytab(name)
             return False
@@ -137,11 +141,13 @@ class Acceptor:
             # Missing or unreadable: let libkrb5 report it at rd_req as it would have.
             changed = self._keytab_stamp is not None
             self._keytab, self._keytab_stamp = self._raw.keytab(name), None
+            self._ticket_check = None
             return changed
         stamp = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
         if stamp == self._keytab_stamp:
             return False
-        self._keytab = self._raw.memory_copy(self._raw.keytab(name))
+        self._keytab = copy = self._raw.memory_copy(self._raw.keytab(name))
+        self._ticket_check = TicketCheck(self._raw, self._principal, copy)
         self._keytab_stamp = stamp
         return True
 
@@ -161,6 +167,9 @@ class Acceptor:
         Replays (RFC 4120 §3.2.3): the authenticator's tag is looked up before krb5_rd_req and
         remembered only once rd_req authenticated it (accepted, or a time error answered with
         authentication), so an unauthenticated packet leaves no state.
+
+        A ticket under a keytab key that fails its integrity check is refused before rd_req,
+        with rd_req's own error, after one decryption (kink.krb5.ticket_check, issue 9).
         """
         clock = self._raw.now()
         now = clock[0]
@@ -217,6 +226,11 @@ class Acceptor:
             raise _error(KRB_AP_ERR_USER_TO_USER_REQUIRED, "this host accepts user-to-user only")
         else:
             self._load_keytab(self._keytab_name, clock[0])
+            check = self._ticket_check
+            if check is not None and options is not None:
+                # A usual AP-REQ (usual_head read its options): a forged ticket is refused
+                # here, as rd_req would refuse it, after one decryption (ticket_check).
+                check.refuse_forged(ap_req)
             keys = [None]
         # A user-to-user ticket may be under one of our older TGTs: try each key in turn
         # (a failed decryption leaves nothing in the replay cache).
