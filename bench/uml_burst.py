@@ -4,7 +4,9 @@ triggered at once by traffic (each a kernel ACQUIRE, then a CREATE exchange), th
 
 Figures: SA pairs per second until every SA is in both kernels (`ip xfrm state`, mirrored),
 median lone CREATE -> REPLY latency (a capture on a's wire: CREATE from a to the REPLY of the
-same XID from b), CPU per SA pair of both kinkd and both kink-privsep processes (/proc).
+same XID from b), CPU per SA pair of both kinkd and both kink-privsep processes (/proc), and
+per lone rekey the page faults and context switches of every process in UML (/proc: counts,
+which the host's load does not change, where the latency's run-to-run spread is the host's).
 
 FLOWS is the issue's 200: tunnel mode, a's 10.1.0.0/24 to 200 subnets 10.3.N.0/24 routed to
 b, one policy each (a peer takes as many reqid blocks as it has policies, config_peers).
@@ -17,16 +19,18 @@ SA pair, by call. strace slows the burst several times over: its timings are not
 `--capture` records instead the burst on a's wire (tcpdump, which takes CPU from the daemons):
 CREATEs sent per pair (1 unless timer T ran out, RFC 4430 §9), the first REPLY's delay after
 the first CREATE and the median CREATE -> REPLY within the burst.
-`--stages` traces b's kinkd and helper during the lone exchanges (`strace -f -ttt -T`, which
-slows each call several times over): for the lone exchange of median CREATE -> REPLY, each
-system call of the two between the CREATE and the REPLY on the wire, at its time from the
-CREATE (ms), with its duration: where the responder's time goes (receive, engine, helper
-calls, state save, REPLY sent). Its times are strace's, not the figures.
+`--stages` traces both hosts' kinkd and helper during the lone exchanges (`strace -f -ttt -T`,
+which slows each call several times over): the system calls of each of the four between the
+CREATE and the REPLY on a's wire, per exchange (UML has one CPU: a's calls in that interval
+delay b's as much as b's own), and for the lone exchange of median CREATE -> REPLY each of
+them at its time from the CREATE (ms), with its duration: where the time goes (receive,
+engine, helper calls, state save, REPLY sent). Its times are strace's, not the figures.
 
 The helpers run at their production log level (INFO), kinkd at info as configured below.
 """
 
 import argparse
+import os
 import select
 import signal
 import socket
@@ -35,10 +39,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 from bench.common import emit
 from bench.harness import cpu_seconds, percentile
+from kink.daemon.control_protocol import ControlClient
 from kink.wire.constants import MessageType
 from kink.wire.header import HEADER
 from kink.wire.pcap import read_capture
@@ -177,16 +183,23 @@ def _exchanges(path: Path, a: Host) -> tuple[list[tuple[float, float]], int, flo
 
 
 class _Stages:
-    """`strace -f -ttt -T` attached to b's kinkd and helper (each call, timed)."""
+    """`strace -f -ttt -T` attached to both hosts' kinkd and helper, and to this script (its
+    waits for the rekeys run beside them), each call timed."""
 
-    def __init__(self, host: Host, directory: Path) -> None:
+    def __init__(self, hosts: tuple[Host, Host], directory: Path) -> None:
         self._tracers: list[tuple[str, subprocess.Popen[bytes], Path]] = []
-        for role, process in (("kinkd", host.kinkd), ("helper", host.helper)):
-            assert process is not None
-            out = directory / f"{role}-{host.name}.calls"
+        processes = {}
+        for host in hosts:
+            for role, process in (("kinkd", host.kinkd), ("helper", host.helper)):
+                assert process is not None
+                processes[f"{role}-{host.name}"] = process.pid
+        # Last: -f follows the children forked from then on, and the other tracers are some.
+        processes["bench"] = os.getpid()
+        for name, pid in processes.items():
+            out = directory / f"{name}.calls"
             argv = ["strace", "-f", "-ttt", "-T", "-q", "-s", "0", "-o", str(out)]
-            tracer = subprocess.Popen([*argv, "-p", str(process.pid)])
-            self._tracers.append((role, tracer, out))
+            tracer = subprocess.Popen([*argv, "-p", str(pid)])
+            self._tracers.append((name, tracer, out))
         wait_until(
             lambda: all(
                 _tracer_of(pid) for _, tracer, _ in self._tracers for pid in _traced(tracer)
@@ -219,19 +232,43 @@ class _Stages:
         calls.sort()
         if not exchanges:
             return
+        # Every exchange's calls from its CREATE to its REPLY on a's wire, by process.
+        by_process: Counter[str] = Counter()
+        by_call: Counter[tuple[str, str]] = Counter()
+        for create, reply in exchanges:
+            for t, who, name, _ in calls:
+                if create <= t <= reply:
+                    process = who.split("/", 1)[0]
+                    by_process[process] += 1
+                    by_call[process, name] += 1
+        n = len(exchanges)
+        emit(
+            "uml.lone_calls",
+            sum(by_process.values()) / n,
+            "calls/exchange",
+            exchanges=n,
+            by_process={k: round(v / n, 2) for k, v in sorted(by_process.items())},
+            by_call={
+                f"{process}/{name}": round(v / n, 2)
+                for (process, name), v in sorted(by_call.items())
+                if v / n >= 0.1
+            },
+            note="system calls from the CREATE to the REPLY on a's wire (strace -f)",
+        )
         delays = sorted(exchanges, key=lambda e: e[1] - e[0])
         create, reply = delays[len(delays) // 2]
         emit(
             "uml.lone_stages",
             (reply - create) * 1e3,
             "ms",
-            exchanges=len(exchanges),
+            exchanges=n,
             calls=[
                 [round((t - create) * 1e3, 3), who, name, round(duration * 1e3, 3)]
                 for t, who, name, duration in calls
                 if create - 0.001 <= t <= reply
             ],
-            note="b's calls (strace: slowed) from the CREATE on a's wire to the REPLY",
+            note="the calls of both hosts (strace: slowed) from the CREATE on a's wire to the"
+            " REPLY, in the exchange of median duration",
         )
 
 
@@ -300,6 +337,74 @@ def _strace_summary(text: str) -> dict[str, int]:
             continue
         calls[fields[-1]] = int(fields[3])
     return calls
+
+
+Counts = tuple[int, ...]
+
+
+def _process_counts() -> dict[str, Counts]:
+    """Minor and major page faults and voluntary and involuntary context switches (summed over
+    the threads alive now) of every process in UML, by "command[pid]".
+
+    Why: in UML a page fault is trapped like a system call (22-35 us) and a process switch
+    costs more; unlike times, these counts do not depend on the host's load."""
+    counts: dict[str, Counts] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            switches = [0, 0]
+            for task in (entry / "task").iterdir():
+                for line in (task / "status").read_text().splitlines():
+                    if line.startswith("voluntary_ctxt_switches:"):
+                        switches[0] += int(line.split()[1])
+                    elif line.startswith("nonvoluntary_ctxt_switches:"):
+                        switches[1] += int(line.split()[1])
+
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # gone meanwhile
+        command, fields = stat[stat.index("(") + 1 : stat.rindex(")")], stat.rsplit(")", 1)[1]
+        minflt, majflt = int(fields.split()[7]), int(fields.split()[9])
+        counts[f"{command}[{entry.name}]"] = (minflt, majflt, *switches)
+    return counts
+
+
+def _emit_counts(
+    before: dict[str, Counts],
+    after: dict[str, Counts],
+    names: dict[str, str],
+    exchanges: int,
+) -> None:
+    """Per lone exchange: each process's page faults and context switches, the four daemons
+    by role (`names`: "command[pid]" -> role), the others (tcpdump, this script, kernel
+    threads) by command; processes that came and went in between are not seen."""
+    by_process: dict[str, list[int]] = {}
+    for key, end in after.items():
+        start = before.get(key)
+        if start is None:
+            continue
+        delta = [b - a for a, b in zip(start, end, strict=True)]
+        if any(delta):
+            label = names.get(key) or key.rsplit("[", 1)[0]
+            old = by_process.get(label, [0] * 4)
+            by_process[label] = [o + d for o, d in zip(old, delta, strict=True)]
+    emit(
+        "uml.lone_counts",
+        sum(v[0] for v in by_process.values()) / exchanges,
+        "minor faults/exchange",
+        exchanges=exchanges,
+        by_process={
+            label: {
+                "minflt": round(v[0] / exchanges, 2),
+                "majflt": round(v[1] / exchanges, 2),
+                "voluntary_switches": round(v[2] / exchanges, 2),
+                "involuntary_switches": round(v[3] / exchanges, 2),
+            }
+            for label, v in sorted(by_process.items())
+        },
+        note="whole rekeys (control request, CREATE, REPLY, DELETE, installs), /proc counts",
+    )
 
 
 class _SaEvents:
@@ -402,16 +507,38 @@ def inside(syscalls: bool, capture: bool, stages: bool = False) -> None:
         )
 
         lone_wire = Capture(a, "lone")
-        staged = _Stages(b, net.directory) if stages else None
+        staged = _Stages((a, b), net.directory) if stages else None
         changes = _SaEvents(a)
-        for child in a.sas()[:LONE]:
-            a.request("rekey", spi=child["sas"][0]["spi_in"])
-            changes.wait(added=1, deleted=2, timeout=30)
+        children = a.sas()[:LONE]
+        # One control connection for all the rekeys, its answer read once the rekey is over:
+        # kinkd a answers a rekey request before its CREATE leaves, so a connection per
+        # request had a take it down (2 epoll_ctl, a close, a task's end), and the read of
+        # the answer had this script run, inside the CREATE -> REPLY measured, on UML's one
+        # CPU. A rekey of production (a timer, the kernel's soft expire) has neither.
+        with ControlClient(str(a.control_socket), timeout=30) as control:
+            before = _process_counts()
+            for child in children:
+                answer = control.parts("rekey", spi=child["sas"][0]["spi_in"])
+                changes.wait(added=1, deleted=2, timeout=30)
+                next(answer)  # ControlError if refused (then the wait ran out first)
+            after = _process_counts()
         changes.close()
         lone_wire.stop()
         if staged is not None:
             staged.stop(_exchanges(lone_wire.path, a)[0])
             return
+        names = {f"python[{os.getpid()}]": "bench"}
+        for host in (a, b):
+            for role, process in (("kinkd", host.kinkd), ("helper", host.helper)):
+                assert process is not None
+                names.update(
+                    {
+                        key: f"{role}-{host.name}"
+                        for key in after
+                        if key.endswith(f"[{process.pid}]")
+                    }
+                )
+        _emit_counts(before, after, names, len(children))
         lone = _create_reply_latencies(lone_wire.path, a)
         emit(
             "uml.lone_create_reply",

@@ -9,8 +9,10 @@ daemon, after each run of the engine's actions), a turn of the loop sooner. Why 
 each message costs a system call and a wake-up of the other process, more than the helper's
 work on a request, and an exchange issues its SA actions in bursts (the responder's inbound
 and outbound SAs, a rekey's deletes). For the same reason the socket is read and written
-directly (non-blocking, trio only waits for it to be ready): every message that has come is
-read in one wake-up, and a send that succeeds costs no trip through trio's scheduler.
+directly (each call with MSG_DONTWAIT, trio only waits for it to be ready): every message that
+has come is read in one wake-up, and a send that succeeds costs no trip through trio's
+scheduler. One read may block: wait_replies(), for a step that has just sent requests while
+no other task has anything to do (see there).
 
 Protocol: kink_privsep.protocol (imported, never restated). While the helper is away, calls
 wait for it to come back; calls in flight when it went away fail with HelperGone (the helper may
@@ -25,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import struct
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -48,6 +51,12 @@ READ_BATCH = 64  # messages read per wake-up before the other tasks get a turn
 # 100 us) leaves it at most a few ms old, well within what its timers (RFC 4430 §9's T,
 # lifetimes) measure.
 CLOCK_EVERY = 4
+# How long wait_replies() may hold the loop for the helper's replies before it leaves them to
+# the reader task: a lone request's round trip takes 0.1-0.5 ms (0.5-1 ms in user-mode Linux),
+# so only a helper kept from its CPU takes longer, and then the loop's turn the wait saved is
+# small beside it. Timers are held up by as much at most: kinkd's measure 100s of ms and more
+# (RFC 4430 §9's T, lifetimes).
+WAIT_REPLIES = 0.01
 
 
 class HelperError(Exception):
@@ -120,6 +129,12 @@ class HelperClient:
         # CLOCK_EVERY of them, not one per reply: a system call in user-mode Linux, issue 9);
         # else None.
         self.arrived: float | None = None
+        self._buffer = bytearray(protocol.MAX_MESSAGE)  # the reader's and wait_replies()'s
+        # Every request in flight went out with the last flush(), which found the helper with
+        # none in hand: the round trip of one run's requests, what wait_replies() waits for
+        # (not, say, a dump of 1,000s of SAs sent by the writer task, 10s of ms of the
+        # helper's work).
+        self._flushed = False
 
     @property
     def connected(self) -> bool:
@@ -177,7 +192,20 @@ class HelperClient:
         except BaseException:
             sock.close()
             raise
-        return socket.socket(fileno=sock.detach())  # non-blocking, as trio made it
+        plain = socket.socket(fileno=sock.detach())
+        try:
+            # Blocking, with a receive timeout: every read and write but wait_replies()'s
+            # passes MSG_DONTWAIT, and that one is then a single system call (a recv that
+            # returns the reply or, after WAIT_REPLIES, EAGAIN), where a non-blocking socket
+            # would need a poll and, in CPython, a clock read for its timeout (issue 9).
+            plain.setblocking(True)
+            seconds, fraction = divmod(WAIT_REPLIES, 1)
+            timeval = struct.pack("@ll", int(seconds), round(fraction * 1e6))
+            plain.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+        except BaseException:
+            plain.close()
+            raise
+        return plain
 
     def _lost(self, sock: socket.socket, broken: bool) -> None:
         if self._sock is sock:
@@ -194,9 +222,8 @@ class HelperClient:
             self._on_delivered()
 
     async def _read(self, sock: socket.socket, scope: trio.CancelScope) -> None:
-        buffer = bytearray(protocol.MAX_MESSAGE)
         try:
-            while self._receive(sock, buffer):
+            while self._receive(sock) is not None:
                 await trio.lowlevel.wait_readable(sock)
         except protocol.ProtocolError as exc:
             log.error("kink-privsep sent a bad message (%s): reconnecting", exc.reason)
@@ -204,19 +231,24 @@ class HelperClient:
             log.warning("kink-privsep connection: %s", exc.strerror)
         scope.cancel()
 
-    def _receive(self, sock: socket.socket, buffer: bytearray) -> bool:
-        """Deliver the messages that have come (READ_BATCH at most); False once the helper has
-        closed the connection."""
+    def _receive(self, sock: socket.socket, wait: bool = False) -> int | None:
+        """Deliver the messages that have come (READ_BATCH at most): how many replies and
+        events, or None once the helper has closed the connection. wait: the first read waits
+        for a message (WAIT_REPLIES at most, the socket's receive timeout; the time handed on
+        with what it brings, `arrived`, is then older by that wait at most, as above)."""
+        buffer = self._buffer
         view = memoryview(buffer)
         delivered = 0  # replies and events, in this wake-up
+        flags = socket.MSG_TRUNC if wait else socket.MSG_TRUNC | socket.MSG_DONTWAIT
         try:
             for _ in range(READ_BATCH):
                 try:
-                    size = sock.recv_into(buffer, 0, socket.MSG_TRUNC)
+                    size = sock.recv_into(buffer, 0, flags)
                 except BlockingIOError:
-                    return True
+                    return delivered
+                flags = socket.MSG_TRUNC | socket.MSG_DONTWAIT
                 if not size:
-                    return False
+                    return None
                 if size > len(buffer):
                     reason = f"message larger than {len(buffer)} bytes"
                     raise protocol.ProtocolError(protocol.ERR_MALFORMED, reason)
@@ -233,12 +265,12 @@ class HelperClient:
                     # one came rather than try a read that finds nothing (a system call per
                     # lone round trip, 22-35 us in user-mode Linux, issue 9). After an event
                     # more may be queued (an ACQUIRE storm): read on.
-                    return True
+                    return delivered
         finally:
             self.arrived = None
             if delivered:
                 self._on_delivered()
-        return True
+        return delivered
 
     def _deliver(self, msg: Reply | Event) -> None:
         if isinstance(msg, Event):
@@ -267,6 +299,8 @@ class HelperClient:
             while True:
                 await self._queued.wait()
                 self._queued = trio.Event()
+                if self._queue:
+                    self._flushed = False
                 while not self._send_queued(sock):
                     await trio.lowlevel.wait_writable(sock)
         except OSError as exc:
@@ -281,7 +315,8 @@ class HelperClient:
         while queue:
             taken = self._next()
             try:
-                sock.send(taken[0] if len(taken) == 1 else protocol.encode_batch(taken))
+                message = taken[0] if len(taken) == 1 else protocol.encode_batch(taken)
+                sock.send(message, socket.MSG_DONTWAIT)
             except BlockingIOError:
                 return False
             for _ in taken:
@@ -310,8 +345,36 @@ class HelperClient:
         if self._sock is not None and len(self._pending) == len(self._queue):
             with contextlib.suppress(OSError):  # the writer task's to see, at its turn
                 self._send_queued(self._sock)
+            self._flushed = not self._queue
         if self._queue:
             self._queued.set()
+
+    def wait_replies(self) -> bool:
+        """Wait, in this step, for the replies to the requests in flight, and deliver them as
+        the reader does (on_delivered too): for a caller that has just sent them (flush())
+        while no other task is ready to run, so that the loop would only have slept until they
+        came (the daemon's lone exchange, Daemon._delivered: its save and REPLY then leave in
+        the step that delivered the CREATE). Why: a wait through trio's loop is 4 system calls
+        more than the read (epoll_ctl, CPython's clock read for epoll's timeout, epoll_wait,
+        trio's clock read), 22-35 us each in user-mode Linux (issue 9). False when nothing came
+        within WAIT_REPLIES (the reader task gets the replies then), or when no request is in
+        flight, some are still queued or some went out otherwise (the writer task's)."""
+        sock = self._sock
+        if sock is None or not self._pending or self._queue or not self._flushed:
+            return False
+        try:
+            # None: the helper closed the connection; the reader task sees it too (the end of
+            # file stays readable) and fails what is in flight.
+            return bool(self._receive(sock, wait=True))
+        except protocol.ProtocolError as exc:
+            log.error("kink-privsep sent a bad message (%s): reconnecting", exc.reason)
+        except OSError as exc:
+            log.warning("kink-privsep connection: %s", exc.strerror)
+        # The message read is gone: the reader task reads the end of file instead, fails the
+        # requests in flight and reconnects, as after an error of its own read.
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+        return False
 
     def give_up(self) -> None:
         """From now on no call waits for the helper: those waiting for it and those made while

@@ -41,6 +41,8 @@ def bare_daemon(engine: FakeEngine) -> Daemon:
     daemon._timer = None
     daemon._inputs = False
     daemon._deferred = None
+    daemon._waiting = False
+    daemon._wait_for_helper = False  # no helper: a run never waits for its replies
     daemon._lines = []
     daemon._flush_changes = lambda: None  # type: ignore[method-assign]
     return daemon
