@@ -17,7 +17,8 @@ forged CREATE's cost over it. Not Acceptor.accept: that refuses the ticket by it
 (kink.krb5.ticket_check) before rd_req. That check's own cost on the same AP-REQ is
 `ticket_check_us`; `forged_minus_garbage_us` is the forged CREATE's cost above a garbage
 datagram's (what b's receive path costs anyway), so that the anatomy reads: garbage floor +
-decode + ticket check + refusal.
+decode + ticket check + refusal (the check comes before the replay cache's tag and lookup, so
+a forged ticket pays none of those).
 """
 
 import contextlib

@@ -61,7 +61,7 @@ class KerberosError(Exception):
         accepted: AcceptedRequest | None = None,
         ap_req: bytes | None = None,
     ) -> None:
-        super().__init__(code, name)
+        # No super().__init__: BaseException.__new__ has stored (code, name) as args already.
         self.code = code
         self.name = name
         self.accepted = accepted
@@ -136,10 +136,20 @@ class KerberosPort(Protocol):
     def forget_ticket(self, principal: str) -> None: ...
 
 
+# libkrb5 code -> (protocol number, name) of the KerberosErrors made so far: every refused
+# AP-REQ (each forged CREATE, issue 9) maps its code, and there are few codes (bounded anyway).
+_NAMES: dict[int, tuple[int | None, str]] = {}
+
+
 def _error(exc: Krb5Error, ap_req: bytes | None = None) -> KerberosError:
-    code = exc.protocol_code  # once: Krb5Error.name would map the code again
-    name = None if code is None else error_name(code)
-    return KerberosError(code, name or f"krb5 error {exc.code}", ap_req=ap_req)
+    named = _NAMES.get(exc.code)
+    if named is None:
+        code = exc.protocol_code  # once: Krb5Error.name would map the code again
+        name = None if code is None else error_name(code)
+        named = (code, name or f"krb5 error {exc.code}")
+        if len(_NAMES) < _KEY_CACHE_LIMIT:
+            _NAMES[exc.code] = named
+    return KerberosError(*named, ap_req=ap_req)
 
 
 class Krb5Port:

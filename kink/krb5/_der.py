@@ -14,6 +14,7 @@ code, never IndexError or ValueError.
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from kink.krb5._krb5 import lib as _c
 from kink.krb5.errors import ASN1_BAD_FORMAT, ASN1_BAD_ID, ASN1_OVERRUN, Krb5Error
 
 _TAG_INTEGER = 0x02
@@ -232,23 +233,10 @@ def _authenticator_cipher_by_fields(data: bytes) -> bytes:
     return data[cipher_start:cipher_stop]
 
 
-def _short_tlv(data: bytes, pos: int, tag: int) -> tuple[int, int]:
-    """(start, end) of the contents of a `tag` TLV at pos whose length takes at most two
-    octets; (0, -1) for anything else. IndexError past the end."""
-    if data[pos] != tag:
-        return 0, -1
-    length = data[pos + 1]
-    if length < 0x80:
-        return pos + 2, pos + 2 + length
-    if length == 0x81:
-        return pos + 3, pos + 3 + data[pos + 2]
-    if length == 0x82:
-        return pos + 4, pos + 4 + (data[pos + 2] << 8 | data[pos + 3])
-    return 0, -1
-
-
-# etype [0] INTEGER of one octet: how every enctype in use is encoded.
-_ETYPE_HEAD = bytes.fromhex("a0030201")
+_usual_head = _c.kink_usual_head  # bound once: each `_c.name` is a lookup in the cffi library
+_AP_OPTIONS_AT = 8 + len(_AP_REQ_HEAD)  # the 32 flag bits in the usual encoding
+_END_BITS = 17  # kink_usual_head's result: start << 17 | end
+_END_MASK = (1 << _END_BITS) - 1
 
 
 def usual_head(data: bytes) -> tuple[int, bytes] | None:
@@ -259,41 +247,18 @@ def usual_head(data: bytes) -> tuple[int, bytes] | None:
     Usual: the outer and SEQUENCE lengths in two octets and the usual head (as ap_options
     reads them), the ticket [3] with a two-octet length, then authenticator [4] ending the
     SEQUENCE, holding EncryptedData {etype [0] of one octet, no kvno [1], cipher [2]} whose
-    every element ends exactly where its container does: the field by field readings
-    (ap_options, _authenticator_cipher_by_fields) find the same options and cipher octets, and
-    accept everything this accepts. (This needs data[28] and a SEQUENCE reaching past the
-    ticket, so ap_options' own usual-form test holds too and it reads the same four octets.)
+    every element ends exactly where its container does, each of those lengths in at most two
+    octets: the field by field readings (ap_options, _authenticator_cipher_by_fields) find the
+    same options and cipher octets, and accept everything this accepts. (This needs data[28]
+    and a SEQUENCE reaching past the ticket, so ap_options' own usual-form test holds too and it
+    reads the same four octets.) The test runs in C (kink_usual_head, kink/krb5/_build.py):
+    ~20 k instructions in Python, for every AP-REQ.
     """
-    try:
-        if not (
-            data[0] == _TAG_AP_REQ
-            and data[1] == 0x82
-            and data[4] == _TAG_SEQUENCE
-            and data[5] == 0x82
-            and data[27] == _CONTEXT_CONSTRUCTED | 3
-            and data[28] == 0x82
-            and data.startswith(_AP_REQ_HEAD, 8)
-        ):
-            return None
-        outer_end = 4 + (data[2] << 8 | data[3])
-        stop = 8 + (data[6] << 8 | data[7])
-        if outer_end > len(data) or stop > outer_end:
-            return None
-        s, e = _short_tlv(data, 31 + (data[29] << 8 | data[30]), _CONTEXT_CONSTRUCTED | 4)
-        if e != stop:
-            return None
-        s, e = _short_tlv(data, s, _TAG_SEQUENCE)
-        if e != stop or not data.startswith(_ETYPE_HEAD, s):
-            return None
-        s, e = _short_tlv(data, s + 5, _CONTEXT_CONSTRUCTED | 2)
-        if e != stop:
-            return None
-        s, e = _short_tlv(data, s, _TAG_OCTET_STRING)
-        if e != stop:
-            return None
-        return int.from_bytes(data[8 + len(_AP_REQ_HEAD) : 8 + _AP_REQ_HEAD_END], "big"), data[s:e]
-    except IndexError:
+    found = _usual_head(data, len(data))
+    if found < 0:
         return None
+    options = int.from_bytes(data[_AP_OPTIONS_AT : _AP_OPTIONS_AT + 4], "big")
+    return options, data[found >> _END_BITS : found & _END_MASK]
 
 
 def parse_authenticator(data: bytes) -> AuthenticatorParts:

@@ -169,7 +169,9 @@ class Acceptor:
         authentication), so an unauthenticated packet leaves no state.
 
         A ticket under a keytab key that fails its integrity check is refused before rd_req,
-        with rd_req's own error, after one decryption (kink.krb5.ticket_check, issue 9).
+        with rd_req's own error, after one decryption (kink.krb5.ticket_check, issue 9), and
+        before its authenticator's replay tag is made or looked up: rd_req too decrypts the
+        ticket before its replay check (MIT 1.20 rd_req_dec.c), and the check leaves no state.
         """
         clock = self._raw.now()
         now = clock[0]
@@ -181,7 +183,16 @@ class Acceptor:
         head = _der.usual_head(ap_req)
         options: int | None = None
         if head is not None:
-            options, tag = head[0], replay.cipher_tag(head[1])
+            options = head[0]
+            if self._keytab_name is not None and not self._user_to_user(options):
+                # A ticket under a keytab key: a forged one is refused here, as rd_req would
+                # refuse it, without the SHA-256 of its replay tag (issue 9). _verify takes
+                # the keytab as loaded here.
+                self._load_keytab(self._keytab_name, now)
+                check = self._ticket_check
+                if check is not None:
+                    check.refuse_forged(ap_req)
+            tag = replay.cipher_tag(head[1])
         else:
             try:
                 tag = replay.authenticator_tag(ap_req)
@@ -207,6 +218,11 @@ class Acceptor:
             raise _replayed()  # the same AP-REQ, accepted meanwhile on another thread
         return accepted
 
+    def _user_to_user(self, options: int) -> bool:
+        """Whether an AP-REQ with these ap-options is decrypted with a TGT session key: it
+        asks for it (use-session-key, RFC 4120 §3.7) and we do user-to-user."""
+        return self._credentials is not None and bool(options & _lib.AP_OPTS_USE_SESSION_KEY)
+
     def _verify(self, ap_req: bytes, options: int | None, clock: tuple[int, int]) -> Accepted:
         """rd_req with the key its ticket needs; `options`: the AP-REQ's ap-options if read
         already (None: read here, when user-to-user is possible at all); `clock`: the time
@@ -214,9 +230,7 @@ class Acceptor:
         credentials = self._credentials
         keys: list[SessionKey | None]
         if credentials is not None and (
-            is_user_to_user(ap_req)
-            if options is None
-            else bool(options & _lib.AP_OPTS_USE_SESSION_KEY)
+            is_user_to_user(ap_req) if options is None else self._user_to_user(options)
         ):
             keys = list(credentials.user_to_user_keys())
             if not keys:
@@ -225,12 +239,10 @@ class Acceptor:
             # RFC 4430 §3.1: this error sends the initiator to GETTGT.
             raise _error(KRB_AP_ERR_USER_TO_USER_REQUIRED, "this host accepts user-to-user only")
         else:
-            self._load_keytab(self._keytab_name, clock[0])
-            check = self._ticket_check
-            if check is not None and options is not None:
-                # A usual AP-REQ (usual_head read its options): a forged ticket is refused
-                # here, as rd_req would refuse it, after one decryption (ticket_check).
-                check.refuse_forged(ap_req)
+            if options is None:
+                # Read field by field: accept() neither loaded the keytab nor checked the
+                # ticket (kink.krb5.ticket_check reads only the usual encoding).
+                self._load_keytab(self._keytab_name, clock[0])
             keys = [None]
         # A user-to-user ticket may be under one of our older TGTs: try each key in turn
         # (a failed decryption leaves nothing in the replay cache).

@@ -155,6 +155,14 @@ def test_authenticator_cipher_from_capture() -> None:
     assert _der.parse_ap_req(rebuilt).authenticator_kvno == 3
 
 
+def test_usual_head_is_refused_for_every_prefix() -> None:
+    """The usual reading (kink_usual_head, in C) reads only octets it checked lie within the
+    AP-REQ: every prefix of one is not in the usual encoding (its lengths reach past it)."""
+    ap_req = kink_ap_req(CAPTURE, 5)
+    assert _der.usual_head(ap_req) is not None
+    assert all(_der.usual_head(ap_req[:n]) is None for n in range(len(ap_req)))
+
+
 @given(st.integers(0, 705), st.integers(0, 7), st.binary(max_size=3))
 def test_usual_form_agrees_with_field_by_field(index: int, bit: int, inserted: bytes) -> None:
     """Whatever the fast reading accepts, the field-by-field ones read to the same octets and

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from kink.krb5 import _lib
+from kink.krb5 import replay
 from kink.krb5.acceptor import Acceptor
 from kink.krb5.context import Context
 from kink.krb5.credentials import Credentials, Ticket
@@ -15,6 +15,7 @@ from kink.krb5.errors import (
     KRB5_KT_NOTFOUND,
     KRB_AP_ERR_BAD_INTEGRITY,
     KRB_AP_ERR_BADKEYVER,
+    KRB_AP_ERR_REPEAT,
     Krb5Error,
 )
 from kink.krb5.initiator import Initiator
@@ -27,9 +28,10 @@ pytestmark = pytest.mark.kdc
 
 
 class Calls:
-    """Counts the calls of one RawContext method, and what each returned (or raised)."""
+    """Counts the calls of one RawContext method (or module function), and what each returned
+    (or raised)."""
 
-    def __init__(self, raw: _lib.RawContext, name: str, monkeypatch: pytest.MonkeyPatch):
+    def __init__(self, raw: object, name: str, monkeypatch: pytest.MonkeyPatch):
         self.results: list[object] = []
         method = getattr(raw, name)
 
@@ -83,6 +85,33 @@ def test_a_forged_ticket_is_refused_as_rd_req_refuses_it_without_reaching_it(
         refused.value.code,
         refused.value.message,
     )
+
+
+def test_a_forged_ticket_is_refused_before_the_replay_cache_is_asked(
+    new_host: Callable[..., Host],
+    new_context: Callable[[], Context],
+    credentials_for: Callable[[Host], Credentials],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An accepted AP-REQ sent again with its ticket forged (the same authenticator): refused
+    as forged, as krb5_rd_req refuses it (it decrypts the ticket before its replay check),
+    without the replay tag being made or looked up (issue 9); the AP-REQ as accepted is still
+    a replay."""
+    a, b = new_host(), new_host()
+    ticket = credentials_for(a).get_ticket(b.principal)
+    context = new_context()
+    acceptor = Acceptor(context, b.principal, keytab=str(b.keytab))
+    ap_req = Initiator(new_context()).make_ap_req(ticket)[0]
+    acceptor.accept(ap_req)
+    tags = Calls(replay, "cipher_tag", monkeypatch)
+    with pytest.raises(Krb5Error) as refused:
+        acceptor.accept(_forged(ap_req, ticket))
+    assert refused.value.protocol_code == KRB_AP_ERR_BAD_INTEGRITY
+    assert tags.results == []
+    with pytest.raises(Krb5Error) as replayed:
+        acceptor.accept(ap_req)
+    assert replayed.value.protocol_code == KRB_AP_ERR_REPEAT
+    assert len(tags.results) == 1
 
 
 def test_a_valid_ticket_is_decrypted_here_once_then_only_by_rd_req(
