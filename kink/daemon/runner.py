@@ -368,8 +368,9 @@ class Daemon:
         log.log(NOTICE, "stopping")
         # The DELETEs of pairs rekeyed away are held for a moment (kink.engine.initiator
         # DELETE_HOLD): they leave now, as a DELETE already started would (RFC 4430 §3.6), so
-        # that the peer does not keep those pairs until they expire.
-        self.engine.start_held_deletes(trio.current_time())
+        # that the peer does not keep those pairs until they expire; so do those of rekeys
+        # that end during the shutdown.
+        self.engine.stop_holding(trio.current_time())
         self._wake()
         if self.config.daemon.delete_on_stop:
             self.engine.request(Terminate(), trio.current_time())

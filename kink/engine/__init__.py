@@ -10,7 +10,7 @@ Drain next_action() to None after a run of inputs (several inputs may come first
 actions run out, the negotiations the run started (ACQUIREs, rekeys) go together, as few
 CREATEs per peer as fit a datagram. The pairs rekeyed away are DELETEd together, one DELETE
 per peer, once 24 of them wait or DELETE_HOLD (50 ms) after the first (a timer: next_timer);
-start_held_deletes(now) sends them at once (a shutdown).
+stop_holding(now) sends them at once and holds none from then on (a shutdown).
 
 While it runs: add_peer / remove_peer / replace_peer / reconfigure; across a restart of the
 daemon: child_records(now) -> restore(records, now, elapsed=...) (see kink.engine.lifecycle).

@@ -205,6 +205,8 @@ class Initiator(EngineCore):
         # Per peer (by identity, as in start_delete), the DYING children whose DELETE is held
         # (start_delete(hold=True)), and the one timer that ends the hold.
         self.deleting: dict[PeerState, _Held] = {}
+        # False once kinkd stops (stop_holding): a DELETE held then would outlive the daemon.
+        self.holding = True
         self._hold_over_call: Callable[[PeerState, float], None] = self._hold_over
         # The CREATEs waiting for the end of the current run of inputs (start_create), one per
         # peer (by identity) and whatever must be equal within a transaction (use_ke,
@@ -321,7 +323,7 @@ class Initiator(EngineCore):
             self.delete_outbound(child)
             by_peer.setdefault(child.peer, []).append(child)
         for peer, group in by_peer.items():
-            if not hold:
+            if not hold or not self.holding:
                 self._start_deletes(peer, self._unhold(peer) + group, now)
                 continue
             held = self.deleting.get(peer)
@@ -337,6 +339,13 @@ class Initiator(EngineCore):
         removed)."""
         for state in [peer] if peer is not None else list(self.deleting):
             self._start_deletes(state, self._unhold(state), now)
+
+    def stop_holding(self, now: float) -> None:
+        """kinkd is stopping: the held DELETEs start now, and a pair rekeyed away from now on
+        (a rekey whose REPLY comes during the shutdown) is DELETEd at once, not held past the
+        daemon's end; the peer would keep the old pair until it expired (§3.6)."""
+        self.holding = False
+        self.start_held_deletes(now)
 
     def _hold_over(self, peer: PeerState, now: float) -> None:
         """DELETE_HOLD has passed since the first of the peer's held children came."""

@@ -24,8 +24,14 @@ async def test_a_stop_sends_the_held_delete_of_a_rekeyed_pair(
         await wait_for_a_pair(a, b)
         old = {sa["spi"] for sa in b.sas()}
         assert (await a.request("rekey", peer="b")) == {"children": 1}
-        # a: the new pair and the old inbound SA (its outbound went with the new pair in).
-        await wait_for(lambda: len(a.sas()) == 3 and len(b.sas()) == 4, "the old pair held")
+        # a: the new pair and the old inbound SA: its old outbound SA went when the REPLY
+        # brought the new one (a's new inbound SA alone, installed before the CREATE went
+        # (§3.2), would make three too, the rekey still under way).
+        await wait_for(
+            lambda: len(a.sas()) == 3 and len(old & {sa["spi"] for sa in a.sas()}) == 1,
+            "the old pair held",
+        )
+        assert len(b.sas()) == 4
         await a.stop()  # delete_on_stop is off: the SAs stay, but the held DELETE goes
         await wait_for(
             lambda: len(b.sas()) == 2 and not old & {sa["spi"] for sa in b.sas()},

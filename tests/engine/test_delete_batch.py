@@ -366,3 +366,22 @@ def test_the_last_held_child_expiring_ends_the_hold(
     # Only the new pair is left here; b's old one times out as ours did (same lifetime).
     assert [c.id for c in a.engine.sadb.children.values()] != [old.id]
     assert len(a.engine.sadb.children) == 1 and len(a.kernel.sas) == 2
+
+
+def test_a_rekey_that_ends_after_the_stop_began_is_deleted_at_once(
+    make_world: WorldFactory, kerberos_host: KerberosHostFactory
+) -> None:
+    # kinkd's shutdown (kink.daemon.runner._shutdown) calls stop_holding: a rekey whose REPLY
+    # comes afterwards must not hold its DELETE past the daemon's end.
+    world = _world(make_world, 2)
+    a = world.host("a")
+    old = list(a.engine.sadb.children.values())
+    _rekey_apart(world, old[:1], 0.0)
+    a.engine.stop_holding(world.now)
+    world.settle(0)
+    assert [sorted(d) for d in _deletes(world, kerberos_host)] == [_inbound(old[:1])]
+    _rekey_apart(world, old[1:], 0.0)  # no timer fired: not the hold's end
+    assert [sorted(d) for d in _deletes(world, kerberos_host)[1:]] == [_inbound(old[1:])]
+    assert not a.engine.deleting
+    world.settle()
+    assert check_consistent(world) == 4
