@@ -7,7 +7,6 @@ to the executor with all that follows it; while the executor is busy, or another
 it carries the inputs out itself; and the engine's timers set by such a run still fire."""
 
 import logging
-from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
@@ -16,11 +15,10 @@ import trio
 import trio.testing
 
 from kink.engine import StartAction
-from kink.engine.events import Rekey
-from kink.wire.constants import MessageType
 from tests.daemon.bare_executor import FakeEngine, bare_daemon
 from tests.daemon.conftest import HostsFactory
 from tests.daemon.harness import wait_for_a_pair
+from tests.daemon.task_steps import StepLog, call_before
 
 pytestmark = pytest.mark.trio
 
@@ -116,28 +114,6 @@ async def test_a_timer_set_by_a_run_in_a_delivering_step_fires(
         nursery.cancel_scope.cancel()
 
 
-class _Steps(trio.abc.Instrument):
-    """Numbers every step of every task: two events in the same step ran with no turn of the
-    loop (and no other task) between them."""
-
-    def __init__(self) -> None:
-        self.step = 0
-
-    def before_task_step(self, task: trio.lowlevel.Task) -> None:
-        self.step += 1
-
-
-def _wrap(owner: Any, name: str, before: Callable[..., None]) -> None:
-    """owner.name(...) calls before(...) first."""
-    inner = getattr(owner, name)
-
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        before(*args, **kwargs)
-        return inner(*args, **kwargs)
-
-    setattr(owner, name, wrapper)
-
-
 async def test_a_lone_exchange_leaves_the_responder_in_the_steps_that_delivered_its_inputs(
     make_hosts: HostsFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -147,57 +123,33 @@ async def test_a_lone_exchange_leaves_the_responder_in_the_steps_that_delivered_
     and the SA's log line after the REPLY."""
     hosts = make_hosts(a={"b": StartAction.NONE}, b={"a": StartAction.NONE})
     a, b = hosts["a"], hosts["b"]
-    steps = _Steps()
-    events: list[tuple[str, int]] = []  # b's, with their step
+    steps = StepLog()
     async with trio.open_nursery() as nursery:
         await a.start(nursery)
         daemon = await b.start(nursery)
         await a.request("initiate", peer="b")
         await wait_for_a_pair(a, b)
-        helper, transport = daemon.helper, daemon._transport
-        assert transport is not None and a.daemon is not None
-        replied = trio.Event()
-
-        def received(data: bytes, *_: object) -> None:
-            if data[0] == MessageType.CREATE:
-                events.append(("create", steps.step))
+        helper = daemon.helper
+        steps.watch_responder(daemon)
 
         def helper_sends(*_: object) -> None:
             if helper._queue:
-                events.append(("to helper", steps.step))
+                steps.note("to helper")
 
-        def sends(data: bytes, *_: object) -> None:
-            if data[0] == MessageType.REPLY:
-                events.append(("reply", steps.step))
-                replied.set()
-
-        _wrap(daemon.engine, "datagram_received", received)
-        _wrap(daemon.engine, "helper_result", lambda *_: events.append(("result", steps.step)))
-        _wrap(helper, "_send_queued", helper_sends)
-        _wrap(transport, "try_send", sends)
+        call_before(helper, "_send_queued", helper_sends)
 
         class Lines(logging.Handler):
             def emit(self, record: logging.LogRecord) -> None:
                 if record.getMessage().startswith("a: SA ") and " up " in record.getMessage():
-                    events.append(("up line", steps.step))
+                    steps.note("up line")
 
         caplog.set_level(logging.INFO, logger="kinkd")
         logging.getLogger("kinkd").addHandler(lines := Lines())
-        for _ in range(3):
-            await trio.sleep(0.1)
-            await trio.testing.wait_all_tasks_blocked()  # nothing else under way
-            replied = trio.Event()
-            trio.lowlevel.add_instrument(steps)
-            # As kinkctl's request does, without a thread of the test's own.
-            a.daemon.engine.request(Rekey("b"), trio.current_time())
-            a.daemon._wake()
-            with trio.fail_after(10):
-                await replied.wait()
-            trio.lowlevel.remove_instrument(steps)
-            await wait_for_a_pair(a, b)  # the old pair deleted
+        await steps.lone_rekeys(a, b)
         logging.getLogger("kinkd").removeHandler(lines)
         await a.stop()
         await b.stop()
+    events = steps.events
     creates = [i for i, (what, _) in enumerate(events) if what == "create"]
     assert len(creates) == 3, events
     for create in creates:

@@ -14,13 +14,12 @@ import trio.testing
 
 from kink.daemon.helper_client import HelperClient, HelperGone, Outcome
 from kink.engine import StartAction
-from kink.engine.events import Rekey
-from kink.wire.constants import MessageType
 from kink_privsep import protocol
 from kink_privsep.protocol import Event
 from tests.daemon.conftest import HostsFactory
 from tests.daemon.harness import short_dir, wait_for_a_pair
 from tests.daemon.helper_clients import running_client
+from tests.daemon.task_steps import StepLog
 
 pytestmark = pytest.mark.trio
 
@@ -172,28 +171,6 @@ async def test_a_bad_message_read_by_the_wait_ends_the_connection() -> None:
             nursery.cancel_scope.cancel()
 
 
-class _Steps(trio.abc.Instrument):
-    """Numbers every step of every task: two events in the same step ran with no turn of the
-    loop (and no other task) between them."""
-
-    def __init__(self) -> None:
-        self.step = 0
-
-    def before_task_step(self, task: trio.lowlevel.Task) -> None:
-        self.step += 1
-
-
-def _before(owner: Any, name: str, before: Callable[..., None]) -> None:
-    """owner.name(...) calls before(...) first."""
-    inner = getattr(owner, name)
-
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        before(*args, **kwargs)
-        return inner(*args, **kwargs)
-
-    setattr(owner, name, wrapper)
-
-
 @pytest.mark.parametrize("one_cpu", [True, False])
 async def test_a_lone_create_is_answered_in_the_step_that_delivered_it_on_one_cpu(
     make_hosts: HostsFactory, one_cpu: bool
@@ -204,47 +181,19 @@ async def test_a_lone_create_is_answered_in_the_step_that_delivered_it_on_one_cp
     is not held for the helper (the REPLY leaves in the step that read the helper's replies)."""
     hosts = make_hosts(a={"b": StartAction.NONE}, b={"a": StartAction.NONE})
     a, b = hosts["a"], hosts["b"]
-    steps = _Steps()
-    events: list[tuple[str, int]] = []  # b's, with their step
+    steps = StepLog()
     async with trio.open_nursery() as nursery:
         await a.start(nursery)
         daemon = await b.start(nursery)
         daemon._wait_for_helper = one_cpu  # as Daemon() set it from the CPUs it may use
         await a.request("initiate", peer="b")
         await wait_for_a_pair(a, b)
-        transport = daemon._transport
-        assert transport is not None and a.daemon is not None
-        replied = trio.Event()
-
-        def received(data: bytes, *_: object) -> None:
-            if data[0] == MessageType.CREATE:
-                events.append(("create", steps.step))
-
-        def sends(data: bytes, *_: object) -> None:
-            if data[0] == MessageType.REPLY:
-                events.append(("reply", steps.step))
-                replied.set()
-
-        _before(daemon.engine, "datagram_received", received)
-        _before(daemon.engine, "helper_result", lambda *_: events.append(("result", steps.step)))
-        _before(transport, "try_send", sends)
-        for _ in range(3):
-            await trio.sleep(0.1)
-            await trio.testing.wait_all_tasks_blocked()  # nothing else under way
-            replied = trio.Event()
-            trio.lowlevel.add_instrument(steps)
-            a.daemon.engine.request(Rekey("b"), trio.current_time())
-            a.daemon._wake()
-            with trio.fail_after(10):
-                await replied.wait()
-            trio.lowlevel.remove_instrument(steps)
-            await wait_for_a_pair(a, b)  # the old pair deleted
+        steps.watch_responder(daemon)
+        await steps.lone_rekeys(a, b)
         await a.stop()
         await b.stop()
-    creates = [i for i, (what, _) in enumerate(events) if what == "create"]
-    assert len(creates) == 3, events
-    for create in creates:
-        reply = next(i for i, e in enumerate(events) if i > create and e[0] == "reply")
-        between = events[create : reply + 1]
-        assert any(what == "result" for what, _ in between), events
-        assert ({step for _, step in between} == {events[create][1]}) is one_cpu, events
+    exchanges = steps.exchanges()
+    assert len(exchanges) == 3, steps.events
+    for between in exchanges:
+        assert any(what == "result" for what, _ in between), steps.events
+        assert ({step for _, step in between} == {between[0][1]}) is one_cpu, steps.events
