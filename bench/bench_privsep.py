@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.common import emit, rate
+from bench.common import emit, netns, rate
 from kink_privsep import protocol, validate, xfrm
 from kink_privsep.client import Client, PrivsepError
 from kink_privsep.errors import KernelError
@@ -230,18 +230,6 @@ def _direct_figure(seconds: float) -> tuple[str, float, str]:
         backend.close()
 
 
-@contextlib.contextmanager
-def _netns() -> Iterator[str]:
-    """A network namespace of our own: the host's XFRM tables are never touched."""
-    name = f"kink-bench-{os.getpid()}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=True)
-
-
 def _host_direct_figures(seconds: float) -> list[tuple[str, float, str]]:
     """Kernel requests straight through XfrmBackend (made in the namespace): us per request."""
     from kink_privsep.backend import XfrmBackend
@@ -321,7 +309,7 @@ def host_figures() -> list[tuple[str, float, str]]:
     """Per request on the running kernel, in a namespace of our own (root only)."""
     from tests.support.e2e import in_namespace
 
-    with _netns() as name:
+    with netns() as name:
         with in_namespace(name):
             figures = _host_direct_figures(0.5)
         with _helper("xfrm", netns=name) as path:

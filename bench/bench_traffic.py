@@ -17,19 +17,17 @@ root, the running kernel's XFRM in a network namespace of its own (no ESP there:
 larval ones from ALLOCSPI, which have counters all the same).
 """
 
-import contextlib
 import os
-import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from ipaddress import ip_address
+from collections.abc import Callable
+from ipaddress import IPv4Address, IPv6Address, ip_address
 from types import SimpleNamespace
 from typing import Any, cast
 
 import trio
 
-from bench.common import emit, quick
+from bench.common import emit, netns, quick
 from kink.daemon import traffic
 from kink.daemon.helper_args import PROTOCOL_NAMES
 from kink.daemon.helper_client import HelperClient
@@ -138,13 +136,22 @@ def _nothing() -> None:
     pass
 
 
-def _recording(pairs: int, old: int) -> Backend:
-    backend = RecordingBackend()
+_Ip = IPv4Address | IPv6Address
+
+
+def _sas(pairs: int, old: int) -> list[tuple[_Ip, _Ip, int]]:
+    """(destination, source, SPI) of the SAs of a shape: each installed pair's inbound and
+    outbound SA, and the `old` inbound SAs waiting out their DELETE grace."""
     here, there = ip_address(LOCAL), ip_address(REMOTE)
     sas = [(here, there, IN_SPI + i) for i in range(pairs)]
     sas += [(there, here, OUT_SPI + i) for i in range(pairs)]
     sas += [(here, there, OLD_SPI + i) for i in range(old)]
-    for dst, src, spi in sas:
+    return sas
+
+
+def _recording(pairs: int, old: int) -> Backend:
+    backend = RecordingBackend()
+    for dst, src, spi in _sas(pairs, old):
         spec = SaSpec(
             SaId(dst, spi, IPPROTO_ESP),
             src,
@@ -163,11 +170,7 @@ def _xfrm(pairs: int, old: int) -> Backend:
     from kink_privsep.backend import XfrmBackend
 
     backend = XfrmBackend()
-    here, there = ip_address(LOCAL), ip_address(REMOTE)
-    sas = [(here, there, IN_SPI + i) for i in range(pairs)]
-    sas += [(there, here, OUT_SPI + i) for i in range(pairs)]
-    sas += [(here, there, OLD_SPI + i) for i in range(old)]
-    for dst, src, spi in sas:
+    for dst, src, spi in _sas(pairs, old):
         backend.alloc_spi(SpiRequest(IPPROTO_ESP, MODE_TUNNEL, src, dst, REQID, spi, spi))
     return backend
 
@@ -198,20 +201,6 @@ def _poll_figures(backend: Backend, shape: Shape, where: str) -> None:
         )
 
 
-@contextlib.contextmanager
-def _netns() -> Iterator[None]:
-    """In a network namespace of our own: the host's XFRM tables are never touched."""
-    from tests.support.e2e import in_namespace
-
-    name = f"kink-bench-traffic-{os.getpid()}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        with in_namespace(name):
-            yield
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=True)
-
-
 def run(shapes: tuple[Shape, ...], kernel_shapes: tuple[Shape, ...]) -> None:
     """The figures of each shape on the recording backend, and as root of each kernel shape
     on the running kernel."""
@@ -219,8 +208,10 @@ def run(shapes: tuple[Shape, ...], kernel_shapes: tuple[Shape, ...]) -> None:
         _poll_figures(_recording(*shape[1:]), shape, "recording")
     if os.geteuid() != 0:
         return
+    from tests.support.e2e import in_namespace
+
     for shape in kernel_shapes:
-        with _netns():
+        with netns() as name, in_namespace(name):
             backend = _xfrm(*shape[1:])
             try:
                 _poll_figures(backend, shape, "xfrm (host kernel, larval SAs)")

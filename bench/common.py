@@ -1,11 +1,13 @@
 """Shared by the benchmarks: timing loops and one JSON line per figure."""
 
+import contextlib
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 
 def machine() -> dict[str, object]:
@@ -67,3 +69,16 @@ def quick() -> bool:
 
 if __name__ == "__main__":
     sys.exit("bench.common is a library; run `python -m bench`")
+
+
+@contextlib.contextmanager
+def netns() -> Iterator[str]:
+    """A network namespace of our own (root only), its loopback up, deleted afterwards: a
+    bench on the running kernel never touches the host's XFRM tables."""
+    name = f"kink-bench-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=True)

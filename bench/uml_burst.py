@@ -182,17 +182,23 @@ def _exchanges(path: Path, a: Host) -> tuple[list[tuple[float, float]], int, flo
     return out, creates, first_create, first_reply
 
 
+def _daemons(hosts: tuple[Host, Host]) -> dict[str, int]:
+    """The pids of both hosts' kinkd and helper, by role ("kinkd-a", "helper-b", ...)."""
+    pids = {}
+    for host in hosts:
+        for role, process in (("kinkd", host.kinkd), ("helper", host.helper)):
+            assert process is not None
+            pids[f"{role}-{host.name}"] = process.pid
+    return pids
+
+
 class _Stages:
     """`strace -f -ttt -T` attached to both hosts' kinkd and helper, and to this script (its
     waits for the rekeys run beside them), each call timed."""
 
     def __init__(self, hosts: tuple[Host, Host], directory: Path) -> None:
         self._tracers: list[tuple[str, subprocess.Popen[bytes], Path]] = []
-        processes = {}
-        for host in hosts:
-            for role, process in (("kinkd", host.kinkd), ("helper", host.helper)):
-                assert process is not None
-                processes[f"{role}-{host.name}"] = process.pid
+        processes = _daemons(hosts)
         # Last: -f follows the children forked from then on, and the other tracers are some.
         processes["bench"] = os.getpid()
         for name, pid in processes.items():
@@ -528,16 +534,8 @@ def inside(syscalls: bool, capture: bool, stages: bool = False) -> None:
             staged.stop(_exchanges(lone_wire.path, a)[0])
             return
         names = {f"python[{os.getpid()}]": "bench"}
-        for host in (a, b):
-            for role, process in (("kinkd", host.kinkd), ("helper", host.helper)):
-                assert process is not None
-                names.update(
-                    {
-                        key: f"{role}-{host.name}"
-                        for key in after
-                        if key.endswith(f"[{process.pid}]")
-                    }
-                )
+        for role, pid in _daemons((a, b)).items():
+            names.update({key: role for key in after if key.endswith(f"[{pid}]")})
         _emit_counts(before, after, names, len(children))
         lone = _create_reply_latencies(lone_wire.path, a)
         emit(

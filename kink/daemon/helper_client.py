@@ -91,6 +91,15 @@ class _Pending:
         self.parts: dict[str, Any] = {}
 
 
+def _log_broken(exc: protocol.ProtocolError | OSError) -> None:
+    """The line for a connection that a read or a write found broken (it is then taken down
+    and made anew)."""
+    if isinstance(exc, protocol.ProtocolError):
+        log.error("kink-privsep sent a bad message (%s): reconnecting", exc.reason)
+    else:
+        log.warning("kink-privsep connection: %s", exc.strerror)
+
+
 def _outcome(reply: Reply) -> Outcome:
     if not reply.ok:
         return HelperError(reply.error, reply.reason, reply.errno)
@@ -225,10 +234,8 @@ class HelperClient:
         try:
             while self._receive(sock) is not None:
                 await trio.lowlevel.wait_readable(sock)
-        except protocol.ProtocolError as exc:
-            log.error("kink-privsep sent a bad message (%s): reconnecting", exc.reason)
-        except OSError as exc:
-            log.warning("kink-privsep connection: %s", exc.strerror)
+        except (protocol.ProtocolError, OSError) as exc:
+            _log_broken(exc)
         scope.cancel()
 
     def _receive(self, sock: socket.socket, wait: bool = False) -> int | None:
@@ -304,7 +311,7 @@ class HelperClient:
                 while not self._send_queued(sock):
                     await trio.lowlevel.wait_writable(sock)
         except OSError as exc:
-            log.warning("kink-privsep connection: %s", exc.strerror)
+            _log_broken(exc)
         scope.cancel()
 
     def _send_queued(self, sock: socket.socket) -> bool:
@@ -366,10 +373,8 @@ class HelperClient:
             # None: the helper closed the connection; the reader task sees it too (the end of
             # file stays readable) and fails what is in flight.
             return bool(self._receive(sock, wait=True))
-        except protocol.ProtocolError as exc:
-            log.error("kink-privsep sent a bad message (%s): reconnecting", exc.reason)
-        except OSError as exc:
-            log.warning("kink-privsep connection: %s", exc.strerror)
+        except (protocol.ProtocolError, OSError) as exc:
+            _log_broken(exc)
         # The message read is gone: the reader task reads the end of file instead, fails the
         # requests in flight and reconnects, as after an error of its own read.
         with contextlib.suppress(OSError):
