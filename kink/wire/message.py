@@ -86,7 +86,8 @@ class Message:
             mtype, version, length, doi, xid, first, flags, cksum_len = self._header
             end = length - cksum_len
             signed = _signed(self._datagram, mtype, version, end, doi, xid, first, flags)
-            self._signed = signed
+            # Not both held: a command stays in the reply cache for seconds (RFC 4430 §9).
+            self._signed, self._datagram = signed, b""
         return signed
 
 
@@ -142,7 +143,7 @@ def decode(data: bytes) -> Message:
         version >> 4,
         data[end:length],
         None if cksum_len else b"",  # the Cksum's coverage (§4): made when first read
-        data,
+        data if cksum_len else b"",  # kept only to make it
         fields,
     )
 
