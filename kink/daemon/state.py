@@ -21,7 +21,7 @@ children); a save costs what changed. One JSON document per line:
   {"children":N}                                           and its end (N: the lines above)
   {"saved_at":T,"set":[ENTRY,...],"del":[ID,...]}          a batch, one per save
 
-  ENTRY = {"id":ID,"record":ChildRecord.to_dict(),"sas":[[proto,spi,dst],...],"at":T0
+  ENTRY = {"id":ID,"record":ChildRecord.to_json(),"sas":[[proto,spi,dst],...],"at":T0
            [,"answer":{"to":[host,port],"xid":X,"reply":base64,"until":T1}]}
 
 ID is the child's id in the engine that wrote it (never reused by that engine); T, T0, T1 are
@@ -65,11 +65,13 @@ import os
 import sys
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring_ascii as _string
 from pathlib import Path
 from typing import Any
 
 from kink.engine import ChildRecord
 from kink.engine.events import Address
+from kink.engine.records import json_number
 
 log = logging.getLogger("kinkd")
 
@@ -295,7 +297,7 @@ class StateStore:
         line = b"".join(
             (
                 b'{"saved_at":',
-                _encode(saved_at).encode(),
+                json_number(saved_at).encode(),
                 b',"set":[',
                 b",".join(
                     _entry(child_id, child, saved_at, child.answer)
@@ -340,15 +342,16 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def _entry(child_id: int, child: SavedChild, at: float, answer: SavedAnswer | None) -> bytes:
-    doc: dict[str, Any] = {
-        "id": child_id,
-        "record": child.record.to_dict(),
-        "sas": sorted(child.sas),
-        "at": at,
-    }
+    """ENTRY (module docstring), written directly (ChildRecord.to_json; one a rekey on each
+    side: 13 us an entry with json and to_dict, 5 us now, issue 9)."""
+    sas = ",".join([f"[{_string(p)},{spi:d},{_string(dst)}]" for p, spi, dst in sorted(child.sas)])
+    text = (
+        f'{{"id":{child_id:d},"record":{child.record.to_json()},"sas":[{sas}],'
+        f'"at":{json_number(at)}'
+    )
     if answer is not None:
-        doc["answer"] = answer.to_dict()
-    return _encode(doc).encode()
+        text += f',"answer":{_encode(answer.to_dict())}'
+    return (text + "}").encode()
 
 
 def _read(lines: Iterator[bytes]) -> Saved:

@@ -468,3 +468,24 @@ def test_a_file_removed_or_replaced_by_hand_fails_the_next_batch_and_a_snapshot_
     saved = StateStore(tmp_path).load()
     assert saved is not None and saved.saved_at == 1020.0
     assert saved.children == (child(1), child(2))
+
+
+@pytest.mark.parametrize("with_answer", [False, True])
+def test_an_entry_is_the_json_its_document_encodes_to(with_answer: bool) -> None:
+    """_entry writes its line directly (issue 9): the text json.dumps would write of it."""
+    answer = SavedAnswer(PEER, 0xABCD, b"\x03reply bytes", 1234.5) if with_answer else None
+    # Eight SAs: their set's order is almost never the sorted one the file holds.
+    sas = frozenset(
+        (proto, 0x1000 + n, f"192.0.2.{n}") for n in range(4) for proto in ("ah", "esp")
+    )
+    saved = replace(child(3), sas=sas, answer=answer)
+    doc = {
+        "id": 7,
+        "record": saved.record.to_dict(),
+        "sas": sorted(saved.sas),
+        "at": 1795844228.4452991,
+    }
+    if answer is not None:
+        doc["answer"] = answer.to_dict()
+    text = json.dumps(doc, separators=(",", ":")).encode()
+    assert state._entry(7, saved, 1795844228.4452991, answer) == text

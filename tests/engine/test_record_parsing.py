@@ -3,6 +3,7 @@ to_dict() wrote exactly as before and refuse the same damage: IPv4 networks pars
 where ip_network would accept them, and nothing else; exact JSON types first, then the checks
 that accept their subclasses (never bool for a number)."""
 
+import json
 from dataclasses import replace
 from ipaddress import ip_network
 from typing import Any
@@ -118,3 +119,75 @@ def test_subclasses_of_the_json_types_are_still_read() -> None:
     data = record.to_dict()
     data.update(peer=Text("b"), reqid=Number(0x10040), age=Number(2), spis=((50, 0x1000, 0x2000),))
     assert ChildRecord.from_dict(data) == replace(record, age=2.0)
+
+
+def _generic_json(record: ChildRecord) -> str:
+    """The record's fields as json.JSONEncoder(separators=(",", ":")) writes them: the text
+    to_json() writes directly (the dict the state file was encoded from before it did)."""
+    doc = {
+        "peer": record.peer,
+        "initiator": record.initiator,
+        "spis": [list(s) for s in record.spis],
+        "mode": record.mode,
+        "reqid": record.reqid,
+        "local": {
+            "network": str(record.local.network),
+            "protocol": record.local.protocol,
+            "port": record.local.port,
+        },
+        "remote": {
+            "network": str(record.remote.network),
+            "protocol": record.remote.protocol,
+            "port": record.remote.port,
+        },
+        "send_ids": record.send_ids,
+        "transforms": [
+            {
+                "protocol": t.protocol,
+                "encryption": t.encryption,
+                "enc_key_bits": t.enc_key_bits,
+                "aead_icv_bits": t.aead_icv_bits,
+                "authentication": t.authentication,
+                "auth_trunc_bits": t.auth_trunc_bits,
+            }
+            for t in record.transforms
+        ],
+        "life": {
+            "soft_seconds": record.life.soft_seconds,
+            "hard_seconds": record.life.hard_seconds,
+            "soft_bytes": record.life.soft_bytes,
+            "hard_bytes": record.life.hard_bytes,
+        },
+        "pfs_group": record.pfs_group,
+        "peer_epoch": record.peer_epoch,
+        "age": record.age,
+        "rekey_in": record.rekey_in,
+        "awaiting_ack": record.awaiting_ack,
+    }
+    return json.JSONEncoder(separators=(",", ":")).encode(doc)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"peer": 'pé"er\\\n\u2603', "mode": "transport", "initiator": False, "send_ids": False},
+        {"pfs_group": None, "peer_epoch": None, "rekey_in": None, "awaiting_ack": True},
+        {"age": 0, "rekey_in": 7, "reqid": 0},
+        {"age": 1e-7, "rekey_in": -2.5e20},
+        {"age": float("inf"), "rekey_in": float("nan")},
+        {"spis": ((50, 0, 0xFFFF_FFFF), (51, 0x1234, 0x5678))},
+        {"local": Selector(ip_network("2001:db8::/32"), 17, 500)},
+        {"life": SaLifetimes(10, 3600, 1 << 40, 1 << 50)},
+        {
+            "transforms": (
+                SaTransform(50, "rfc4106(gcm(aes))", 256, 128, None, None),
+                SaTransform(51, None, None, None, "hmac(sha256)", 128),
+            )
+        },
+    ],
+)
+def test_to_json_writes_what_the_generic_encoder_writes(changes: dict[str, Any]) -> None:
+    record = replace(_record(), **changes)
+    assert record.to_json() == _generic_json(record)
+    assert record.to_json() == _generic_json(record)  # again, its shared parts remembered
