@@ -32,6 +32,7 @@ from kink.engine.initiator import Transaction
 from kink.engine.lifecycle import Lifecycle
 from kink.engine.sadb import Child, ChildState, PeerState
 from kink.wire import DecodeError, ErrorPayload, KinkErrorCode, MessageType, decode
+from kink.wire.constants import HEADER_LENGTH, KINK_MAJOR_VERSION
 
 # Enum members bound once: on Python 3.11 reading a member off its class goes through
 # EnumType's __getattr__ hook, ~0.9 k instructions against ~0.1 k for a global, and the
@@ -39,6 +40,9 @@ from kink.wire import DecodeError, ErrorPayload, KinkErrorCode, MessageType, dec
 _REPLY: Final = MessageType.REPLY
 
 _COMMANDS = frozenset({MessageType.CREATE, MessageType.DELETE, MessageType.STATUS, MessageType.ACK})
+_TYPES = frozenset(MessageType)  # as received octets
+# The commands a KINK_ERROR may answer (§4.2.8: nothing answers an ACK), as received octets.
+_ANSWERED = frozenset({MessageType.CREATE, MessageType.DELETE, MessageType.STATUS})
 _UNSUPPORTED = frozenset({KinkErrorCode.INVMAJ, KinkErrorCode.INVDOI, KinkErrorCode.BADQMVERS})
 
 
@@ -101,6 +105,26 @@ class Engine(Lifecycle):
 
     def datagram_received(self, data: bytes, peer_address: Address, now: float) -> None:
         peer = self.peers_by_address.get(peer_address[0])
+        if peer is None and not self.leaving:
+            # No peer (nor a removed one whose DELETE awaits its REPLY, _reply_owner) has this
+            # address: nothing it sends is answered or read (RFC 4430 §10), so it is dropped
+            # before it is decoded (issue 9: a flood from spoofed sources).
+            self.drop("unknown-peer", peer_address)
+            return
+        if len(data) < HEADER_LENGTH or (
+            data[1] >> 4 != KINK_MAJOR_VERSION and data[0] not in _ANSWERED
+        ):
+            # No KINK message (RFC 4430 §4: shorter than its header, or MjVer not 1), and not
+            # a command whose unsupported version gets a KINK_ERROR (§4.2.8, below): dropped
+            # without the DecodeError decode() would build and raise, ~10 k instructions
+            # (issue 9: nearly every datagram of a garbage flood).
+            self.drop("undecodable", peer_address)
+            return
+        if data[0] not in _TYPES:
+            # §4 defines Types 1-6 (the rest are reserved or private use): nothing here reads
+            # another, so it is not decoded either (issue 9).
+            self.drop("unknown-type", peer_address)
+            return
         try:
             msg = decode(data)
         except DecodeError as exc:
@@ -108,8 +132,7 @@ class Engine(Lifecycle):
             if (
                 peer is not None
                 and header is not None
-                and header.type in _COMMANDS
-                and header.type != MessageType.ACK
+                and header.type in _ANSWERED
                 and exc.kink_error in _UNSUPPORTED
                 and self.may_answer_unauthenticated(self.address(peer), now)
             ):
@@ -127,10 +150,8 @@ class Engine(Lifecycle):
             self.on_reply(peer, msg, data, now)
         elif msg.type in _COMMANDS:
             self.on_command(peer, msg, data, now)
-        elif msg.type == MessageType.GETTGT:
+        else:  # GETTGT: the other types were dropped before decoding
             self.on_gettgt(peer, msg, now)
-        else:
-            self.drop("unknown-type", peer_address)
 
     def _reply_owner(self, peer: PeerState | None, address: str, xid: int) -> PeerState | None:
         """The peer whose transaction a REPLY answers: a removed peer's DELETE (remove_peer)

@@ -114,14 +114,19 @@ def decode(data: bytes) -> Message:
         data = bytes(data)
     if len(data) < HEADER_LENGTH:
         raise DecodeError(0, f"{len(data)} octets, less than the 16-octet KINK header")
-    # One frame for the whole message (issue 4): a try block costs nothing until it raises.
     fields = HEADER.unpack_from(data)
     mtype, version, length, doi, xid, first, flags, cksum_len = fields
+    fault = _length_fault(data, version, length, cksum_len)
+    if fault is None and doi != IPSEC_DOI:
+        fault = DecodeError(4, f"DOI {doi} is not supported", kink_error=KinkErrorCode.INVDOI)
+    if fault is not None:
+        # Raised once with its header, not raised in the try below to be caught and raised
+        # again with it (issue 9: a flood of datagrams with a broken header).
+        fault.header = tuple.__new__(Header, fields)
+        raise fault
+    end = length - cksum_len
+    # One frame for the whole message (issue 4): a try block costs nothing until it raises.
     try:
-        _check_lengths(data, version, length, cksum_len)
-        if doi != IPSEC_DOI:
-            raise DecodeError(4, f"DOI {doi} is not supported", kink_error=KinkErrorCode.INVDOI)
-        end = length - cksum_len
         payloads, ciphertext, stop = decode_chain(data, first, HEADER_LENGTH, end, outer=True)
         # Only the padding to a 4-octet boundary may sit between the last payload and the
         # Cksum (§4.1); without a Cksum the sender may or may not count that padding in Length.
@@ -148,21 +153,23 @@ def decode(data: bytes) -> Message:
     )
 
 
-def _check_lengths(data: bytes, version: int, length: int, cksum_len: int) -> None:
+def _length_fault(data: bytes, version: int, length: int, cksum_len: int) -> DecodeError | None:
+    """What is wrong with the header's version and lengths (§4, §4.1), None if nothing."""
     if version >> 4 != KINK_MAJOR_VERSION:
-        raise DecodeError(
+        return DecodeError(
             1, f"major version {version >> 4} is not 1", kink_error=KinkErrorCode.INVMAJ
         )
     if length > len(data):
-        raise DecodeError(2, f"Length {length} exceeds the {len(data)} octets received")
+        return DecodeError(2, f"Length {length} exceeds the {len(data)} octets received")
     if length < HEADER_LENGTH:
-        raise DecodeError(2, f"Length {length} is less than the header")
+        return DecodeError(2, f"Length {length} is less than the header")
     if cksum_len > length - HEADER_LENGTH:
-        raise DecodeError(
+        return DecodeError(
             14, f"CksumLen {cksum_len} exceeds the {length - 16} octets after the header"
         )
     if cksum_len and (length - cksum_len) & 3:
-        raise DecodeError(14, "the Cksum does not start on a 4-octet boundary (RFC 4430 §4.1)")
+        return DecodeError(14, "the Cksum does not start on a 4-octet boundary (RFC 4430 §4.1)")
+    return None
 
 
 def cksum_input(data: bytes) -> tuple[bytes, bytes]:
@@ -174,7 +181,9 @@ def cksum_input(data: bytes) -> tuple[bytes, bytes]:
     if len(data) < HEADER_LENGTH:
         raise DecodeError(0, f"{len(data)} octets, less than the 16-octet KINK header")
     mtype, version, length, doi, xid, first, flags, cksum_len = HEADER.unpack_from(data)
-    _check_lengths(data, version, length, cksum_len)
+    fault = _length_fault(data, version, length, cksum_len)
+    if fault is not None:
+        raise fault
     end = length - cksum_len
     return _signed(data, mtype, version, end, doi, xid, first, flags), data[end:length]
 

@@ -24,6 +24,7 @@ PADDING = (b"", b"\0\0\0", b"\0\0", b"\0")  # indexed by length % 4 (RFC 4430 §
 _DONE = int(PayloadType.DONE)  # plain ints: enum attribute lookups cost in the decode loop
 _ENCRYPT = int(PayloadType.ENCRYPT)
 _ISAKMP = int(PayloadType.ISAKMP)
+_AP_REQ = int(PayloadType.AP_REQ)
 
 
 # ApReq and ApRep are not frozen (issue 4): every authenticated message builds one when it is
@@ -111,12 +112,6 @@ _ERROR_CODES = {int(code): code for code in KinkErrorCode}
 # ---------------------------------------------------------------------------------- decoding
 
 
-def _decode_ap_req(data: bytes, off: int, end: int) -> ApReq:
-    if end - off < 4:
-        raise DecodeError(off, "KINK_AP_REQ shorter than its EPOCH")
-    return ApReq(_EPOCH.unpack_from(data, off)[0], data[off + 4 : end])
-
-
 def _decode_ap_rep(data: bytes, off: int, end: int) -> ApRep:
     if end - off < 4:
         raise DecodeError(off, "KINK_AP_REP shorter than its EPOCH")
@@ -149,7 +144,6 @@ def _decode_error(data: bytes, off: int, end: int) -> ErrorPayload:
 
 _Decoder = Callable[[bytes, int, int], KinkPayload]
 _DECODERS: dict[int, _Decoder] = {
-    PayloadType.AP_REQ: _decode_ap_req,
     PayloadType.AP_REP: _decode_ap_rep,
     PayloadType.KRB_ERROR: _decode_krb_error,
     PayloadType.TGT_REQ: _decode_tgt_req,
@@ -201,6 +195,13 @@ def decode_chain(
                     kink_error=KinkErrorCode.BADQMVERS,
                 )
             payloads.append(Isakmp(decode_qm(data, qm_first, start + 4, stop), major, minor))
+        elif kind == _AP_REQ:
+            # KINK_AP_REQ (§4.2.1) read here too: every command has one, and a flood of forged
+            # ones is decoded up to the ticket check (issue 9).
+            start = off + 4
+            if stop - start < 4:
+                raise DecodeError(start, "KINK_AP_REQ shorter than its EPOCH")
+            payloads.append(ApReq(_EPOCH.unpack_from(data, start)[0], data[start + 4 : stop]))
         else:
             decoder = _DECODERS.get(kind)
             if decoder is None:
@@ -245,7 +246,7 @@ def _encode_error(payload: ErrorPayload) -> bytes:
 
 def _encode_raw(payload: RawPayload) -> bytes:
     kind = payload.payload_type
-    if kind in _DECODERS or kind in (PayloadType.DONE, PayloadType.ENCRYPT, PayloadType.ISAKMP):
+    if kind in _DECODERS or kind in (_DONE, _ENCRYPT, _ISAKMP, _AP_REQ):
         raise EncodeError(f"RawPayload cannot stand for payload type {kind}")
     return payload.data
 

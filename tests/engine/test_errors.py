@@ -389,3 +389,67 @@ def test_responder_answers_lone_kink_errors(
     msg = decode(reply.data)
     assert msg.type == MessageType.REPLY and msg.xid == 77 and not msg.cksum
     assert msg.payloads == (ErrorPayload(code),)
+
+
+def test_datagram_from_no_peer_is_dropped_undecoded(
+    make_world: WorldFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # RFC 4430 §10: nothing from an address that is no peer is answered or read, so a flood
+    # from spoofed sources costs no decoding (issue 9): counted by that cause, not by its fault.
+    world = make_world()
+    b = world.host("b").engine
+
+    def no_decode(data: bytes) -> Message:
+        raise AssertionError("decoded a datagram from no peer")
+
+    monkeypatch.setattr("kink.engine.engine.decode", no_decode)
+    for data in (b"\x01\x30" + bytes(30), b"\x01", bytes(64)):
+        b.datagram_received(data, ("198.51.100.9", 910), world.now)
+    world.drain()
+    assert not world.flight
+    assert b.counters["dropped.unknown-peer"] == 3 and "dropped.undecodable" not in b.counters
+
+
+def test_no_kink_message_from_a_peer_is_dropped_undecoded(
+    make_world: WorldFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # RFC 4430 §4: shorter than the header, or another major version; none is a command a
+    # KINK_ERROR answers (§4.2.8: an ACK gets none), so none is decoded (issue 9: a flood of
+    # garbage from a peer's address). A CREATE of another version is (its INVMAJ: above).
+    world = make_world()
+    b = world.host("b").engine
+
+    def no_decode(data: bytes) -> Message:
+        raise AssertionError("decoded a datagram that is no KINK message")
+
+    monkeypatch.setattr("kink.engine.engine.decode", no_decode)
+    datagrams = (
+        b"",
+        b"\x01\x10",  # a CREATE's first octets
+        b"\x07\x20\x00\x10" + bytes(12),  # Type 7, MjVer 2
+        b"\x05\x00\x00\x10" + bytes(12),  # ACK, MjVer 0
+        b"\x03\xf0\x00\x10" + bytes(12),  # REPLY, MjVer 15
+    )
+    for data in datagrams:
+        b.datagram_received(data, (A, 910), world.now)
+    world.drain()
+    assert not world.flight
+    assert b.counters["dropped.undecodable"] == len(datagrams)
+
+
+def test_unknown_type_from_a_peer_is_dropped_undecoded(
+    make_world: WorldFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # RFC 4430 §4 defines Types 1-6: another is read by nothing, so not decoded (issue 9).
+    world = make_world()
+    b = world.host("b").engine
+
+    def no_decode(data: bytes) -> Message:
+        raise AssertionError("decoded a datagram of an unknown type")
+
+    monkeypatch.setattr("kink.engine.engine.decode", no_decode)
+    for kind in (0, 7, 0xFF):
+        b.datagram_received(bytes([kind, 0x10, 0, 16, 0, 0, 0, 1]) + bytes(8), (A, 910), world.now)
+    world.drain()
+    assert not world.flight
+    assert b.counters["dropped.unknown-type"] == 3

@@ -377,6 +377,7 @@ def test_format_principal_name_needs_a_component_and_a_realm() -> None:
         (Message(MessageType.CREATE, 1, (RawPayload(0, b""),)), None),
         (Message(MessageType.CREATE, 1, (RawPayload(3, b""),)), None),
         (Message(MessageType.CREATE, 1, (RawPayload(6, b""),)), None),  # KINK_ISAKMP
+        (Message(MessageType.CREATE, 1, (RawPayload(1, b""),)), None),  # KINK_AP_REQ
         (Message(MessageType.CREATE, 1, (RawPayload(256, b""),)), None),
         (Message(MessageType.CREATE, 1, (ErrorPayload(1 << 32),)), None),
         (Message(MessageType.CREATE, 1, (Isakmp((), 16, 0),)), None),
