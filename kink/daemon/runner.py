@@ -581,7 +581,10 @@ class Daemon:
         """Carry out `action` in this step unless it must wait (False, nothing done): an SA
         action while the helper is away, or the first install of a respond-only peer, whose
         policies come first (_responder_policies)."""
-        if isinstance(action, SendDatagram):
+        if type(action) is Dropped:
+            # Asked first: every datagram of a flood leaves one (issue 9).
+            self._dropped(action)
+        elif isinstance(action, SendDatagram):
             self.outbox.post(action.data, action.peer, self._write_ahead(action.data, action.peer))
         elif isinstance(action, FetchTicket | FetchU2uTicket):
             assert self._nursery is not None
@@ -806,12 +809,12 @@ class Daemon:
                     },
                 )
             self._maybe_remove_responder_policies(notice.peer)
-        elif isinstance(notice, Dropped):
-            self._line(
-                logging.DEBUG, "dropped a datagram from %s: %s", notice.peer[0], notice.cause
-            )
-            if publish is not None:
-                publish(cp.EVENT_DROPPED, {"cause": notice.cause, "from": list(notice.peer)})
+
+    def _dropped(self, notice: Dropped) -> None:
+        self._line(logging.DEBUG, "dropped a datagram from %s: %s", notice.peer[0], notice.cause)
+        control = self._control
+        if control is not None and control.listening:
+            control.publish(cp.EVENT_DROPPED, {"cause": notice.cause, "from": list(notice.peer)})
 
     def _sas_changed(self, *, lazily: bool = False) -> None:
         """A child came or went: saved promptly, the datagrams that depend on it waiting for
