@@ -8,7 +8,8 @@ of both daemons and both helpers per exchange (in all and by process), and the h
 per exchange on each side with the messages (batches, kink_privsep.protocol) they came in, and
 what sets the p99: in how many TAIL_WINDOW stretches of the load the slowest 1% of the exchanges
 were triggered (a few: a stall, one process standing still while what came meanwhile waited;
-many: queueing).
+many: queueing), and how far the offered load itself fell behind its schedule (a trigger kept
+from its CPU, or every pair's rekey under way, sends the late expiries in a burst).
 Targets (issue 9): >= 1,500/s completed, p99 <= 20 ms at 1,000/s offered.
 
 With 64 SA pairs, at most 64 rekeys can be in flight (one per pair, the harness only expires
@@ -81,6 +82,10 @@ def run(
                 p50_ms=round(percentile(lat, 50) * 1e3, 2),
                 p99_ms=round(percentile(lat, 99) * 1e3, 2),
                 slowest_1pct_in_50ms_windows=_tail_windows(lat, r["began"]),
+                # the offered load's own burstiness (harness.Pacing): the trigger's latest
+                # expiry after its time, and its waits with every pair's rekey under way
+                trigger_late_max_ms=round(r["late"] * 1e3, 2),
+                all_pairs_busy=r["all_busy"],
                 cpu_ms_per_exchange=round(sum(by_process.values()) * 1e3, 2),
                 cpu_ms_per_exchange_by_process={
                     k: round(v * 1e3, 3) for k, v in by_process.items()

@@ -90,6 +90,16 @@ def percentile(values: list[float], p: float) -> float:
 # -------------------------------------------------------------------- the helper process
 
 
+@dataclass
+class Pacing:
+    """How a paced load kept to its schedule. Expiries behind it go out at once, one after
+    the other: a burst, which then queues in the daemons whatever made it late (this process
+    kept from its CPU, or every policy busy: _paced), and whose latencies share one start."""
+
+    late: float = 0.0  # seconds: the latest an expiry went out after its time
+    all_busy: int = 0  # waits for a policy to come free (every one had a rekey under way)
+
+
 class TimingBackend(RecordingBackend):
     """The RecordingBackend, noting when each policy's (reqid's) exchange started and ended."""
 
@@ -196,7 +206,8 @@ class Trigger:
             base = b.completed
             idle = sorted(b.inbound)
         start = time.monotonic()
-        offered = len(idle) if rate is None else self._paced(rate, seconds)
+        pacing = Pacing()
+        offered = len(idle) if rate is None else self._paced(rate, seconds, pacing)
         if rate is None:  # the storm: every SA at once, without looking for idle ones
             for reqid in idle:
                 self._expire(reqid)
@@ -213,10 +224,13 @@ class Trigger:
             "latencies": latencies,
             "began": began,
             "elapsed": time.monotonic() - start,
+            "late": pacing.late,
+            "all_busy": pacing.all_busy,
         }
 
-    def _paced(self, rate: float, seconds: float) -> int:
-        """Soft-expire an idle SA `rate` times a second for `seconds`: how many were."""
+    def _paced(self, rate: float, seconds: float, pacing: Pacing) -> int:
+        """Soft-expire an idle SA `rate` times a second for `seconds`: how many were. `pacing`
+        gets how far the expiries fell behind their schedule."""
         b = self.backend
         offered, total, start = 0, int(rate * seconds), time.monotonic()
         while offered < total:
@@ -229,9 +243,11 @@ class Trigger:
                     # Every policy busy: the offered load is not met. Wait for an exchange to
                     # end (add_sa notifies): a 1 ms poll here woke this thread several times
                     # an exchange, and its CPU counted as the helper's.
+                    pacing.all_busy += 1
                     b.done.wait(WAIT)
                     continue
                 reqid = free[offered % len(free)]
+            pacing.late = max(pacing.late, -delay)
             self._expire(reqid)
             offered += 1
         return offered

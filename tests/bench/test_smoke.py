@@ -28,3 +28,7 @@ def test_benchmark_emits_json_lines(name: str, capsys: pytest.CaptureFixture[str
     for line in lines:
         assert isinstance(line["value"], int | float) and isinstance(line["unit"], str)
         assert line["machine"]["cores"] == os.cpu_count()
+    for line in lines:
+        if line["bench"] == "exchange.load":
+            # how far the offered load fell behind its schedule (bench.harness.Pacing)
+            assert line["trigger_late_max_ms"] >= 0 and line["all_pairs_busy"] >= 0, line
