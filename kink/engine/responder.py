@@ -145,7 +145,7 @@ class Responder(Initiator):
         try:
             accepted = self.kerberos.accept(ap_req.ap_req)
         except KerberosError as exc:
-            self._kerberos_refusal(peer, msg, data, exc, now)
+            self.kerberos_refusal(peer, msg.type, msg.xid, data, exc, now)
             return
         try:
             msg = open_message(msg, accepted.key)
@@ -227,12 +227,20 @@ class Responder(Initiator):
             inner = (ErrorPayload(exc.kink_error),)
         self._send_reply(peer, msg.xid, accepted, inner)
 
-    def _kerberos_refusal(
-        self, peer: PeerState, msg: Message, data: bytes, exc: KerberosError, now: float
+    def kerberos_refusal(
+        self,
+        peer: PeerState,
+        mtype: int,
+        xid: int,
+        data: bytes,
+        exc: KerberosError,
+        now: float,
     ) -> None:
+        """A command of `mtype` and `xid` (datagram `data`) whose AP-REQ Kerberos refused:
+        counted by its error, and answered as §3.5 says (no state either way)."""
         addr = self.address(peer)
         self.drop(f"krb5:{exc.name}", addr)
-        if msg.type is _ACK or exc.code == KRB_AP_ERR_REPEAT:
+        if mtype == _ACK or exc.code == KRB_AP_ERR_REPEAT:
             return  # nothing answers an ACK; a replay gets no help (§10)
         accepted = exc.accepted
         if accepted is not None and exc.code is not None:
@@ -242,7 +250,7 @@ class Responder(Initiator):
             except CryptoError:
                 return
             krb_error = self.kerberos.make_krb_error(exc.code, accepted)
-            self._send_reply(peer, msg.xid, accepted, (KrbError(krb_error),))
+            self._send_reply(peer, xid, accepted, (KrbError(krb_error),))
             return
         if not self.may_answer_unauthenticated(addr, now):
             return
@@ -254,11 +262,11 @@ class Responder(Initiator):
                 tgt = self.kerberos.our_tgt()
             except KerberosError:
                 return
-            self.emit(SendDatagram(messages.lone_reply(msg.xid, TgtRep(tgt)), addr))
+            self.emit(SendDatagram(messages.lone_reply(xid, TgtRep(tgt)), addr))
             return
         code = exc.code if exc.code is not None else KRB_ERR_GENERIC
         krb_error = self.kerberos.make_krb_error(code, None)
-        self.emit(SendDatagram(messages.lone_reply(msg.xid, KrbError(krb_error)), addr))
+        self.emit(SendDatagram(messages.lone_reply(xid, KrbError(krb_error)), addr))
 
     # -------------------------------------------------------------------------- CREATE
 

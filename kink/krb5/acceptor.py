@@ -5,6 +5,7 @@ None of these calls contacts the KDC; they run with the Context of the daemon's 
 
 import os
 from dataclasses import dataclass, field
+from time import monotonic
 
 from kink.krb5 import _der, _lib, replay
 from kink.krb5.context import Context
@@ -104,23 +105,26 @@ class Acceptor:
             elif prefix.upper() == "FILE":
                 self._keytab_path = path
         self._keytab_stamp: tuple[int, int, int, int] | None = None
-        self._keytab_checked = -1  # the second (Acceptor time) of the last stat of the file
+        self._keytab_checked = -1  # the second (time.monotonic) of the last stat of the file
         self._keytab: _lib.Keytab | None = None
         # The keys of the keytab copy, to refuse a forged ticket without rd_req (issue 9).
         self._ticket_check: TicketCheck | None = None
+        # The last AP-REQ forged() let through and its usual_head, for the accept() after it.
+        self._passed: tuple[bytes, tuple[int, bytes]] | None = None
         if keytab is not None:
             self._load_keytab(keytab, None)
         self._credentials = credentials
         self._clock_skew = self._raw.clock_skew()
         self._replay = replay.open_replay_cache(context.rcache_path, self._raw.now()[0])
 
-    def _load_keytab(self, name: str, now: int | None) -> bool:
+    def _load_keytab(self, name: str, second: int | None) -> bool:
         """Copy the keytab into a MEMORY: one when it changed (or first); whether it did.
 
         A FILE: keytab is re-opened, locked and parsed by every krb5_rd_req; the copy saves
         that. Its file's (inode, size, mtime, ctime) is compared instead, a stat(): at the
-        first accept of each second (`now`; None: now, whatever the time), not at every one (a
-        stat per forged AP-REQ was ~5 k instructions, issue 9). Rotation (kadmin ktadd, a new
+        first accept of each second (`second`, of time.monotonic: a system call less than
+        libkrb5's clock, every forged AP-REQ; None: now, whatever the time), not at every one
+        (a stat per forged AP-REQ was ~5 k instructions, issue 9). Rotation (kadmin ktadd, a new
         kvno) still takes effect at once: a ticket whose key version or enctype the copy lacks
         looks at the file again (_accept_with). A file missing or unreadable is looked at on
         every accept. Other keytab types (MEMORY:, ...) are used as they are.
@@ -131,10 +135,10 @@ class Acceptor:
             if self._keytab is None:
                 self._keytab = self._raw.keytab(name)
             return False
-        if now is not None:
-            if now == self._keytab_checked and self._keytab_stamp is not None:
+        if second is not None:
+            if second == self._keytab_checked and self._keytab_stamp is not None:
                 return False
-            self._keytab_checked = now
+            self._keytab_checked = second
         try:
             st = os.stat(path)
         except OSError:
@@ -178,20 +182,24 @@ class Acceptor:
         cache = self._replay
         tag: bytes | None = None
         malformed: Krb5Error | None = None
-        # The usual encoding gives the replay tag's octets and the options in one reading
-        # (a forged request costs one, issue 9); any other is read field by field.
-        head = _der.usual_head(ap_req)
+        passed, self._passed = self._passed, None
+        if passed is not None and passed[0] == ap_req:
+            # forged() let this AP-REQ through just now (the engine asks it before decoding
+            # the command): read and checked already, and the keytab loaded (issue 9).
+            head: tuple[int, bytes] | None = passed[1]
+        else:
+            # The usual encoding gives the replay tag's octets and the options in one reading
+            # (a forged request costs one, issue 9); any other is read field by field.
+            head = _der.usual_head(ap_req)
+            if head is not None:
+                # A forged ticket is refused here, as rd_req would refuse it, without the
+                # SHA-256 of its replay tag (issue 9). _verify takes the keytab as loaded here.
+                check = self._ticket_check_for(head[0], int(monotonic()))
+                if check is not None and check.forged(ap_req):
+                    raise check.error()
         options: int | None = None
         if head is not None:
             options = head[0]
-            if self._keytab_name is not None and not self._user_to_user(options):
-                # A ticket under a keytab key: a forged one is refused here, as rd_req would
-                # refuse it, without the SHA-256 of its replay tag (issue 9). _verify takes
-                # the keytab as loaded here.
-                self._load_keytab(self._keytab_name, now)
-                check = self._ticket_check
-                if check is not None:
-                    check.refuse_forged(ap_req)
             tag = replay.cipher_tag(head[1])
         else:
             try:
@@ -218,6 +226,30 @@ class Acceptor:
             raise _replayed()  # the same AP-REQ, accepted meanwhile on another thread
         return accepted
 
+    def forged(self, ap_req: bytes) -> bool:
+        """Whether accept() would refuse this AP-REQ with KRB_AP_ERR_BAD_INTEGRITY, its ticket
+        under a keytab key failing its integrity check (kink.krb5.ticket_check); False when
+        accept() must decide. No state but the keytab's reload (_load_keytab) and the tickets
+        found to decrypt, which accept() then does not decrypt again, and the last AP-REQ let
+        through, which accept() then neither reads nor checks again: for checking a request
+        before the message that carries it is decoded (issue 9)."""
+        head = _der.usual_head(ap_req)
+        if head is None:
+            return False
+        check = self._ticket_check_for(head[0], int(monotonic()))
+        if check is not None and check.forged(ap_req):
+            return True
+        self._passed = (ap_req, head)
+        return False
+
+    def _ticket_check_for(self, options: int, second: int) -> TicketCheck | None:
+        """The TicketCheck for an AP-REQ in the usual encoding with these ap-options, None if
+        its ticket is not under a keytab key we hold as a copy (user-to-user, no keytab)."""
+        if self._keytab_name is None or self._user_to_user(options):
+            return None
+        self._load_keytab(self._keytab_name, second)
+        return self._ticket_check
+
     def _user_to_user(self, options: int) -> bool:
         """Whether an AP-REQ with these ap-options is decrypted with a TGT session key: it
         asks for it (use-session-key, RFC 4120 §3.7) and we do user-to-user."""
@@ -242,7 +274,7 @@ class Acceptor:
             if options is None:
                 # Read field by field: accept() neither loaded the keytab nor checked the
                 # ticket (kink.krb5.ticket_check reads only the usual encoding).
-                self._load_keytab(self._keytab_name, clock[0])
+                self._load_keytab(self._keytab_name, int(monotonic()))
             keys = [None]
         # A user-to-user ticket may be under one of our older TGTs: try each key in turn
         # (a failed decryption leaves nothing in the replay cache).

@@ -66,28 +66,33 @@ class TicketCheck:
         """Whether any ticket can be refused here (some key qualified)."""
         return self._keys is not None
 
-    def refuse_forged(self, ap_req: bytes) -> None:
-        """Raise krb5_rd_req's KRB_AP_ERR_BAD_INTEGRITY for an AP-REQ whose ticket is forged;
-        return when rd_req must decide. Only for an AP-REQ _der.usual_head reads.
+    def forged(self, ap_req: bytes) -> bool:
+        """Whether krb5_rd_req would refuse this AP-REQ with KRB_AP_ERR_BAD_INTEGRITY (error()):
+        its ticket is forged. False when rd_req must decide. Only for an AP-REQ
+        _der.usual_head reads.
 
-        Raised where it is made, never held in a local: a frame holding its own exception
-        makes a reference cycle only the garbage collector frees, one per forged request."""
+        A flag, not a raise: a refusal the engine makes before decoding (issue 9) then builds
+        one error and raises none (an exception raised through frames and caught costs its
+        traceback, per forged request)."""
         keys = self._keys
         if keys is None:
-            return
+            return False
         # The ticket's element: [3] at _TICKET_AT, then its two length octets.
         start = _TICKET_AT + 4
         stop = start + (ap_req[_TICKET_AT + 2] << 8 | ap_req[_TICKET_AT + 3])
         if stop > len(ap_req):
-            return
+            return False
         decrypted = self._decrypted
         seen = ap_req[stop - _TAIL : stop]
         if seen in decrypted:
-            return
+            return False
         code = self._raw.check_ticket(keys, self._principal, ap_req, start, stop)
-        if code == _BAD_INTEGRITY:
-            raise Krb5Error(_BAD_INTEGRITY, self._message)
         if code == 0:
             if len(decrypted) >= _DECRYPTED_LIMIT:
                 decrypted.clear()
             decrypted.add(seen)
+        return code == _BAD_INTEGRITY
+
+    def error(self) -> Krb5Error:
+        """krb5_rd_req's error for a forged ticket (forged()): its code and its text."""
+        return Krb5Error(_BAD_INTEGRITY, self._message)

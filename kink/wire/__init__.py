@@ -38,6 +38,7 @@ from kink.wire.message import (
     decode_inner,
     encode,
     encode_inner,
+    peek_ap_req,
 )
 from kink.wire.payloads import (
     ApRep,
@@ -96,4 +97,5 @@ __all__ = [
     "format_principal_name",
     "lifetimes",
     "parse_principal_name",
+    "peek_ap_req",
 ]

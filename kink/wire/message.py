@@ -25,6 +25,8 @@ from kink.wire.constants import (
     ACKREQ_FLAG,
     HEADER_LENGTH,
     KINK_MAJOR_VERSION,
+    QM_MAJOR_VERSION,
+    QM_MINOR_VERSION,
     KinkErrorCode,
     MessageType,
     PayloadType,
@@ -33,6 +35,10 @@ from kink.wire.errors import DecodeError, EncodeError
 from kink.wire.header import HEADER, Header
 from kink.wire.ipsec_doi import IPSEC_DOI
 from kink.wire.payloads import GENERIC, PADDING, KinkPayload, decode_chain, encode_chain
+
+_AP_REQ = int(PayloadType.AP_REQ)
+_ISAKMP = int(PayloadType.ISAKMP)
+_QM_VERSION = QM_MAJOR_VERSION << 4 | QM_MINOR_VERSION  # the octet of KINK_ISAKMP (§4.2.6)
 
 _INNER_HEAD = struct.Struct(">B3x")  # InnerNextPload, RESERVED2 (§4.2.7, erratum 93)
 _MESSAGE_TYPES = {int(t): t for t in MessageType}
@@ -151,6 +157,48 @@ def decode(data: bytes) -> Message:
         data if cksum_len else b"",  # kept only to make it
         fields,
     )
+
+
+def peek_ap_req(data: bytes) -> bytes | None:
+    """The KRB_AP_REQ of a datagram's first KINK_AP_REQ (RFC 4430 §4.2.1), found without
+    decoding the message, so that a forged ticket can be refused before the message is decoded
+    (issue 9: a flood of forged commands). None for a datagram decode() would fault in its
+    header (§4, §4.1), in its outer payload chain as far as the payloads' generic headers and
+    KINK_ENCRYPT's place (§4.2, §4.2.7) or in a KINK_ISAKMP's Quick Mode version (§4.2.6, whose
+    fault is answered, §4.2.8), or without a KINK_AP_REQ: decode() reports those faults. What
+    the payloads hold past that is not read."""
+    if type(data) is not bytes or len(data) < HEADER_LENGTH:
+        return None
+    _, version, length, doi, _, kind, _, cksum_len = HEADER.unpack_from(data)
+    if doi != IPSEC_DOI or _length_fault(data, version, length, cksum_len) is not None:
+        return None
+    end = length - cksum_len
+    off = stop = HEADER_LENGTH
+    found = None
+    # decode_chain's walk, reading only the generic payload headers (§4.2, Figure 6).
+    while kind != _DONE:
+        if end - off < 4:
+            return None
+        nxt, _, payload_length = GENERIC.unpack_from(data, off)
+        if payload_length < 4 or payload_length > end - off:
+            return None
+        stop = off + payload_length
+        if kind == _ENCRYPT:
+            if nxt != _DONE:
+                return None
+            break
+        if kind == _AP_REQ:
+            if payload_length < 8:  # no room for its EPOCH
+                return None
+            if found is None:
+                found = data[off + 8 : stop]
+        elif kind == _ISAKMP and (payload_length < 8 or data[off + 5] != _QM_VERSION):
+            return None
+        off = (stop + 3) & ~3
+        kind = nxt
+    if end != stop and end != (stop + 3) & ~3:
+        return None
+    return found
 
 
 def _length_fault(data: bytes, version: int, length: int, cksum_len: int) -> DecodeError | None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from kink.krb5 import replay
+from kink.krb5 import _der, replay
 from kink.krb5.acceptor import Acceptor
 from kink.krb5.context import Context
 from kink.krb5.credentials import Credentials, Ticket
@@ -191,3 +191,35 @@ def test_a_keytab_entry_without_key_version_turns_the_check_off(
     keytab = raw.memory_keytab(principal, [SessionKey(18, bytes(32))])  # entries of kvno 0
     assert not TicketCheck(raw, principal, keytab).active
     assert TicketCheck(raw, principal, raw.memory_copy(raw.keytab(str(b.keytab)))).active
+
+
+def test_forged_tells_what_accept_would_and_accept_reads_no_request_twice(
+    new_host: Callable[..., Host],
+    new_context: Callable[[], Context],
+    credentials_for: Callable[[Host], Credentials],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Acceptor.forged (what the engine asks before it decodes a command, issue 9): True for a
+    forged ticket, with no state; False for a genuine one, which the accept() after it then
+    neither reads (usual_head) nor checks again, while any other AP-REQ is read and checked."""
+    a, b = new_host(), new_host()
+    ticket = credentials_for(a).get_ticket(b.principal)
+    initiator = Initiator(new_context())
+    context = new_context()
+    acceptor = Acceptor(context, b.principal, keytab=str(b.keytab))
+    genuine, other = initiator.make_ap_req(ticket)[0], initiator.make_ap_req(ticket)[0]
+    assert acceptor.forged(_forged(genuine, ticket))
+    heads = Calls(_der, "usual_head", monkeypatch)
+    checks = Calls(context.raw, "check_ticket", monkeypatch)
+    assert not acceptor.forged(genuine)
+    assert len(heads.results) == 1 and checks.results == [0]  # the ticket decrypted
+    copy = bytes(bytearray(genuine))  # equal octets, another object: as the engine has them
+    assert copy is not genuine
+    acceptor.accept(copy)
+    assert len(heads.results) == 1 and checks.results == [0]
+    assert not acceptor.forged(genuine)  # remembered as decrypted: no second decryption
+    acceptor.accept(other)  # not the one let through: read (and its ticket remembered)
+    assert len(heads.results) == 3 and checks.results == [0]
+    with pytest.raises(Krb5Error) as refused:
+        acceptor.accept(genuine)
+    assert refused.value.protocol_code == KRB_AP_ERR_REPEAT

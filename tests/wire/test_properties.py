@@ -42,6 +42,7 @@ from kink.wire import (
     encode_inner,
     encode_qm,
     format_principal_name,
+    peek_ap_req,
 )
 from tests.wire.captures import all_raw, plaintexts
 from tests.wire.sealers import ReplaySealer, TransparentSealer
@@ -243,6 +244,8 @@ def _feed_message(rng: random.Random, data: bytes) -> None:
         msg = decode(data)
     except DecodeError:
         return
+    # What decode() reads, peek_ap_req finds without decoding (issue 9).
+    assert peek_ap_req(data) == next((p.ap_req for p in msg.payloads if type(p) is ApReq), None)
     signed, cksum = cksum_input(data)
     assert cksum == msg.cksum
     assert msg.signed == (signed if cksum else b"")
