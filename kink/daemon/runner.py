@@ -52,6 +52,7 @@ from kink.daemon.sa_report import child_entry
 from kink.daemon.state import (
     SaId,
     Saved,
+    SavedAnswer,
     SavedChild,
     SavedEntry,
     StateError,
@@ -829,9 +830,10 @@ class Daemon:
     async def _save(self) -> None:
         """The state writer's save: what changed in the engine's children since the last one
         (Engine.record_changes), with the REPLYs kept for them (answers.py), written in the
-        write thread, or inline if few (StateStore.update: a batch appended to the journal); or
-        every child when the store wants a snapshot (StateStore.snapshot: the first save, among
-        others), always in the write thread."""
+        write thread, or inline if few (StateStore.update: a batch appended to the journal, and
+        a compaction started when the journal is long); or every child when the store wants a
+        snapshot (StateStore.snapshot: the first save, among others), always in the write
+        thread."""
         epoch = self.engine.epoch
         if not self.store.wants_snapshot(epoch):
             write, size = self._batch()
@@ -842,19 +844,26 @@ class Daemon:
         now = time.time()
         answers = self.answers.take(now)
         changes = self.engine.record_changes(turn_time(), also=list(self.engine.sadb.children))
-        # Each child's SavedChild is made as the write thread encodes it, from the records
-        # and the peers' addresses taken here: not 100,000s of them at once.
-        addresses = {name: peer.config.address for name, peer in self.engine.peers.items()}
-        local, records = self.engine.config.address, changes.records
+        entries = self._every_child(changes.records, answers)
+        await self._write_thread.run(
+            lambda: self.store.snapshot(epoch, now, entries), written=self.writer.written
+        )
 
-        def entries() -> Iterator[tuple[int, SavedChild]]:
+    def _every_child(
+        self, records: dict[int, ChildRecord], answers: dict[int, SavedAnswer]
+    ) -> Iterator[tuple[int, SavedChild]]:
+        """The SavedChild of each of `records` (every child), with its answer if it has one,
+        made as a thread encodes it for a snapshot, from the records and the peers'
+        addresses taken now: not 100,000s of them at once."""
+        addresses = {name: peer.config.address for name, peer in self.engine.peers.items()}
+        local = self.engine.config.address
+
+        def entries() -> Iterator[tuple[int, SavedChild]]:  # in the thread: what it took now
             for child_id, record in records.items():
                 ids = _record_sas(local, addresses.get(record.peer), record)
                 yield child_id, SavedChild(record, ids, answers.get(child_id))
 
-        await self._write_thread.run(
-            lambda: self.store.snapshot(epoch, now, entries()), written=self.writer.written
-        )
+        return entries()
 
     def _save_inline(self) -> None:
         """_flush_changes' save, on the trio thread (StateWriter.save_inline): what changed
@@ -866,17 +875,31 @@ class Daemon:
     def _batch(self) -> tuple[Callable[[], None], int]:
         """The write of a journal batch (StateStore.update) of what changed in the engine's
         children since the last save (Engine.record_changes) with the REPLYs kept for them
-        (answers.py), and its size in children."""
+        (answers.py), and its size in children; when the store wants a compaction, with
+        every child as of after the batch, taken by the same record_changes (its snapshot,
+        written in the background: StateStore's docstring)."""
         now = time.time()
+        engine = self.engine
         answers = self.answers.take(now)
-        changes = self.engine.record_changes(turn_time(), also=answers)
-        local = self.engine.config.address
+        compacting = self.store.wants_compaction(engine.epoch)
+        touched = engine.sadb.touched
+        also = list(engine.sadb.children) if compacting else answers
+        changes = engine.record_changes(turn_time(), also=also)
+        local = engine.config.address
+        # Compacting, the batch is still what changed: the records of the children touched
+        # and of those with a new answer (B); every record (S) goes to the compaction.
+        batch = None if not compacting or touched is None else touched | answers.keys()
         children = {}
         for child_id, record in changes.records.items():
+            if batch is not None and child_id not in batch:
+                continue
             ids = _record_sas(local, self._peer_address(record.peer), record)
             children[child_id] = SavedChild(record, ids, answers.get(child_id))
         gone = changes.gone
-        write = functools.partial(self.store.update, self.engine.epoch, now, children, gone)
+        compact = self._every_child(changes.records, answers) if compacting else None
+        write = functools.partial(
+            self.store.update, engine.epoch, now, children, gone, compact=compact
+        )
         return write, len(children) + len(gone)
 
     def _durable(self, generation: int) -> None:

@@ -37,12 +37,31 @@ open since its snapshot; one removed or replaced by hand meanwhile is noticed at
 StateStore.update), so it counts whole or not at all: a last line cut short (no newline, or
 not JSON) is a save that never completed, whose datagrams therefore never left, and is
 ignored. Each process starts with a snapshot (its first save: the ids are its engine's), and
-writes a new one when the batches appended since pass COMPACT_FACTOR times the size of the
-last snapshot (at least COMPACT_MIN), after a failed write and if the epoch changed
-(wants_snapshot: the caller then gives every child). A snapshot is written whole
-(temporary file, fsync, rename, fsync of the directory) and streamed, an entry at a time, with
-the answers not expired by then (a restarted kinkd ignores expired ones, kink.daemon.answers):
-the store keeps no copy of the children, only the answers of young responder children.
+writes a new one after a failed write and if the epoch changed (wants_snapshot: the caller then
+gives every child). A snapshot is written whole (temporary file, fsync, rename, fsync of the
+directory) and streamed, an entry at a time, with the answers not expired by then (a restarted
+kinkd ignores expired ones, kink.daemon.answers): the store keeps no copy of the children, only
+the answers of young responder children.
+
+Once the batches appended pass COMPACT_FACTOR times the size of the last snapshot (at least
+COMPACT_MIN), the file is compacted without holding up a save (wants_compaction). A snapshot
+written at a save took 11.5-38 ms of disk waits here, and saves are one at a time: every REPLY
+waiting for a save behind it waited that long, at 1,000 rekeys/s the slowest 1% (issue 9). So:
+ 1. the save that finds it due (update(..., compact=every child as of after its batch)) appends
+    its batch to the file as any other, durable at its return; then
+ 2. its own thread writes the snapshot of those children to the temporary file and fsyncs it,
+    while the saves go on appending their batches to the file (durable there), each batch also
+    kept in memory (the tail);
+ 3. the first save after that write ended appends the tail and its own batch to the temporary
+    file in one write (O_DSYNC), renames it over the file, fsyncs the directory, and appends
+    to the new file from then on: two syncs, never the snapshot's writing (bench_exchange at
+    1,000/s, 64 SA pairs: that save took 5.2 ms, 3.7-11.1, where the snapshot took 8.6,
+    6.0-15.3, medians of 24; saves alone with 5,000 children: 5.3 ms against 54).
+A kinkd killed at any point leaves the old file, with every durable batch (the temporary file
+is never read), or the new one: the snapshot and every batch after it (those of the tail, and
+the last save's, which is durable only once the rename is). A failure (the snapshot's write, a
+failed save, another epoch, close()) abandons the compaction; after a failed write of the
+snapshot the next save is a snapshot (wants_snapshot), written then.
 
 Version 5 was the same journal with the snapshot on its first line, {"version":5,"epoch",
 "saved_at","children":[ENTRY,...]}; versions 2 to 4 were one JSON document, {"version","epoch",
@@ -63,6 +82,7 @@ import json
 import logging
 import os
 import sys
+import threading
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring_ascii as _string
@@ -81,14 +101,11 @@ _READABLE = (2, 3, 4, 5, 6)
 # JSON without blanks, by one encoder: json.dumps with options makes an encoder at each call
 # (about 1 of a child entry's 12-15 us; the write thread encodes 1,000s a second, issue 9).
 _encode = json.JSONEncoder(separators=(",", ":")).encode
-COMPACT_FACTOR = 2  # a snapshot once the batches appended pass this times the last snapshot
-# ... and this many bytes. A snapshot holds up every save behind it (one write at a time): ~10
-# ms (a new file, its fsync, the rename and the directory's fsync) that the REPLYs waiting for
-# those saves wait too. At 1 MiB, a responder with 64 SA pairs at 1,000 rekeys/s (~1.3 KB of
-# batches a rekey) wrote 3-4 in a 3 s bench_exchange run, and in 2 runs of 6 a snapshot held
-# up 5 and 16 of the 30 slowest rekeys (issue 9); at 4 MiB it is one every ~3 s, and a restart
-# reads at most 4 MiB of batches on top of the last snapshot (~0.1 s with 64 children; a larger
-# state's snapshot sets the limit, COMPACT_FACTOR, as before).
+COMPACT_FACTOR = 2  # a compaction once the batches appended pass this times the last snapshot
+# ... and this many bytes. A responder with 64 SA pairs at 1,000 rekeys/s (~1.3 KB of batches a
+# rekey) compacts every ~3 s; a restart reads at most 4 MiB of batches (and the tail of a
+# compaction running) on top of the last snapshot (~0.1 s with 64 children; a larger state's
+# snapshot sets the limit, COMPACT_FACTOR).
 COMPACT_MIN = 4 << 20
 WRITE_BUFFER = 1 << 16  # bytes of a snapshot written at a time
 
@@ -175,10 +192,13 @@ class StateError(Exception):
 class StateStore:
     """StateStore(directory): load() once at start-up; then at each save either snapshot(),
     with every child, when wants_snapshot() says so (the first save, among others), or
-    update(), with what changed; close() at shutdown."""
+    update(), with what changed (and every child when wants_compaction() says so); close() at
+    shutdown."""
 
     def __init__(self, directory: Path) -> None:
         self.path = directory / STATE_FILE
+        # A snapshot's (at a save, or a compaction's), until it is renamed over the file.
+        self._tmp = self.path.with_name(self.path.name + ".tmp")
         # The answers of the saved children (few: young responder children's), for the next
         # snapshot, whose caller has only those not saved yet (kink.daemon.answers).
         self._answers: dict[int, SavedAnswer] = {}
@@ -189,6 +209,8 @@ class StateStore:
         # save (22-35 us each in user-mode Linux, on the path of a lone exchange's REPLY, issue
         # 9). None until the first snapshot, after a failed write and after close().
         self._journal: int | None = None
+        self._compaction: _Compaction | None = None  # the one running (module docstring)
+        self._compaction_failed = False  # its snapshot's write: the next save is a snapshot
 
     def load(self) -> Saved | None:
         """The saved state; None if there is none; StateError if it is unreadable."""
@@ -216,16 +238,29 @@ class StateStore:
             if collecting:
                 gc.enable()
 
+    def _long(self) -> bool:
+        """Whether the batches appended pass COMPACT_FACTOR times the last snapshot (and
+        COMPACT_MIN bytes: a read costs what the file holds)."""
+        return self._appended > max(COMPACT_MIN, COMPACT_FACTOR * self._snapshot_size)
+
     def wants_snapshot(self, epoch: int) -> bool:
         """Whether the next save is a snapshot (of every child): the first one, after a failed
-        write, in another epoch, or once the batches appended pass COMPACT_FACTOR times the
-        last snapshot (at least COMPACT_MIN bytes: a read costs what the file holds)."""
-        limit = max(COMPACT_MIN, COMPACT_FACTOR * self._snapshot_size)
-        return self._journal is None or self._epoch != epoch or self._appended > limit
+        write, in another epoch, or once the file is long after a compaction failed."""
+        return (
+            self._journal is None
+            or self._epoch != epoch
+            or (self._compaction_failed and self._long())
+        )
+
+    def wants_compaction(self, epoch: int) -> bool:
+        """Whether the next save (an update()) starts a compaction, given every child: the file
+        is long, and no snapshot is wanted nor compaction running (module docstring)."""
+        return self._compaction is None and self._long() and not self.wants_snapshot(epoch)
 
     def close(self) -> None:
         """Close the file (at shutdown); a later save writes a snapshot."""
         self._epoch = None
+        self._abandon()
         self._close_journal()
 
     def _close_journal(self) -> None:
@@ -233,49 +268,45 @@ class StateStore:
         if fd is not None:
             os.close(fd)
 
+    def _abandon(self) -> None:
+        """Give up the compaction running, if any: its thread waited for (it writes the
+        temporary file, which a snapshot or the next compaction writes anew), its file gone."""
+        compaction, self._compaction = self._compaction, None
+        if compaction is not None:
+            compaction.thread.join()
+            with contextlib.suppress(OSError):
+                os.unlink(self._tmp)
+
     def snapshot(
         self, epoch: int, saved_at: float, children: Iterable[tuple[int, SavedChild]]
     ) -> None:
         """The state is `children` (by child id) and nothing else; durable on return. A child
         without an answer keeps the one saved with its id before, until it expires."""
         self._epoch = None
+        self._abandon()
         self._close_journal()
-        kept: dict[int, SavedAnswer] = {}
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
-            with os.fdopen(fd, "wb", buffering=WRITE_BUFFER) as out:
-                head = {"version": _VERSION, "epoch": epoch, "saved_at": saved_at}
-                out.write(_encode(head).encode() + b"\n")
-                count = 0
-                for child_id, child in children:
-                    answer = child.answer or self._answers.get(child_id)
-                    if answer is not None and answer.until > saved_at:
-                        kept[child_id] = answer
-                    else:
-                        answer = None  # expired: a restarted kinkd would ignore it
-                    out.write(_entry(child_id, child, saved_at, answer) + b"\n")
-                    count += 1
-                out.write(b'{"children":%d}\n' % count)
-                out.flush()
-                os.fsync(out.fileno())
-                size = out.tell()
-            os.replace(tmp, self.path)
+            size, kept = _write_snapshot(self._tmp, epoch, saved_at, children, self._answers)
+            os.replace(self._tmp, self.path)
         except BaseException:
             with contextlib.suppress(OSError):
-                os.unlink(tmp)
+                os.unlink(self._tmp)
             raise
+        self._sync_directory()
+        # The batches go to its end, each durable as its write returns (O_DSYNC: what an
+        # fdatasync after it makes so, the data and the file's new size, in one system call).
+        self._journal = _open_journal(self.path)
+        self._answers = kept
+        self._epoch, self._snapshot_size, self._appended = epoch, size, 0
+        self._compaction_failed = False
+
+    def _sync_directory(self) -> None:
         with contextlib.suppress(OSError):  # the rename is durable once the directory is
             dir_fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
             try:
                 os.fsync(dir_fd)
             finally:
                 os.close(dir_fd)
-        # The batches go to its end, each durable as its write returns (O_DSYNC: what an
-        # fdatasync after it makes so, the data and the file's new size, in one system call).
-        self._journal = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_DSYNC | os.O_CLOEXEC)
-        self._answers = kept
-        self._epoch, self._snapshot_size, self._appended = epoch, size, 0
 
     def update(
         self,
@@ -283,16 +314,21 @@ class StateStore:
         saved_at: float,
         children: Mapping[int, SavedChild],
         gone: Iterable[int],
+        *,
+        compact: Iterable[tuple[int, SavedChild]] | None = None,
     ) -> None:
         """Apply changes, by child id (kink.engine.lifecycle.RecordChanges): `children` new
         or changed (an entry replaces the one of its id), `gone` no longer saved (ids never
         saved are ignored). Durable on return: one batch appended; or, if wants_snapshot(),
-        a snapshot of `children`, which must then be every child."""
+        a snapshot of `children`, which must then be every child.
+        `compact`: when wants_compaction(), every child (by id) as of after this batch, the
+        snapshot a compaction writes in the background once the batch is durable; it is read
+        in the compaction's thread, and must not change meanwhile."""
         if self.wants_snapshot(epoch):
             self.snapshot(epoch, saved_at, children.items())
             return
         dropped = list(gone)
-        if not children and not dropped:
+        if not children and not dropped and compact is None:
             return  # the file says it all already
         line = b"".join(
             (
@@ -320,8 +356,21 @@ class StateStore:
             # write (O_DSYNC) instead of an open, a write, an fdatasync and a close.
             if os.fstat(fd).st_nlink != 1:
                 raise FileNotFoundError(errno.ENOENT, "removed or replaced", str(self.path))
-            _write_all(fd, line)
+            compaction = self._compaction
+            if compaction is not None and compaction.thread.is_alive():
+                _write_all(fd, line)
+                compaction.tail.append(line)
+            elif compaction is not None and compaction.error is None:
+                self._compaction = None
+                self._switch(compaction, line)
+            else:
+                if compaction is not None:  # its snapshot could not be written
+                    log.error("cannot compact the state file: %s", compaction.error)
+                    self._abandon()
+                    self._compaction_failed = True
+                _write_all(fd, line)
         except BaseException:
+            self._abandon()
             self._close_journal()
             raise
         self._epoch = epoch
@@ -333,6 +382,93 @@ class StateStore:
                 self._answers.pop(child_id, None)
             else:
                 self._answers[child_id] = child.answer
+        if compact is not None:
+            self._compaction = _Compaction(self._tmp, epoch, saved_at, compact, dict(self._answers))
+
+    def _switch(self, compaction: "_Compaction", line: bytes) -> None:
+        """Make the compaction's snapshot, with its tail and `line` appended, the file (step 3
+        of the module docstring); `line` is durable on return."""
+        tail = b"".join(compaction.tail)
+        try:
+            fd = _open_journal(self._tmp)
+            try:
+                _write_all(fd, tail + line)
+                os.replace(self._tmp, self.path)
+            except BaseException:
+                os.close(fd)
+                raise
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(self._tmp)
+            raise
+        self._sync_directory()
+        self._close_journal()
+        self._journal = fd
+        self._snapshot_size, self._appended = compaction.size, len(tail)
+        # As a snapshot does: the answers expired by its time are no longer in the file.
+        self._answers = {c: a for c, a in self._answers.items() if a.until > compaction.saved_at}
+
+
+class _Compaction:
+    """A snapshot of `children` written to `tmp` and fsynced in its own thread (step 2 of the
+    module docstring), with the answers `kept` for those without one; `tail`: the batches
+    appended to the file meanwhile."""
+
+    def __init__(
+        self,
+        tmp: Path,
+        epoch: int,
+        saved_at: float,
+        children: Iterable[tuple[int, SavedChild]],
+        kept: Mapping[int, SavedAnswer],
+    ) -> None:
+        self.saved_at = saved_at
+        self.tail: list[bytes] = []
+        self.size = 0  # the snapshot's bytes, once written
+        self.error: BaseException | None = None
+
+        def write() -> None:
+            try:
+                self.size, _ = _write_snapshot(tmp, epoch, saved_at, children, kept)
+            except BaseException as exc:  # for the save that finds it ended (update)
+                self.error = exc
+
+        self.thread = threading.Thread(target=write, name="kinkd-compact", daemon=True)
+        self.thread.start()
+
+
+def _open_journal(path: Path) -> int:
+    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_DSYNC | os.O_CLOEXEC)
+
+
+def _write_snapshot(
+    path: Path,
+    epoch: int,
+    saved_at: float,
+    children: Iterable[tuple[int, SavedChild]],
+    answers: Mapping[int, SavedAnswer],
+) -> tuple[int, dict[int, SavedAnswer]]:
+    """Write a snapshot of `children` to a new file at `path`, fsynced; a child without an
+    answer has its id's in `answers`, if not expired at saved_at. Its size and the answers it
+    holds."""
+    kept: dict[int, SavedAnswer] = {}
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "wb", buffering=WRITE_BUFFER) as out:
+        head = {"version": _VERSION, "epoch": epoch, "saved_at": saved_at}
+        out.write(_encode(head).encode() + b"\n")
+        count = 0
+        for child_id, child in children:
+            answer = child.answer or answers.get(child_id)
+            if answer is not None and answer.until > saved_at:
+                kept[child_id] = answer
+            else:
+                answer = None  # expired: a restarted kinkd would ignore it
+            out.write(_entry(child_id, child, saved_at, answer) + b"\n")
+            count += 1
+        out.write(b'{"children":%d}\n' % count)
+        out.flush()
+        os.fsync(out.fileno())
+        return out.tell(), kept
 
 
 def _write_all(fd: int, data: bytes) -> None:

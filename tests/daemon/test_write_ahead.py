@@ -340,7 +340,7 @@ async def test_a_reply_leaves_as_the_loop_learns_that_its_write_in_the_thread_en
 def _unwritable(monkeypatch: pytest.MonkeyPatch, daemon: Daemon, fail: Callable[[], None]) -> None:
     """Every save of `daemon` from now on calls `fail` (which raises) instead of writing."""
 
-    def write(*args: object) -> None:
+    def write(*args: object, **kwargs: object) -> None:
         fail()
 
     for name in ("update", "snapshot"):
