@@ -118,6 +118,11 @@ GC_MIDDLE_THRESHOLD = 0
 # (100,000s, 60+ ms) every ~5 s; with 100, one in ~50 s at most under that load (24 middle
 # passes in 12 s; none in those runs: CPython also waits for a quarter more old objects).
 GC_OLD_THRESHOLD = 100
+# A dropped datagram is counted by its cause (kinkctl status) and logged once per cause: the
+# first of a cause at INFO, then at most one line per cause every DROP_LOG_INTERVAL seconds
+# saying how many came since (each at DEBUG). A flood of bad datagrams (RFC 4430 §10, issue 9)
+# then writes a line a minute per cause, not one per datagram, and a new cause shows at once.
+DROP_LOG_INTERVAL = 60.0
 _HELPER_ERRNO = {hp.ERR_EXISTS: EEXIST, hp.ERR_NOT_FOUND: "ENOENT"}
 _POLICY_ACTIONS = (StartAction.TRAP, StartAction.START)
 # A KINK header's first octet is its Type (RFC 4430 §4).
@@ -243,6 +248,8 @@ class Daemon:
         # that comes meanwhile beside the helper's work, not after it.
         self._wait_for_helper = len(os.sched_getaffinity(0)) == 1
         self._lines: list[tuple[int, str, tuple[object, ...]]] = []  # _line's, not yet written
+        # Dropped datagrams' causes logged: [when the next line may come, drops since the last].
+        self._drops_logged: dict[str, list[float]] = {}
         self._stop = trio.Event()
         self._children_changed = trio.Event()
         self._policy_checks: set[str] = set()  # respond-only peers that may have lost all SAs
@@ -812,7 +819,32 @@ class Daemon:
             self._maybe_remove_responder_policies(notice.peer)
 
     def _dropped(self, notice: Dropped) -> None:
-        self._line(logging.DEBUG, "dropped a datagram from %s: %s", notice.peer[0], notice.cause)
+        """Log a dropped datagram once per cause (DROP_LOG_INTERVAL); the engine counted it."""
+        cause = notice.cause
+        logged = self._drops_logged.get(cause)
+        assert self._transport is not None  # a datagram it delivered was dropped
+        now = self._transport.arrived  # read for that datagram: no clock read of its own
+        if logged is None:
+            self._drops_logged[cause] = [now + DROP_LOG_INTERVAL, 0.0]
+            self._line(
+                logging.INFO,
+                "dropped a datagram from %s: %s (more for this cause are counted, kinkctl "
+                "status, and logged at most once a minute)",
+                notice.peer[0],
+                cause,
+            )
+        elif now >= logged[0]:
+            self._line(
+                logging.INFO,
+                "dropped a datagram from %s: %s (%d more for this cause since the last line)",
+                notice.peer[0],
+                cause,
+                int(logged[1]),
+            )
+            logged[0], logged[1] = now + DROP_LOG_INTERVAL, 0.0
+        else:
+            logged[1] += 1
+            self._line(logging.DEBUG, "dropped a datagram from %s: %s", notice.peer[0], cause)
         control = self._control
         if control is not None and control.listening:
             control.publish(cp.EVENT_DROPPED, {"cause": notice.cause, "from": list(notice.peer)})
