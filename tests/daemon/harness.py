@@ -259,6 +259,21 @@ def matching_pairs(a: Node, b: Node) -> int:
     return len(sas_a)
 
 
+async def rekey_pair(a: Node, b: Node) -> None:
+    """a rekeys its one pair with b (kinkctl rekey), until the new pair replaced the old."""
+    old = {sa["spi"] for sa in a.sas()}
+    assert (await a.request("rekey", peer="b")) == {"children": 1}
+    await wait_for(
+        lambda: len(a.sas()) == len(b.sas()) == 2 and not old & {sa["spi"] for sa in a.sas()},
+        "the rekeyed pair replacing the old one",
+    )
+
+
+def sa_pairs(sas: dict[str, Any]) -> set[tuple[int, int]]:
+    """The (inbound, outbound) SPIs of each pair in a `sas` control reply."""
+    return {(sa["spi_in"], sa["spi_out"]) for child in sas["sas"] for sa in child["sas"]}
+
+
 async def wait_for_a_pair(a: Node, b: Node) -> None:
     """Until a and b each hold one SA pair (the outcome most scenarios start from)."""
     await wait_for(lambda: len(a.sas()) == 2 and len(b.sas()) == 2, "an SA pair each")

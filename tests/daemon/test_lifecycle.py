@@ -22,6 +22,8 @@ from tests.daemon.harness import (
     HELPER_CONFIG,
     Node,
     matching_pairs,
+    rekey_pair,
+    sa_pairs,
     wait_for,
     wait_for_a_pair,
     with_peers,
@@ -97,7 +99,7 @@ async def test_restart_keeps_epoch_while_the_kernel_keeps_the_sas(
 
         await a.start(nursery)  # kinkd restarted, the kernel kept its SAs: it takes them over
         assert (await a.request("status"))["epoch"] == epoch
-        assert _pairs(await a.request("sas")) == _pairs(sas)
+        assert sa_pairs(await a.request("sas")) == sa_pairs(sas)
         await a.stop()
 
         a.helper.restart(keep_kernel=False)  # a reboot: the SAs are gone
@@ -122,7 +124,7 @@ async def test_a_kinkd_killed_after_rekeys_takes_its_pair_back_from_the_journal(
             await wait_for_a_pair(a, b)
             epoch = (await a.request("status"))["epoch"]
             for _ in range(2):
-                await _rekey(a, b)
+                await rekey_pair(a, b)
             sas = await a.request("sas")
             doomed.cancel_scope.cancel()  # killed: nothing saved at the stop
         lines = (a.config.daemon.state_dir / STATE_FILE).read_bytes().count(b"\n")
@@ -130,8 +132,8 @@ async def test_a_kinkd_killed_after_rekeys_takes_its_pair_back_from_the_journal(
 
         await a.start(nursery)
         assert (await a.request("status"))["epoch"] == epoch
-        assert _pairs(await a.request("sas")) == _pairs(sas)
-        assert {sa["spi"] for sa in a.sas()} == {spi for pair in _pairs(sas) for spi in pair}
+        assert sa_pairs(await a.request("sas")) == sa_pairs(sas)
+        assert {sa["spi"] for sa in a.sas()} == {spi for pair in sa_pairs(sas) for spi in pair}
         assert matching_pairs(a, b) == 2
         await a.stop()
         await b.stop()
@@ -196,19 +198,6 @@ async def test_helper_restart_reconnects_and_resyncs(make_hosts: HostsFactory) -
         assert matching_pairs(a, b) == 2
         await a.stop()
         await b.stop()
-
-
-async def _rekey(a: Node, b: Node) -> None:
-    old = {sa["spi"] for sa in a.sas()}
-    assert (await a.request("rekey", peer="b")) == {"children": 1}
-    await wait_for(
-        lambda: len(a.sas()) == len(b.sas()) == 2 and not old & {sa["spi"] for sa in a.sas()},
-        "the rekeyed pair replacing the old one",
-    )
-
-
-def _pairs(sas: dict[str, Any]) -> set[tuple[int, int]]:
-    return {(sa["spi_in"], sa["spi_out"]) for child in sas["sas"] for sa in child["sas"]}
 
 
 def _status(node: Node) -> dict[str, Any]:

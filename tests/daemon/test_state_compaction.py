@@ -16,7 +16,12 @@ from kink.daemon import state
 from kink.daemon.state import STATE_FILE, SavedAnswer, SavedChild, StateStore
 from kink.engine import StartAction
 from tests.daemon.conftest import HostsFactory
-from tests.daemon.harness import Node, matching_pairs, wait_for, wait_for_a_pair
+from tests.daemon.harness import (
+    matching_pairs,
+    rekey_pair,
+    sa_pairs,
+    wait_for_a_pair,
+)
 from tests.daemon.saved import record
 
 PEER = ("192.0.2.2", 910)
@@ -275,7 +280,7 @@ async def test_a_kinkd_compacts_its_file_without_a_snapshot_at_a_save_and_takes_
             await a.start(doomed)
             await wait_for_a_pair(a, b)
             for _ in range(3):
-                await _rekey(a, b)
+                await rekey_pair(a, b)
                 await trio.to_thread.run_sync(join_compaction)
             sas = await a.request("sas")
             doomed.cancel_scope.cancel()  # killed: nothing saved at the stop
@@ -286,22 +291,7 @@ async def test_a_kinkd_compacts_its_file_without_a_snapshot_at_a_save_and_takes_
             assert len(json.loads(line).get("set", ())) <= 2  # a rekey's batch: what changed
 
         await a.start(nursery)
-        assert _pairs(await a.request("sas")) == _pairs(sas)
+        assert sa_pairs(await a.request("sas")) == sa_pairs(sas)
         assert matching_pairs(a, b) == 2
         await a.stop()
         await b.stop()
-
-
-async def _rekey(a: Node, b: Node) -> None:
-    old = {sa["spi"] for sa in a.sas()}
-    assert (await a.request("rekey", peer="b")) == {"children": 1}
-    await wait_for(
-        lambda: len(a.sas()) == len(b.sas()) == 2 and not old & {sa["spi"] for sa in a.sas()},
-        "the rekeyed pair replacing the old one",
-    )
-
-
-def _pairs(sas: dict[str, object]) -> set[tuple[int, int]]:
-    children = sas["sas"]
-    assert isinstance(children, list)
-    return {(sa["spi_in"], sa["spi_out"]) for c in children for sa in c["sas"]}

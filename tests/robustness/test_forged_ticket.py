@@ -24,17 +24,18 @@ from kink.wire import (
 from tests.robustness.forge import Attack
 
 
-def _rd_req_calls(attack: Attack, monkeypatch: pytest.MonkeyPatch) -> list[None]:
-    """A list that grows by one at each krb5_rd_req of b's Acceptor (its RawContext)."""
+def _calls(attack: Attack, monkeypatch: pytest.MonkeyPatch, name: str = "rd_req") -> list[None]:
+    """A list that grows by one at each call of b's Acceptor's RawContext method `name`
+    (krb5_rd_req; check_ticket: the ticket check's one decryption)."""
     raw = attack.b.context.raw
     calls: list[None] = []
-    rd_req = raw.rd_req
+    method = getattr(raw, name)
 
     def counted(*args: Any) -> Any:
         calls.append(None)
-        return rd_req(*args)
+        return method(*args)
 
-    monkeypatch.setattr(raw, "rd_req", counted)
+    monkeypatch.setattr(raw, name, counted)
     return calls
 
 
@@ -62,7 +63,7 @@ def test_a_forged_ticket_is_refused_as_before_without_rd_req_or_decoding(
     attack: Attack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     forged = attack.forge(outer=(_forged_ap_req(attack),))
-    rd_req = _rd_req_calls(attack, monkeypatch)
+    rd_req = _calls(attack, monkeypatch)
     decoded = _undecoded(monkeypatch)
     sas = attack.sas("b")
     out = attack.hit("b", forged)
@@ -96,16 +97,8 @@ def test_a_valid_ticket_is_decrypted_once(attack: Attack, monkeypatch: pytest.Mo
     data = attack.forge(
         outer=(ApReq(epoch, raw_ap_req),), key=a.port.ticket_key(ticket), xid=0x7E59
     )
-    raw = attack.b.context.raw
-    checks: list[None] = []
-    check_ticket = raw.check_ticket
-
-    def counted(*args: Any) -> Any:
-        checks.append(None)
-        return check_ticket(*args)
-
-    monkeypatch.setattr(raw, "check_ticket", counted)
-    rd_req = _rd_req_calls(attack, monkeypatch)
+    checks = _calls(attack, monkeypatch, "check_ticket")
+    rd_req = _calls(attack, monkeypatch)
     out = attack.hit("b", data)
     assert out.kerberos[:2] == ["forged_ticket", "accept"] and "make_ap_rep" in out.kerberos
     assert len(checks) == 1 and len(rd_req) == 1
