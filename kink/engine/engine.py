@@ -142,7 +142,7 @@ class Engine(Lifecycle):
             # refused as a replay. A ticket found valid here is not decrypted again by accept().
             ap_req = peek_ap_req(data)
             if ap_req is not None:
-                forged = self.kerberos.forged_ticket(ap_req)
+                forged = self.kerberos.forged_ticket(ap_req, now)
                 if forged is not None:
                     xid = int.from_bytes(data[8:12])  # RFC 4430 §4: the header's XID
                     self.kerberos_refusal(peer, data[0], xid, data, forged, now)

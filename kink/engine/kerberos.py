@@ -114,11 +114,12 @@ class KerberosPort(Protocol):
         """ctime/cusec of the AP-REQ behind `handle` (to match an echoing KRB-ERROR)."""
         ...
 
-    def forged_ticket(self, ap_req: bytes) -> KerberosError | None:
+    def forged_ticket(self, ap_req: bytes, now: float) -> KerberosError | None:
         """The KerberosError accept() would raise for an AP-REQ whose ticket is forged (made,
         not raised); None when accept() must decide. Leaves no state, and costs less than
         accept(): the engine asks it before it decodes a command (issue 9). A ticket it found
-        valid is not decrypted again by accept()."""
+        valid is not decrypted again by accept(). `now`: the engine's time (its seconds gate
+        the keytab's reload, without a clock read of its own)."""
         ...
 
     def accept(self, ap_req: bytes) -> AcceptedRequest:
@@ -212,8 +213,8 @@ class Krb5Port:
         except Krb5Error as exc:
             raise _error(exc) from None
 
-    def forged_ticket(self, ap_req: bytes) -> KerberosError | None:
-        if not self._acceptor.forged(ap_req):
+    def forged_ticket(self, ap_req: bytes, now: float) -> KerberosError | None:
+        if not self._acceptor.forged(ap_req, int(now)):
             return None
         # What accept() raises for it (_error of rd_req's KRB_AP_ERR_BAD_INTEGRITY), made
         # without a Krb5Error first (issue 9: every forged command).

@@ -105,7 +105,7 @@ class Acceptor:
             elif prefix.upper() == "FILE":
                 self._keytab_path = path
         self._keytab_stamp: tuple[int, int, int, int] | None = None
-        self._keytab_checked = -1  # the second (time.monotonic) of the last stat of the file
+        self._keytab_checked = -1  # the second (monotonic: _load_keytab) of the last stat
         self._keytab: _lib.Keytab | None = None
         # The keys of the keytab copy, to refuse a forged ticket without rd_req (issue 9).
         self._ticket_check: TicketCheck | None = None
@@ -122,12 +122,13 @@ class Acceptor:
 
         A FILE: keytab is re-opened, locked and parsed by every krb5_rd_req; the copy saves
         that. Its file's (inode, size, mtime, ctime) is compared instead, a stat(): at the
-        first accept of each second (`second`, of time.monotonic: a system call less than
-        libkrb5's clock, every forged AP-REQ; None: now, whatever the time), not at every one
-        (a stat per forged AP-REQ was ~5 k instructions, issue 9). Rotation (kadmin ktadd, a new
-        kvno) still takes effect at once: a ticket whose key version or enctype the copy lacks
-        looks at the file again (_accept_with). A file missing or unreadable is looked at on
-        every accept. Other keytab types (MEMORY:, ...) are used as they are.
+        first accept of each second (`second`: of time.monotonic, or of the engine's clock for
+        forged(), which the engine asks with the time it has; None: now, whatever the time),
+        not at every one (a stat per forged AP-REQ was ~5 k instructions, issue 9). Rotation
+        (kadmin ktadd, a new kvno) still takes effect at once: a ticket whose key version or
+        enctype the copy lacks looks at the file again (_accept_with). A file missing or
+        unreadable is looked at on every accept. Other keytab types (MEMORY:, ...) are used as
+        they are.
         """
         path = self._keytab_path
         if path is None:
@@ -226,17 +227,19 @@ class Acceptor:
             raise _replayed()  # the same AP-REQ, accepted meanwhile on another thread
         return accepted
 
-    def forged(self, ap_req: bytes) -> bool:
+    def forged(self, ap_req: bytes, second: int) -> bool:
         """Whether accept() would refuse this AP-REQ with KRB_AP_ERR_BAD_INTEGRITY, its ticket
         under a keytab key failing its integrity check (kink.krb5.ticket_check); False when
         accept() must decide. No state but the keytab's reload (_load_keytab) and the tickets
         found to decrypt, which accept() then does not decrypt again, and the last AP-REQ let
         through, which accept() then neither reads nor checks again: for checking a request
-        before the message that carries it is decoded (issue 9)."""
+        before the message that carries it is decoded (issue 9). `second`: the caller's time in
+        whole seconds, of any monotonic clock (the engine's: a clock read less per command, a
+        system call in user-mode Linux), for the keytab's reload at most once a second."""
         head = _der.usual_head(ap_req)
         if head is None:
             return False
-        check = self._ticket_check_for(head[0], int(monotonic()))
+        check = self._ticket_check_for(head[0], second)
         if check is not None and check.forged(ap_req):
             return True
         self._passed = (ap_req, head)

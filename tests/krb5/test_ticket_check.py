@@ -208,16 +208,16 @@ def test_forged_tells_what_accept_would_and_accept_reads_no_request_twice(
     context = new_context()
     acceptor = Acceptor(context, b.principal, keytab=str(b.keytab))
     genuine, other = initiator.make_ap_req(ticket)[0], initiator.make_ap_req(ticket)[0]
-    assert acceptor.forged(_forged(genuine, ticket))
+    assert acceptor.forged(_forged(genuine, ticket), 0)
     heads = Calls(_der, "usual_head", monkeypatch)
     checks = Calls(context.raw, "check_ticket", monkeypatch)
-    assert not acceptor.forged(genuine)
+    assert not acceptor.forged(genuine, 0)
     assert len(heads.results) == 1 and checks.results == [0]  # the ticket decrypted
     copy = bytes(bytearray(genuine))  # equal octets, another object: as the engine has them
     assert copy is not genuine
     acceptor.accept(copy)
     assert len(heads.results) == 1 and checks.results == [0]
-    assert not acceptor.forged(genuine)  # remembered as decrypted: no second decryption
+    assert not acceptor.forged(genuine, 0)  # remembered as decrypted: no second decryption
     acceptor.accept(other)  # not the one let through: read (and its ticket remembered)
     assert len(heads.results) == 3 and checks.results == [0]
     with pytest.raises(Krb5Error) as refused:

@@ -174,11 +174,11 @@ def test_the_forged_tickets_error_is_the_one_accept_raises(attack: Attack) -> No
     # AP-REQ: the engine answers and counts both alike (RFC 4430 §3.5).
     port = attack.b.port
     ap_req = _forged_ap_req(attack).ap_req
-    early = port.forged_ticket(ap_req)
+    early = port.forged_ticket(ap_req, 0.0)
     with pytest.raises(KerberosError) as info:
         port.accept(ap_req)
     assert early is not None and early.accepted is None and info.value.accepted is None
     assert early.args == info.value.args == (31, "KRB_AP_ERR_BAD_INTEGRITY")
     assert (early.code, early.name) == (info.value.code, info.value.name)
     assert early.user_to_user == info.value.user_to_user
-    assert port.forged_ticket(attack.ap_req().ap_req) is None
+    assert port.forged_ticket(attack.ap_req().ap_req, 0.0) is None
