@@ -184,20 +184,19 @@ class Acceptor:
         tag: bytes | None = None
         malformed: Krb5Error | None = None
         passed, self._passed = self._passed, None
-        if passed is not None and passed[0] == ap_req:
-            # forged() let this AP-REQ through just now (the engine asks it before decoding
-            # the command): read and checked already, and the keytab loaded (issue 9).
-            head: tuple[int, bytes] | None = passed[1]
-        else:
-            # The usual encoding gives the replay tag's octets and the options in one reading
-            # (a forged request costs one, issue 9); any other is read field by field.
-            head = _der.usual_head(ap_req)
-            if head is not None:
-                # A forged ticket is refused here, as rd_req would refuse it, without the
-                # SHA-256 of its replay tag (issue 9). _verify takes the keytab as loaded here.
-                check = self._ticket_check_for(head[0], int(monotonic()))
-                if check is not None and check.forged(ap_req):
-                    raise check.error()
+        if passed is None or passed[0] != ap_req:
+            # Not the AP-REQ forged() let through just now (the engine asks it before decoding
+            # the command): read and checked here, by forged() all the same. A forged ticket is
+            # refused without the SHA-256 of its replay tag (issue 9); _verify takes the keytab
+            # as loaded here.
+            if self.forged(ap_req, int(monotonic())):
+                assert self._ticket_check is not None  # forged() found it so
+                raise self._ticket_check.error()
+            passed, self._passed = self._passed, None
+        # The usual encoding gives the replay tag's octets and the options in one reading
+        # (usual_head, in forged(); a forged request costs one, issue 9); any other is read
+        # field by field.
+        head = None if passed is None else passed[1]
         options: int | None = None
         if head is not None:
             options = head[0]
