@@ -188,15 +188,11 @@ class EngineCore(ABC):
         refused = self.reply_limiter.refusal(peer[0], now)
         if refused is None:
             return True
-        # count() inline: a flood of forged commands is refused here, once each (issue 9).
-        counters, name = self.counters, "rate-limited.lone-reply." + refused
-        counters[name] = counters.get(name, 0) + 1
+        self.count("rate-limited.lone-reply." + refused)
         return False
 
     def drop(self, cause: str, peer: Address) -> None:
-        # count() inline: every datagram of a flood is dropped here (issue 9).
-        counters, name = self.counters, "dropped." + cause
-        counters[name] = counters.get(name, 0) + 1
+        self.count("dropped." + cause)
         self.emit(Dropped(cause, peer))
 
     def address(self, peer: PeerState) -> Address:
