@@ -22,11 +22,27 @@ One more read a turn is spared: trio.lowlevel.current_statistics() reads the clo
 kinkd does not use (seconds_to_next_deadline); tasks_runnable() asks for the statistics with
 the clock giving its latest reading instead (the runner's idle test before an inline save, on
 the lone path of a REPLY, issue 9).
+
+The wall clock too (time.time(), a system call in user-mode Linux): a state save reads it for
+the time its records are as of (kink.daemon.state's T: saved_at, and the REPLYs kept until a
+time, answers.py), on the lone path of a REPLY (issue 9: 1 of b's 14 system calls between a
+CREATE and its REPLY). wall_time() is the loop's latest reading plus the wall clock's offset
+from it, which it reads again (with the loop's clock, two system calls) once WALL_CHECK seconds
+of the loop's time have passed since it last did: what a save records is then as of the turn's
+reading in both clocks (the records' ages are computed from it too, Engine.record_changes), and
+a step of the wall clock (settimeofday, an NTP step) shows in saved times within WALL_CHECK
+seconds. Those times age SAs whose lifetimes are minutes to hours at a restart, and date
+REPLYs kept for a reply_cache_lifetime of seconds to minutes: a second is within what they
+measure. (Between steps the two clocks run at the same rate: NTP slews CLOCK_MONOTONIC, which
+time.perf_counter reads, with CLOCK_REALTIME.)
 """
 
+import math
 import time
 
 import trio
+
+WALL_CHECK = 1.0  # seconds of the loop's clock between two readings of the wall clock's offset
 
 
 class LoopClock(trio.abc.Clock):
@@ -36,6 +52,17 @@ class LoopClock(trio.abc.Clock):
     def __init__(self) -> None:
         self.last = time.perf_counter()
         self.held = False  # current_time() gives `last` (tasks_runnable)
+        self._wall_offset = 0.0  # time.time() - time.perf_counter(), as last read
+        self._wall_checked = -math.inf  # `last` when it was read
+
+    def wall(self) -> float:
+        """The wall clock as of `last` (wall_time)."""
+        last = self.last
+        if not 0.0 <= last - self._wall_checked < WALL_CHECK:
+            self.last = last = time.perf_counter()
+            self._wall_offset = time.time() - last
+            self._wall_checked = last
+        return last + self._wall_offset
 
     def start_clock(self) -> None:
         pass
@@ -58,6 +85,16 @@ def turn_time() -> float:
     if isinstance(clock, LoopClock):
         return clock.last
     return trio.current_time()
+
+
+def wall_time() -> float:
+    """time.time() as of this turn of the loop: under LoopClock, turn_time() in the wall clock
+    (the offset between the two read at most every WALL_CHECK seconds, see the module's text);
+    under another clock (tests), a reading of time.time()."""
+    clock = trio.lowlevel.current_clock()
+    if isinstance(clock, LoopClock):
+        return clock.wall()
+    return time.time()
 
 
 def tasks_runnable() -> int:

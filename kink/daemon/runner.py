@@ -44,7 +44,7 @@ from kink.daemon.control import ControlServer, bind
 from kink.daemon.helper_client import HelperClient, HelperError, HelperGone, Outcome
 from kink.daemon.kerberos_worker import KerberosWorker
 from kink.daemon.logs import NOTICE, current_level, set_level
-from kink.daemon.loop_clock import tasks_runnable, turn_time
+from kink.daemon.loop_clock import tasks_runnable, turn_time, wall_time
 from kink.daemon.notify import Notifier
 from kink.daemon.outbox import Outbox
 from kink.daemon.privileges import identity
@@ -448,15 +448,16 @@ class Daemon:
             self._wake()
 
     def _delivered(self) -> None:
-        """A turn of the transport's deliveries or a wake-up of the helper reader is over. Its
-        inputs' actions are carried out now, in this step, when the executor is parked (so no
-        other run of actions is under way: one at a time, in order, kink.engine.events) and no
-        other task is ready to run: a lone exchange's helper request leaves in the step that
-        delivered its CREATE, and its save and REPLY in the step that delivered the helper's
-        reply, each without the executor's turn of the loop (issue 9: a turn is an epoll_wait
-        and two clock reads, system calls each in user-mode Linux). Under load other tasks
-        are ready: the executor is woken and carries out the inputs of all of them in one run
-        (one helper message and one save for them all).
+        """A turn of the transport's deliveries (or the first datagram of one woken by epoll,
+        Transport.serve) or a wake-up of the helper reader is over. Its inputs' actions are
+        carried out now, in this step, when the executor is parked (so no other run of actions
+        is under way: one at a time, in order, kink.engine.events) and no other task is ready
+        to run: a lone exchange's helper request leaves in the step that delivered its CREATE,
+        and its save and REPLY in the step that delivered the helper's reply, each without the
+        executor's turn of the loop (issue 9: a turn is an epoll_wait and two clock reads,
+        system calls each in user-mode Linux). Under load other tasks are ready: the executor
+        is woken and carries out the inputs of all of them in one run (one helper message and
+        one save for them all).
 
         On one CPU (_wait_for_helper), a run that sent helper requests, with still no other
         task ready, waits for their replies in the same step (HelperClient.wait_replies, which
@@ -873,7 +874,7 @@ class Daemon:
             # (WriteThread.run: a lone exchange's REPLY then waits for no thread hand-off).
             await self._write_thread.run(write, size, written=self.writer.written)
             return
-        now = time.time()
+        now = wall_time()
         answers = self.answers.take(now)
         changes = self.engine.record_changes(turn_time(), also=list(self.engine.sadb.children))
         entries = self._every_child(changes.records, answers)
@@ -910,7 +911,7 @@ class Daemon:
         (answers.py), and its size in children; when the store wants a compaction, with
         every child as of after the batch, taken by the same record_changes (its snapshot,
         written in the background: StateStore's docstring)."""
-        now = time.time()
+        now = wall_time()  # the turn's, with no clock read (loop_clock: issue 9)
         engine = self.engine
         answers = self.answers.take(now)
         compacting = self.store.wants_compaction(engine.epoch)
