@@ -69,8 +69,9 @@ def open_message(msg: Message, key: Key, *, request: int | None = None) -> Messa
     answered as the engine decides.
     """
     # decode() kept the Cksum's coverage in msg.signed (cksum_input(datagram), without parsing
-    # the header a second time, issue 4).
-    _verify(msg.signed, msg.cksum, key)
+    # the header a second time, issue 4); read once, a property (a Python call each time).
+    signed = msg.signed
+    _verify(signed, msg.cksum, key)
     if msg.ciphertext is not None:
         plaintext = decrypt(key, KEY_USAGE_KINK_ENCRYPT, msg.ciphertext)
         # Field by field rather than dataclasses.replace, which introspects the class on
@@ -85,7 +86,7 @@ def open_message(msg: Message, key: Key, *, request: int | None = None) -> Messa
             msg.doi,
             msg.mjver,
             msg.cksum,
-            msg.signed,
+            signed,
         )
     check_message(msg, request)
     return msg

@@ -127,14 +127,20 @@ class EngineConfig:
     # from retry_backoff_initial to retry_backoff_cap, so a peer that is down sees no storm.
     retry_backoff_initial: float = 1.0
     retry_backoff_cap: float = 60.0
+    # retransmit_cycle(), summed once when the configuration is made: every rekey scheduled
+    # asks for it (§3.6), and the sum is a loop of max_attempts steps (issue 9).
+    _retransmit_cycle: float = field(init=False, repr=False, compare=False)
 
-    def retransmit_cycle(self) -> float:
-        """T-retrans: the time a full retransmission cycle takes (§3.6, §9)."""
+    def __post_init__(self) -> None:
         total, delay = 0.0, self.retransmit_initial
         for _ in range(self.max_attempts):
             total += delay
             delay = min(delay * self.retransmit_factor, self.retransmit_cap)
-        return total
+        object.__setattr__(self, "_retransmit_cycle", total)
+
+    def retransmit_cycle(self) -> float:
+        """T-retrans: the time a full retransmission cycle takes (§3.6, §9)."""
+        return self._retransmit_cycle
 
     def retransmit_delay(self, attempt: int) -> float:
         """Timer T after the attempt-th transmission (1-based), truncated exponential."""

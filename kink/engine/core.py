@@ -44,27 +44,24 @@ _T = TypeVar("_T")
 
 
 class Timer:
-    """One scheduled call, ordered by (when, seq) in the engine's heap: fn(now), or fn(arg,
-    now) when scheduled with an argument. Slotted, and with the argument beside a shared bound
-    method rather than inside a closure per timer: every child keeps a rekey timer for its
-    lifetime (~320 octets less per SA pair, issue 9), and every exchange builds two or three
-    (issue 4)."""
+    """One scheduled call: fn(now), or fn(arg, now) when scheduled with an argument. Slotted,
+    and with the argument beside a shared bound method rather than inside a closure per
+    timer: every child keeps a rekey timer for its lifetime (~320 octets less per SA pair,
+    issue 9), and every exchange builds two or three (issue 4). The engine's heap holds it as
+    (when, seq, timer) (TimerEntry): heapq compares those tuples in C, where a Timer.__lt__
+    was a Python call per comparison, ~40 per rekey (issue 9); its time is there only (the
+    entry costs 48 octets more per timer than a Timer ordered by itself)."""
 
-    __slots__ = ("arg", "cancelled", "fn", "seq", "when")
+    __slots__ = ("arg", "cancelled", "fn")
 
-    def __init__(self, when: float, seq: int, fn: Callable[..., None], arg: object) -> None:
-        self.when = when
-        self.seq = seq
+    def __init__(self, fn: Callable[..., None], arg: object) -> None:
         self.fn = fn
         self.arg = arg
         self.cancelled = False
 
     def __repr__(self) -> str:
         state = ", cancelled" if self.cancelled else ""
-        return f"Timer(when={self.when}, seq={self.seq}{state})"
-
-    def __lt__(self, other: "Timer") -> bool:
-        return self.when < other.when or (self.when == other.when and self.seq < other.seq)
+        return f"Timer({self.fn!r}{state})"
 
     def fire(self, now: float) -> None:
         if self.arg is _NO_ARG:
@@ -81,6 +78,9 @@ class Timer:
 
 
 _NO_ARG = object()  # a Timer's arg when fn takes `now` alone
+# An entry of the engine's timer heap: (when, seq, timer), ordered by when and then by the
+# order of scheduling (seq, unique: the timer itself is never compared).
+TimerEntry = tuple[float, int, Timer]
 
 
 def _never_called(now: float) -> None:
@@ -143,7 +143,7 @@ class EngineCore(ABC):
         # Emitting an action is appending it: the deque's own append, bound once, spares a
         # Python frame per action (about sixteen per CREATE exchange, issue 4).
         self.emit: Callable[[Action], None] = self.actions.append
-        self.timers: list[Timer] = []
+        self.timers: list[TimerEntry] = []
         self._prune_at = _MIN_PRUNE
         self._timer_seq = itertools.count()
         self._tokens = itertools.count(1)
@@ -170,12 +170,12 @@ class EngineCore(ABC):
 
     def schedule(self, when: float, fn: Callable[..., None], arg: object = _NO_ARG) -> Timer:
         """Call fn(now), or fn(arg, now), once `when` has come (Engine.handle_timer)."""
-        timer = Timer(when, next(self._timer_seq), fn, arg)
+        timer = Timer(fn, arg)
         if len(self.timers) >= self._prune_at:
-            self.timers = [t for t in self.timers if not t.cancelled]
+            self.timers = [e for e in self.timers if not e[2].cancelled]
             heapq.heapify(self.timers)
             self._prune_at = max(_MIN_PRUNE, 2 * len(self.timers))
-        heapq.heappush(self.timers, timer)
+        heapq.heappush(self.timers, (when, next(self._timer_seq), timer))
         return timer
 
     def count(self, name: str) -> None:

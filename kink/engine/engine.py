@@ -7,6 +7,7 @@ gets a lone KINK_ERROR (§4.2.8), computed without crypto.
 """
 
 from dataclasses import dataclass
+from heapq import heappop
 from typing import Final
 
 from kink.engine import messages
@@ -186,12 +187,13 @@ class Engine(Lifecycle):
         return peer
 
     def handle_timer(self, now: float) -> None:
-        import heapq
-
-        while self.timers and self.timers[0].when <= now:
-            timer = heapq.heappop(self.timers)
+        timers = self.timers
+        while timers and timers[0][0] <= now:
+            timer = heappop(timers)[2]
             if not timer.cancelled:
                 timer.fire(now)
+            # A timer's call may have pruned the heap (schedule): a new list.
+            timers = self.timers
 
     def helper_result(self, result: HelperResult, now: float) -> None:
         callback = self.waiting.pop(result.token, None)
@@ -352,11 +354,10 @@ class Engine(Lifecycle):
         return actions.popleft() if actions else None
 
     def next_timer(self) -> float | None:
-        import heapq
-
-        while self.timers and self.timers[0].cancelled:
-            heapq.heappop(self.timers)
-        return self.timers[0].when if self.timers else None
+        timers = self.timers
+        while timers and timers[0][2].cancelled:
+            heappop(timers)
+        return timers[0][0] if timers else None
 
     def snapshot(self) -> EngineState:
         peers = tuple(

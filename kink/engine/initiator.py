@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache, partial
+from operator import attrgetter
 from typing import Final, TypeVar
 
 from kink.crypto.dh import PRIMES, DhExchange
@@ -133,7 +134,7 @@ _KINK_ERROR_REASONS: dict[int, str] = {
 }
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Negotiation:
     """One KINK_ISAKMP of a CREATE: one SA bundle for one policy."""
 
@@ -147,7 +148,7 @@ class Negotiation:
     acquire_seq: int | None = None  # the kernel ACQUIRE it answers (InstallSa.acquire_seq)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Transaction:
     kind: MessageType
     peer: PeerState
@@ -1382,10 +1383,12 @@ class Initiator(EngineCore):
             return
         low = self.config.retransmit_cycle()
         high = max(self.config.rekey_margin, 2 * low)
+        # rng.uniform(a, b) written out (a + (b - a) * random(), as random.Random.uniform): the
+        # same draw and value without its Python frame, once per rekey scheduled (see _life).
         if seconds > 2 * high:
-            soft = seconds - self.rng.uniform(low, high)
+            soft = seconds - (low + (high - low) * self.rng.random())
         else:
-            soft = seconds * self.rng.uniform(0.75, 0.9)
+            soft = seconds * (0.75 + (0.9 - 0.75) * self.rng.random())
         child.rekey_at = now + soft
         child.rekey_timer = self.schedule(child.rekey_at, self._rekey_call, child)
 
@@ -1449,7 +1452,13 @@ def _renewed(negotiations: list[Negotiation]) -> list[Negotiation]:
 
 def _first_bundle(peer: PeerState) -> tuple[int, ...]:
     """The protocols of the first proposal: those of the optimistic SAs (§3.2 step 1)."""
-    return tuple(t.protocol for bundle in peer.config.proposals[:1] for t in bundle.transforms)
+    proposals = peer.config.proposals
+    # map() over an attrgetter rather than a generator expression, whose frame is resumed
+    # once per protocol (twice per CREATE, issue 9).
+    return tuple(map(_PROTOCOL, proposals[0].transforms)) if proposals else ()
+
+
+_PROTOCOL = attrgetter("protocol")
 
 
 def _proposal_of(sa: SaPayload, protocol: int) -> Proposal:

@@ -75,7 +75,7 @@ KRB_AP_ERR_NO_TGT = 67
 KRB_ERR_GENERIC = 60
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Answer:
     """A reply-cache entry: the command's decrypted content and our REPLY (None while the SA
     actions it waits for are under way)."""
@@ -88,7 +88,7 @@ class Answer:
     timer: Timer | None = None
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Plan:
     """One KINK_ISAKMP of a received CREATE and what we make of it."""
 
@@ -111,6 +111,10 @@ class _Plan:
     errors: list[str] = field(default_factory=list)
 
 
+# A reply-cache entry with its key (client principal, XID), as its expiry timer holds it.
+_Cached = tuple[tuple[str, int], Answer]
+
+
 def _notify(kind: int, data: bytes = b"", protocol: int = 0, spi: bytes = b"") -> NotifyPayload:
     return NotifyPayload(kind, protocol, spi, data)
 
@@ -129,6 +133,10 @@ class Responder(Initiator):
         super().__init__(config, kerberos, epoch=epoch, now=now, rng=rng, spi_rng=spi_rng)
         # the reply cache (§9), by (authenticated client principal, XID)
         self.answers: dict[tuple[str, int], Answer] = {}
+        # Its expiry timer's callback, bound once: each timer holds it and its (key, entry),
+        # not a closure of its own (kink.engine.core.Timer; a call and a closure less per
+        # command answered, issue 9).
+        self._expire_call: Callable[[_Cached, float], None] = self._expire_answer
 
     # ------------------------------------------------------------------------ commands
 
@@ -185,7 +193,7 @@ class Responder(Initiator):
             return
         entry = Answer(msg.type, msg.encrypted)
         self.answers[cache_key] = entry
-        self.schedule(now + self.config.reply_cache_lifetime, _expire(self, cache_key, entry))
+        self.schedule(now + self.config.reply_cache_lifetime, self._expire_call, (cache_key, entry))
         if msg.type is _CREATE:
             self._answer_create(peer, accepted, msg, entry, now)
         elif msg.type is MessageType.DELETE:
@@ -641,21 +649,20 @@ class Responder(Initiator):
             payload = ErrorPayload(KinkErrorCode.U2UDENIED)
         self.emit(SendDatagram(messages.lone_reply(msg.xid, payload), addr))
 
+    def _expire_answer(self, cached: _Cached, now: float) -> None:
+        """A reply-cache entry's lifetime is over (§9): forgotten, or kept for another
+        lifetime while it awaits its ACK."""
+        key, entry = cached
+        if entry.awaiting_ack:
+            self.schedule(now + self.config.reply_cache_lifetime, self._expire_call, cached)
+            return
+        self._forget_answer(key, entry)
+
     def _forget_answer(self, key: tuple[str, int], entry: Answer) -> None:
         if self.answers.get(key) is entry:
             if entry.awaiting_ack:
                 return  # kept until the ACK or the last retransmission
             del self.answers[key]
-
-
-def _expire(engine: Responder, key: tuple[str, int], entry: Answer) -> Callable[[float], None]:
-    def fire(now: float) -> None:
-        if entry.awaiting_ack:
-            engine.schedule(now + engine.config.reply_cache_lifetime, fire)
-            return
-        engine._forget_answer(key, entry)
-
-    return fire
 
 
 def _larval(engine: Responder, child: Child) -> bool:

@@ -74,8 +74,11 @@ class Ticket:
 
     def fresh(self, now: int, margin: int) -> bool:
         """Valid for more than `margin` seconds after `now` (margin capped at half the life)."""
-        margin = min(margin, (self.endtime - self.starttime) // 2)
-        return self.endtime - now > margin
+        # The times read once, not through the properties (three Python calls): asked for the
+        # ticket of every command sent (Credentials.cached_ticket, issue 9).
+        times = self.creds.times
+        margin = min(margin, (times.endtime - times.starttime) // 2)
+        return times.endtime - now > margin
 
 
 @dataclass(frozen=True)

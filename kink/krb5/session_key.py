@@ -3,7 +3,7 @@
 from dataclasses import dataclass, field
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SessionKey:
     """An RFC 3961 protocol key: `enctype` (e.g. 17, 18, 19, 20) and its raw key bytes.
 

@@ -34,10 +34,10 @@ def test_removed_child_and_finished_exchange_are_released(make_world: WorldFacto
 def test_cancelled_timers_are_pruned(make_world: WorldFactory) -> None:
     engine = make_world().host("a").engine
     base = len(engine.timers)
-    live = sum(not t.cancelled for t in engine.timers)
+    live = sum(not timer.cancelled for _, _, timer in engine.timers)
     for i in range(1000):
         engine.schedule(1e6 + i, lambda now: None).cancel()
     # Pruning runs when the heap has doubled: the heap stays within a small multiple of the
     # live timers (at least the 64 below which it is not pruned), instead of 1000 entries.
     assert len(engine.timers) <= 2 * max(64, base + 1)
-    assert sum(not t.cancelled for t in engine.timers) == live
+    assert sum(not timer.cancelled for _, _, timer in engine.timers) == live
